@@ -1,0 +1,1 @@
+//! `ovl serve`: the embedded HTTP, TFTP and DHCP servers of the PXE boot chain.
