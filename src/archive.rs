@@ -1,0 +1,173 @@
+//! The archive: a manifest written as a deterministic gzip-compressed tar (SPEC §4), and its
+//! atomic publication (temporary file in the same folder, fsync, rename; an unchanged archive
+//! is left alone).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{Kind, Manifest};
+
+/// Write `m` as an uncompressed tar: GNU headers, relative names, folders with a trailing
+/// `/`, parents first, every entry with time `mtime`, ids and names from the manifest.
+pub fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
+    let size: usize = m
+        .entries
+        .values()
+        .map(|e| match &e.kind {
+            Kind::File(b) => 512 + b.len().div_ceil(512) * 512,
+            _ => 512,
+        })
+        .sum();
+    let mut b = tar::Builder::new(Vec::with_capacity(size + 2048));
+    let bad = |path: &str, e: std::io::Error| Error::Device {
+        mac: String::new(),
+        message: format!("{path}: cannot be archived: {e}"),
+    };
+    for (path, e) in &m.entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(mtime);
+        h.set_uid(u64::from(e.uid));
+        h.set_gid(u64::from(e.gid));
+        h.set_mode(e.mode);
+        h.set_username(&e.user).map_err(|x| bad(path, x))?;
+        h.set_groupname(&e.group).map_err(|x| bad(path, x))?;
+        match &e.kind {
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .map_err(|x| bad(path, x))?;
+            }
+            Kind::File(data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, &data[..])
+                    .map_err(|x| bad(path, x))?;
+            }
+            Kind::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)
+                    .map_err(|x| bad(path, x))?;
+            }
+        }
+    }
+    b.into_inner().map_err(|x| bad("archive", x))
+}
+
+/// gzip `data` at `level` with a header that holds no name and no time.
+pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    let mut enc = flate2::GzBuilder::new().mtime(0).write(
+        Vec::with_capacity(data.len() / 3 + 64),
+        Compression::new(level),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+/// The uncompressed tar inside a published archive, if it exists and is readable.
+pub fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut out = Vec::new();
+    GzDecoder::new(f)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::at_path(path, format!("not a valid gzip file: {e}")))?;
+    Ok(Some(out))
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Published {
+    /// There was no file before.
+    Created,
+    /// The file was replaced with different bytes.
+    Updated,
+    /// The file already held exactly these bytes and was not touched.
+    Unchanged,
+}
+
+/// Publish `bytes` at `path` atomically: never a half-written or empty file at `path`, and an
+/// identical file is left alone (its mtime and ETag stay).
+pub fn publish(path: &Path, bytes: &[u8]) -> Result<Published> {
+    let existed = match std::fs::read(path) {
+        Ok(old) if old == bytes => return Ok(Published::Unchanged),
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).at(dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("archive");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".ovl-tmp.{name}."))
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(bytes).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    // Archives are served to anyone on the boot network; match what a web server expects.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .at(tmp.path())?;
+    }
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(if existed {
+        Published::Updated
+    } else {
+        Published::Created
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn deterministic_and_unchanged_not_rewritten() {
+        let mut m = Manifest::default();
+        m.put(
+            "etc/motd",
+            Kind::File(Arc::from(&b"hello\n"[..])),
+            0o644,
+            None,
+            "t",
+        )
+        .unwrap();
+        m.put(
+            "etc/runlevels/default/sshd",
+            Kind::Symlink("/etc/init.d/sshd".into()),
+            0o777,
+            None,
+            "t",
+        )
+        .unwrap();
+        let a = gzip(&tar_bytes(&m, 1).unwrap(), 6);
+        let b = gzip(&tar_bytes(&m, 1).unwrap(), 6);
+        assert_eq!(a, b);
+        // No name, no time in the gzip header.
+        assert_eq!(&a[3..8], &[0, 0, 0, 0, 0]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.tar.gz");
+        assert_eq!(publish(&p, &a).unwrap(), Published::Created);
+        assert_eq!(publish(&p, &a).unwrap(), Published::Unchanged);
+        assert_eq!(publish(&p, b"other").unwrap(), Published::Updated);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,88 @@
+//! The command line: flags parsed into plain data by clap, then dispatched to the library.
+//! Help text, the man page and shell completions all come from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::mac::Mac;
+
+/// Build per-device Alpine apkovl archives for PXE-booted diskless fleets.
+#[derive(Debug, Parser)]
+#[command(name = "ovl", version, about, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The site folder (default: $OVL_SITE, else the nearest parent folder holding ovl.toml).
+    #[arg(long, global = true, env = "OVL_SITE", value_name = "DIR")]
+    pub site: Option<PathBuf>,
+    /// Print results as JSON on stdout (diagnostics stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const LONG_ABOUT: &str = "Build per-device Alpine apkovl archives for PXE-booted diskless fleets.\n\n\
+Device profiles (profiles/NAME.toml) are merged with overlay trees (overlays/NAME/) and the\n\
+inventory (devices.toml) into configs/MAC.tar.gz, the archive Alpine's initramfs fetches with\n\
+apkovl=http://SERVER/configs/${net0/mac}.tar.gz.";
+
+const AFTER_HELP: &str =
+    "Exit codes: 0 success, 1 invalid input, 2 usage, 3 environment (I/O, permissions, ports).";
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a new site with example profiles, overlays and inventory.
+    Init {
+        /// The folder to create (must not hold an ovl.toml yet).
+        dir: PathBuf,
+    },
+    /// Validate everything: settings, profiles, inventory, and every template for every device.
+    Check,
+    /// Build and publish archives (configs/MAC.tar.gz) and the iPXE boot script.
+    Build(BuildArgs),
+    /// List the inventory's devices with their archive's state (built, stale, missing).
+    List,
+    /// Show a device's resolved settings and file tree, with the layer of each file.
+    Show(DeviceArgs),
+    /// Show what a rebuild would change in a device's archive.
+    Diff(DeviceArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `ovl build` selection.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["all", "mac", "profile"])))]
+pub struct BuildArgs {
+    /// Every device of the inventory.
+    #[arg(long, conflicts_with_all = ["mac", "profile"])]
+    pub all: bool,
+    /// This device (repeatable). With --profile, any MAC, even one not in the inventory.
+    #[arg(long, value_name = "MAC")]
+    pub mac: Vec<Mac>,
+    /// Alone: the devices of this profile and of profiles extending it. With --mac: build the
+    /// MAC with this profile.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Parallel jobs (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+/// A device, for `show` and `diff`.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// The device's MAC (any common spelling).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Mac,
+    /// Use this profile (required when the MAC is not in the inventory).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+}

@@ -1,0 +1,151 @@
+//! Errors of the build pipeline, each carrying the place that caused it, and the exit codes
+//! they map to (SPEC §7: 0 success, 1 invalid input, 2 usage, 3 environment).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Exit code of a successful run.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for invalid input: bad TOML, unknown keys, template errors, bad MACs, …
+pub const EXIT_INPUT: i32 = 1;
+/// Exit code for a usage error (bad flags or arguments).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for an environment problem: I/O, permissions, ports.
+pub const EXIT_ENV: i32 = 3;
+
+/// A place in a file: path, and where known the 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file (or folder) the problem is in.
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has one.
+    pub line_col: Option<(usize, usize)>,
+}
+
+impl Location {
+    /// A location naming only a path.
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        Location {
+            path: path.into(),
+            line_col: None,
+        }
+    }
+
+    /// A location at a byte offset of `text`, the contents of `path`.
+    pub fn at_offset(path: impl Into<PathBuf>, text: &str, offset: usize) -> Self {
+        let offset = offset.min(text.len());
+        let before = &text[..text.floor_char_boundary(offset)];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location {
+            path: path.into(),
+            line_col: Some((line, col)),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line_col {
+            Some((l, c)) => write!(f, "{}:{}:{}", self.path.display(), l, c),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+/// Everything that can go wrong while reading a site and building archives.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid input at a known place (TOML syntax, unknown key, bad value, template error).
+    #[error("{loc}: {message}")]
+    Input {
+        /// Where.
+        loc: Location,
+        /// What, in words for an administrator.
+        message: String,
+    },
+    /// Invalid input that concerns one device.
+    #[error("device {mac}: {message}")]
+    Device {
+        /// The device's MAC, lowercase with colons.
+        mac: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The site or its environment is unusable (no site found, …).
+    #[error("{0}")]
+    Env(String),
+    /// Wrong use of the command line that clap could not catch.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// An input error at `loc`.
+    pub fn input(loc: Location, message: impl Into<String>) -> Self {
+        Error::Input {
+            loc,
+            message: message.into(),
+        }
+    }
+
+    /// An input error naming only a path.
+    pub fn at_path(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Input {
+            loc: Location::path(path),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// The exit code this error maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input { .. } | Error::Device { .. } => EXIT_INPUT,
+            Error::Io { .. } | Error::Env(_) => EXIT_ENV,
+            Error::Usage(_) => EXIT_USAGE,
+        }
+    }
+
+    /// A short machine-readable kind, used in JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Input { .. } => "input",
+            Error::Device { .. } => "device",
+            Error::Io { .. } => "io",
+            Error::Env(_) => "environment",
+            Error::Usage(_) => "usage",
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Extension to attach a path to I/O errors.
+pub trait IoContext<T> {
+    /// Turn an `io::Error` into [`Error::Io`] naming `path`.
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,174 @@
+//! User and group names ↔ numeric ids, as Alpine's `alpine-baselayout` defines them, extended
+//! by the `etc/passwd` and `etc/group` a device's own layers carry.
+
+use std::collections::BTreeMap;
+
+const ALPINE_USERS: &[(&str, u32)] = &[
+    ("root", 0),
+    ("bin", 1),
+    ("daemon", 2),
+    ("adm", 3),
+    ("lp", 4),
+    ("sync", 5),
+    ("shutdown", 6),
+    ("halt", 7),
+    ("mail", 8),
+    ("news", 9),
+    ("uucp", 10),
+    ("operator", 11),
+    ("man", 13),
+    ("postmaster", 14),
+    ("cron", 16),
+    ("ftp", 21),
+    ("sshd", 22),
+    ("at", 25),
+    ("squid", 31),
+    ("xfs", 33),
+    ("games", 35),
+    ("cyrus", 85),
+    ("vpopmail", 89),
+    ("ntp", 123),
+    ("smmsp", 209),
+    ("guest", 405),
+    ("nobody", 65534),
+];
+
+const ALPINE_GROUPS: &[(&str, u32)] = &[
+    ("root", 0),
+    ("bin", 1),
+    ("daemon", 2),
+    ("sys", 3),
+    ("adm", 4),
+    ("tty", 5),
+    ("disk", 6),
+    ("lp", 7),
+    ("mem", 8),
+    ("kmem", 9),
+    ("wheel", 10),
+    ("floppy", 11),
+    ("mail", 12),
+    ("news", 13),
+    ("uucp", 14),
+    ("man", 15),
+    ("cron", 16),
+    ("console", 17),
+    ("audio", 18),
+    ("cdrom", 19),
+    ("dialout", 20),
+    ("ftp", 21),
+    ("sshd", 22),
+    ("input", 23),
+    ("at", 25),
+    ("tape", 26),
+    ("video", 27),
+    ("netdev", 28),
+    ("readproc", 30),
+    ("squid", 31),
+    ("xfs", 33),
+    ("kvm", 34),
+    ("games", 35),
+    ("shadow", 42),
+    ("cdrw", 80),
+    ("www-data", 82),
+    ("usb", 85),
+    ("vpopmail", 89),
+    ("users", 100),
+    ("ntp", 123),
+    ("nofiles", 200),
+    ("smmsp", 209),
+    ("locate", 245),
+    ("abuild", 300),
+    ("utmp", 406),
+    ("ping", 999),
+    ("nogroup", 65533),
+    ("nobody", 65534),
+];
+
+/// The `shadow` group's gid on Alpine.
+pub const SHADOW_GID: u32 = 42;
+
+/// One namespace of names (users or groups).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    by_name: BTreeMap<String, u32>,
+    by_id: BTreeMap<u32, String>,
+}
+
+impl Names {
+    fn new(base: &[(&str, u32)]) -> Self {
+        let mut n = Names::default();
+        for (name, id) in base {
+            n.insert(name, *id);
+        }
+        n
+    }
+
+    fn insert(&mut self, name: &str, id: u32) {
+        self.by_name.insert(name.to_string(), id);
+        self.by_id.insert(id, name.to_string());
+    }
+
+    /// Read `name:x:id:…` lines (passwd or group format); malformed lines are skipped.
+    fn extend_from(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut f = line.split(':');
+            if let (Some(name), Some(_), Some(id)) = (f.next(), f.next(), f.next())
+                && let Ok(id) = id.trim().parse::<u32>()
+                && !name.is_empty()
+            {
+                self.insert(name, id);
+            }
+        }
+    }
+
+    /// The id of `name`.
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of `id`, or an empty string when it has none (tar then keeps the number).
+    pub fn name(&self, id: u32) -> String {
+        self.by_id.get(&id).cloned().unwrap_or_default()
+    }
+}
+
+/// Users and groups for one device.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    /// Users.
+    pub users: Names,
+    /// Groups.
+    pub groups: Names,
+}
+
+impl Ids {
+    /// Alpine's defaults, extended by the device's own `etc/passwd` and `etc/group` if any.
+    pub fn new(passwd: Option<&str>, group: Option<&str>) -> Ids {
+        let mut users = Names::new(ALPINE_USERS);
+        let mut groups = Names::new(ALPINE_GROUPS);
+        if let Some(p) = passwd {
+            users.extend_from(p);
+        }
+        if let Some(g) = group {
+            groups.extend_from(g);
+        }
+        Ids { users, groups }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_files_extend_defaults() {
+        let ids = Ids::new(
+            Some("kiosk:x:1000:1000::/home/kiosk:/bin/sh\nbad line\n"),
+            Some("kiosk:x:1000:\n"),
+        );
+        assert_eq!(ids.users.id("kiosk"), Some(1000));
+        assert_eq!(ids.groups.id("shadow"), Some(SHADOW_GID));
+        assert_eq!(ids.users.name(0), "root");
+        assert_eq!(ids.users.name(4242), "");
+    }
+}

@@ -1,0 +1,196 @@
+//! The inventory (`devices.toml`): which device is which — MAC, profile, hostname, fixed IP,
+//! extra layers and variables — with MACs normalised and duplicates refused (SPEC §3).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, IoContext, Location, Result};
+use crate::mac::Mac;
+use crate::profile::Profiles;
+use crate::tomlfile;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DevicesFile {
+    #[serde(default)]
+    device: Vec<DeviceEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceEntry {
+    mac: Spanned<String>,
+    profile: Spanned<String>,
+    hostname: Option<Spanned<String>>,
+    ip: Option<Spanned<String>>,
+    #[serde(default)]
+    overlays: Vec<String>,
+    #[serde(default)]
+    vars: toml::Table,
+}
+
+/// One device of the inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Its MAC.
+    pub mac: Mac,
+    /// Its profile's name.
+    pub profile: String,
+    /// Its own hostname (wins over the profile's template).
+    pub hostname: Option<String>,
+    /// Fixed DHCP address.
+    pub ip: Option<Ipv4Addr>,
+    /// Extra layers for this device only.
+    pub overlays: Vec<String>,
+    /// Its own template values (win over the profile's).
+    pub vars: toml::Table,
+    /// Where in `devices.toml` it is declared.
+    pub location: Location,
+}
+
+/// All devices, keyed by MAC.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Devices by MAC, in MAC order.
+    pub devices: BTreeMap<Mac, Device>,
+}
+
+/// Is `h` a valid host name (RFC 1123 labels)?
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+impl Inventory {
+    /// Read `path` (a missing file is an empty inventory) and check it against `profiles`.
+    pub fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Inventory {
+                    file: path.to_path_buf(),
+                    devices: BTreeMap::new(),
+                });
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let file: DevicesFile = tomlfile::parse(path, &text)?;
+        let at = |offset: usize| Location::at_offset(path, &text, offset);
+        let mut devices = BTreeMap::new();
+        let mut hostnames: BTreeMap<String, Location> = BTreeMap::new();
+        let mut ips: BTreeMap<Ipv4Addr, Location> = BTreeMap::new();
+        for d in file.device {
+            let loc = at(d.mac.span().start);
+            let mac: Mac = d
+                .mac
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::mac::MacParseError| Error::input(loc.clone(), e.to_string()))?;
+            if let Some(prev) = devices.get(&mac).map(|p: &Device| p.location.clone()) {
+                return Err(Error::input(
+                    loc,
+                    format!("duplicate MAC {mac} (first declared at {prev})"),
+                ));
+            }
+            let profile = d.profile.get_ref().clone();
+            profiles
+                .get(&profile)
+                .map_err(|m| Error::input(at(d.profile.span().start), m))?;
+            let hostname = match &d.hostname {
+                Some(h) => {
+                    let hl = at(h.span().start);
+                    let name = h.get_ref().trim().to_string();
+                    if !valid_hostname(&name) {
+                        return Err(Error::input(
+                            hl,
+                            format!(
+                                "invalid hostname {name:?}: letters, digits and '-', labels of 1 to 63 characters"
+                            ),
+                        ));
+                    }
+                    if let Some(prev) = hostnames.get(&name.to_ascii_lowercase()) {
+                        return Err(Error::input(
+                            hl,
+                            format!("duplicate hostname {name} (first declared at {prev})"),
+                        ));
+                    }
+                    hostnames.insert(name.to_ascii_lowercase(), hl);
+                    Some(name)
+                }
+                None => None,
+            };
+            let ip = match &d.ip {
+                Some(s) => {
+                    let il = at(s.span().start);
+                    let ip: Ipv4Addr = s.get_ref().trim().parse().map_err(|_| {
+                        Error::input(
+                            il.clone(),
+                            format!("invalid IPv4 address {:?}", s.get_ref()),
+                        )
+                    })?;
+                    if let Some(prev) = ips.get(&ip) {
+                        return Err(Error::input(
+                            il,
+                            format!("duplicate IP {ip} (first declared at {prev})"),
+                        ));
+                    }
+                    ips.insert(ip, il);
+                    Some(ip)
+                }
+                None => None,
+            };
+            devices.insert(
+                mac,
+                Device {
+                    mac,
+                    profile,
+                    hostname,
+                    ip,
+                    overlays: d.overlays,
+                    vars: d.vars,
+                    location: loc,
+                },
+            );
+        }
+        Ok(Inventory {
+            file: path.to_path_buf(),
+            devices,
+        })
+    }
+
+    /// Read the inventory's raw text, for change detection.
+    pub fn raw_text(path: &Path) -> Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert!(valid_hostname("kiosk-hall"));
+        assert!(valid_hostname("xl-123456.example"));
+        assert!(!valid_hostname("-bad"));
+        assert!(!valid_hostname("bad_name"));
+        assert!(!valid_hostname(""));
+    }
+}

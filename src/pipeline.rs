@@ -1,0 +1,284 @@
+//! The build pipeline shared by every command: site files → [`Project`] → device plans →
+//! archive bytes → atomic publish. Watch and serve reuse it; they never rebuild it their way.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::archive::{self, Published};
+use crate::bootscript::{self, ScriptExtras};
+use crate::device::{self, DevicePlan, DeviceSpec, LayerCache};
+use crate::error::{Error, Result};
+use crate::inventory::Inventory;
+use crate::layer::LayerTree;
+use crate::mac::Mac;
+use crate::profile::Profiles;
+use crate::site::Site;
+
+/// A site with its profiles and inventory read and checked.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The site and its settings.
+    pub site: Site,
+    /// Resolved profiles.
+    pub profiles: Profiles,
+    /// The inventory.
+    pub inventory: Inventory,
+}
+
+/// Which devices a command is about.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Every device of the inventory.
+    pub all: bool,
+    /// These MACs (with `profile`, built with that profile even when not in the inventory).
+    pub macs: Vec<Mac>,
+    /// A profile: alone, the inventory's devices of that profile or of profiles extending it.
+    pub profile: Option<String>,
+}
+
+/// One device's build result.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    /// The MAC.
+    pub mac: Mac,
+    /// Profile.
+    pub profile: String,
+    /// The archive's path.
+    pub path: PathBuf,
+    /// What happened.
+    #[serde(flatten)]
+    pub result: OutcomeResult,
+}
+
+/// Success or failure of one device.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum OutcomeResult {
+    /// Built (and published or found unchanged).
+    Built {
+        /// Created, updated or unchanged.
+        state: Published,
+        /// Hostname.
+        hostname: String,
+        /// Archive size in bytes.
+        bytes: usize,
+        /// Entries in the archive.
+        entries: usize,
+    },
+    /// Not built; the previous archive, if any, is untouched.
+    Failed {
+        /// The error, with its location.
+        error: String,
+        /// Its kind (`input`, `io`, …).
+        kind: &'static str,
+        /// The exit code it maps to.
+        #[serde(skip)]
+        code: i32,
+    },
+}
+
+impl Project {
+    /// Read profiles and inventory of `site`, checking every cross-reference.
+    pub fn load(site: Site) -> Result<Project> {
+        let profiles = Profiles::load(&site.profiles_dir())?;
+        let inventory = Inventory::load(&site.devices_file(), &profiles)?;
+        if let Some(p) = &site.config.serve.default_profile {
+            profiles.get(p).map_err(|m| {
+                Error::at_path(
+                    site.root.join(crate::site::SITE_FILE),
+                    format!("[serve] default_profile: {m}"),
+                )
+            })?;
+        }
+        Ok(Project {
+            site,
+            profiles,
+            inventory,
+        })
+    }
+
+    /// The spec of one MAC: its inventory entry, with `profile` overriding its profile (or
+    /// naming the profile of a MAC the inventory does not know).
+    pub fn spec(&self, mac: Mac, profile: Option<&str>) -> Result<DeviceSpec> {
+        let device = self.inventory.devices.get(&mac).cloned();
+        let profile = match (profile, &device) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(d)) => d.profile.clone(),
+            (None, None) => {
+                return Err(Error::Device {
+                    mac: mac.to_string(),
+                    message: format!(
+                        "not in {}; give --profile to build it anyway",
+                        self.inventory.file.display()
+                    ),
+                });
+            }
+        };
+        self.profiles.get(&profile).map_err(Error::Usage)?;
+        Ok(DeviceSpec {
+            mac,
+            profile,
+            device,
+        })
+    }
+
+    /// The devices a selection names.
+    pub fn select(&self, sel: &Selection) -> Result<Vec<DeviceSpec>> {
+        if let Some(p) = &sel.profile {
+            self.profiles.get(p).map_err(Error::Usage)?;
+        }
+        if !sel.macs.is_empty() {
+            return sel
+                .macs
+                .iter()
+                .map(|m| self.spec(*m, sel.profile.as_deref()))
+                .collect();
+        }
+        let wanted: Option<BTreeSet<String>> = sel
+            .profile
+            .as_ref()
+            .map(|p| self.profiles.descendants_of(p));
+        Ok(self
+            .inventory
+            .devices
+            .values()
+            .filter(|d| sel.all || wanted.as_ref().is_some_and(|w| w.contains(&d.profile)))
+            .map(|d| DeviceSpec {
+                mac: d.mac,
+                profile: d.profile.clone(),
+                device: Some(d.clone()),
+            })
+            .collect())
+    }
+
+    /// Read every layer the given devices use, once each, in parallel.
+    pub fn read_layers(&self, specs: &[DeviceSpec]) -> LayerCache {
+        let mut sources = BTreeSet::new();
+        for s in specs {
+            if let Ok(p) = self.profiles.get(&s.profile)
+                && let Ok(list) = device::layer_sources(&self.site, p, s)
+            {
+                sources.extend(list);
+            }
+        }
+        let sources: Vec<_> = sources.into_iter().collect();
+        sources
+            .into_par_iter()
+            .map(|s| {
+                let tree = LayerTree::read(&s).map(Arc::new).map_err(Arc::new);
+                (s, tree)
+            })
+            .collect::<HashMap<_, _>>()
+    }
+
+    /// Plan one device.
+    pub fn plan(&self, spec: &DeviceSpec, cache: &LayerCache) -> Result<DevicePlan> {
+        let profile = self.profiles.get(&spec.profile).map_err(Error::Usage)?;
+        device::plan(&self.site, profile, spec, cache)
+    }
+
+    /// The archive bytes of a plan.
+    pub fn archive_bytes(&self, plan: &DevicePlan) -> Result<Vec<u8>> {
+        let tar = archive::tar_bytes(&plan.manifest, self.site.mtime()).map_err(|e| match e {
+            Error::Device { message, .. } => Error::Device {
+                mac: plan.mac.to_string(),
+                message,
+            },
+            e => e,
+        })?;
+        Ok(archive::gzip(&tar, self.site.config.build.compression))
+    }
+
+    /// Where a MAC's archive is published.
+    pub fn archive_path(&self, mac: &Mac) -> PathBuf {
+        self.site.configs_dir().join(mac.archive_name())
+    }
+
+    /// Build and publish the archives of `specs` in parallel; `tick` is called after each.
+    pub fn build(&self, specs: &[DeviceSpec], tick: &(dyn Fn() + Sync)) -> Vec<Outcome> {
+        let cache = self.read_layers(specs);
+        let mut out: Vec<Outcome> = specs
+            .par_iter()
+            .map(|spec| {
+                let r = self.build_one(spec, &cache);
+                tick();
+                r
+            })
+            .collect();
+        out.sort_by_key(|o| o.mac);
+        out
+    }
+
+    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache) -> Outcome {
+        let path = self.archive_path(&spec.mac);
+        let result = (|| {
+            let plan = self.plan(spec, cache)?;
+            let bytes = self.archive_bytes(&plan)?;
+            if bytes.is_empty() {
+                return Err(Error::Device {
+                    mac: spec.mac.to_string(),
+                    message: "empty archive; not published".into(),
+                });
+            }
+            let state = archive::publish(&path, &bytes)?;
+            if let Some(nfs_dir) = self
+                .site
+                .config
+                .boot
+                .nfs
+                .as_ref()
+                .map(|_| self.site.captures_dir().join(spec.mac.to_string()))
+            {
+                // lbu commits into this folder over NFS; it must exist.
+                std::fs::create_dir_all(&nfs_dir).map_err(|e| Error::io(&nfs_dir, e))?;
+            }
+            Ok(OutcomeResult::Built {
+                state,
+                hostname: plan.hostname.clone(),
+                bytes: bytes.len(),
+                entries: plan.manifest.entries.len(),
+            })
+        })();
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => OutcomeResult::Failed {
+                error: e.to_string(),
+                kind: e.kind(),
+                code: e.exit_code(),
+            },
+        };
+        Outcome {
+            mac: spec.mac,
+            profile: spec.profile.clone(),
+            path,
+            result,
+        }
+    }
+
+    /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).
+    pub fn write_boot_scripts(&self) -> Result<Vec<(PathBuf, Published)>> {
+        let text = bootscript::script(&self.site, &ScriptExtras::default());
+        ["gpxe-script", "boot.ipxe"]
+            .iter()
+            .map(|n| {
+                let p = self.site.root.join(n);
+                archive::publish(&p, text.as_bytes()).map(|s| (p, s))
+            })
+            .collect()
+    }
+}
+
+/// Time since `start` in milliseconds, for reports.
+pub fn millis(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A duration in seconds with millisecond precision, for human reports.
+pub fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
