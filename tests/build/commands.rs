@@ -1,0 +1,184 @@
+//! `init`, `check`, `list`, `show`, `diff`, the boot script, JSON output and exit codes.
+
+use crate::util::{MAC, TestSite};
+
+#[test]
+fn init_refuses_an_existing_site() {
+    let site = TestSite::example();
+    let r = site.ovl(&["init", site.root().to_str().unwrap()]).code(2);
+    assert!(r.stderr.contains("already holds a site"));
+}
+
+#[test]
+fn check_lists_counts() {
+    TestSite::example()
+        .ovl(&["check"])
+        .ok()
+        .stdout_has("ok: 3 profiles, 5 devices, every template renders");
+    let j = TestSite::example().ovl(&["check", "--json"]).ok().json();
+    assert_eq!(j["ok"], true);
+}
+
+#[test]
+fn list_states_missing_built_stale() {
+    let site = TestSite::new();
+    let j = site.ovl(&["list", "--json"]).ok().json();
+    assert_eq!(j["devices"][0]["state"], "missing");
+    site.ovl(&["build", "--all"]).ok();
+    let j = site.ovl(&["list", "--json"]).ok().json();
+    assert_eq!(j["devices"][0]["state"], "built");
+    assert_eq!(j["devices"][0]["hostname"], "s-123456");
+    site.write("overlays/base/etc/motd", "changed\n");
+    let j = site.ovl(&["list", "--json"]).ok().json();
+    assert_eq!(j["devices"][0]["state"], "stale");
+    site.ovl(&["list"])
+        .ok()
+        .stdout_has("52:54:00:12:34:56  S           s-123456              -                stale");
+}
+
+#[test]
+fn show_names_each_files_layer() {
+    let site = TestSite::example();
+    let j = site
+        .ovl(&["show", "--json", "--mac", "52-54-00-12-34-56"])
+        .ok()
+        .json();
+    assert_eq!(j["hostname"], "kiosk-hall");
+    assert_eq!(j["chain"], serde_json::json!(["S", "XL"]));
+    assert_eq!(
+        j["layers"],
+        serde_json::json!(["overlays/base", "overlays/xl", "overlays/special/hall"])
+    );
+    let layer = |p: &str| {
+        j["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .map(|f| f["layer"].clone())
+    };
+    assert_eq!(
+        layer("etc/kiosk/hall.conf").unwrap(),
+        "overlays/special/hall"
+    );
+    assert_eq!(layer("etc/ssh/sshd_config").unwrap(), "overlays/base");
+    assert_eq!(layer("etc/motd").unwrap(), "profile XL (profiles/XL.toml)");
+    // crond dropped by XL, nano dropped from world.
+    assert!(layer("etc/runlevels/default/crond").is_none());
+    site.ovl(&["show", "--mac", "02:00:00:00:00:01"])
+        .code(1)
+        .stderr_has("not in");
+    site.ovl(&["show", "--mac", "02:00:00:00:00:01", "--profile", "S"])
+        .ok()
+        .stdout_has("hostname:    s-000001");
+    site.ovl(&["show", "--mac", "02:00:00:00:00:01", "--profile", "XXL"])
+        .code(2)
+        .stderr_has("unknown profile `XXL`");
+}
+
+#[test]
+fn diff_shows_what_a_rebuild_changes() {
+    let site = TestSite::new();
+    site.ovl(&["diff", "--mac", MAC])
+        .ok()
+        .stdout_has("does not exist yet");
+    site.ovl(&["build", "--all"]).ok();
+    site.ovl(&["diff", "--mac", MAC])
+        .ok()
+        .stdout_has("up to date");
+    site.write("overlays/base/etc/motd", "hello again\n");
+    site.write("overlays/base/etc/new", "n\n");
+    let r = site.ovl(&["diff", "--mac", MAC]).ok();
+    assert!(r.stdout.contains("+ etc/new\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("~ etc/motd (content)\n-hello\n+hello again\n")
+            || r.stdout.contains("-hello\n+hello again"),
+        "{}",
+        r.stdout
+    );
+    let j = site.ovl(&["diff", "--json", "--mac", MAC]).ok().json();
+    assert_eq!(j["identical"], false);
+    assert_eq!(j["added"], serde_json::json!(["etc/new"]));
+}
+
+#[test]
+fn boot_script_follows_the_settings() {
+    let site = TestSite::new();
+    site.write("ovl.toml", "[alpine]\nflavor = \"virt\"\nversion = \"v3.21\"\n[boot]\nserver = \"10.9.0.1\"\nkernel_args = [\"console=ttyS0\"]\n[serve]\nhttp = \"0.0.0.0:8080\"\n");
+    site.write("sshkeys.pub", "ssh-ed25519 AAAA admin\n");
+    site.ovl(&["build", "--all"]).ok();
+    let s = std::fs::read_to_string(site.path("boot.ipxe")).unwrap();
+    assert_eq!(
+        s,
+        std::fs::read_to_string(site.path("gpxe-script")).unwrap()
+    );
+    assert!(s.starts_with("#!ipxe\n"));
+    assert!(s.contains("kernel http://10.9.0.1:8080/vmlinuz-virt initrd=initramfs-virt apkovl=http://10.9.0.1:8080/configs/${net0/mac}.tar.gz ip=dhcp modloop=http://10.9.0.1:8080/modloop-virt alpine_repo=http://dl-cdn.alpinelinux.org/alpine/v3.21/main modules=loop,squashfs,sd-mod,usb-storage ssh_key=http://10.9.0.1:8080/sshkeys.pub console=ttyS0 || goto kernel_retry\n"), "{s}");
+    assert!(s.contains("initrd http://10.9.0.1:8080/initramfs-virt || goto initrd_retry\n"));
+    assert!(!s.contains("alpine_dev"));
+}
+
+#[test]
+fn nfs_round_trip_settings_land_in_the_archive() {
+    let site = TestSite::new();
+    site.write(
+        "ovl.toml",
+        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe\"\n",
+    );
+    site.ovl(&["build", "--all"]).ok();
+    let j = site.ovl(&["show", "--json", "--mac", MAC]).ok().json();
+    let has = |p: &str| {
+        j["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == p)
+    };
+    assert!(has("etc/runlevels/default/netmount"));
+    assert!(has("media/pxe"));
+    let cat = |p: &str| {
+        let o = std::process::Command::new("busybox")
+            .args(["tar", "-zxOf"])
+            .arg(site.archive(MAC))
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        cat("etc/fstab"),
+        "10.9.0.1:/srv/pxe /media/pxe nfs rw,nolock,_netdev 0 0\n"
+    );
+    assert_eq!(
+        cat("etc/lbu/lbu.conf"),
+        format!("LBU_BACKUPDIR=/media/pxe/captures/{MAC}\n")
+    );
+    assert!(cat("etc/apk/world").contains("nfs-utils\n"));
+    assert!(site.path(&format!("captures/{MAC}")).is_dir());
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_commands() {
+    let site = TestSite::new();
+    site.ovl(&["build"]).code(2);
+    site.ovl(&["frobnicate"]).code(2);
+    site.ovl(&["--help"])
+        .ok()
+        .stdout_has("Exit codes: 0 success, 1 invalid input, 2 usage, 3 environment");
+    site.ovl(&["man"]).ok().stdout_has(".TH ovl");
+    site.ovl(&["completions", "bash"]).ok().stdout_has("_ovl()");
+}
+
+#[test]
+fn no_site_is_an_environment_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ovl"))
+        .current_dir(dir.path())
+        .env_remove("OVL_SITE")
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ovl.toml in"));
+}

@@ -1,0 +1,220 @@
+//! Every archive, extracted by busybox `tar -zxvf` as Alpine's initramfs does, gives exactly
+//! the tree `ovl show --json` lists: names, types, modes, owners, link targets, contents.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::util::{MAC, TestSite, python_tar};
+
+/// (type, mode, uid, gid, sha256 or target) by path.
+type Tree = BTreeMap<String, (String, String, u32, u32, String)>;
+
+fn extracted(dir: &Path) -> Tree {
+    let mut t = Tree::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        let ft = m.file_type();
+        let (kind, extra) = if ft.is_dir() {
+            ("dir", String::new())
+        } else if ft.is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        } else {
+            (
+                "file",
+                hex::encode(Sha256::digest(std::fs::read(e.path()).unwrap())),
+            )
+        };
+        let mode = if ft.is_symlink() {
+            "0777".to_string()
+        } else {
+            format!("{:04o}", m.mode() & 0o7777)
+        };
+        t.insert(rel, (kind.to_string(), mode, m.uid(), m.gid(), extra));
+    }
+    t
+}
+
+fn listed(v: &serde_json::Value) -> Tree {
+    let mut t = Tree::new();
+    for f in v["files"].as_array().unwrap() {
+        let extra = f["sha256"]
+            .as_str()
+            .or(f["target"].as_str())
+            .unwrap_or("")
+            .to_string();
+        t.insert(
+            f["path"].as_str().unwrap().to_string(),
+            (
+                f["type"].as_str().unwrap().to_string(),
+                f["mode"].as_str().unwrap().to_string(),
+                f["uid"].as_u64().unwrap() as u32,
+                f["gid"].as_u64().unwrap() as u32,
+                extra,
+            ),
+        );
+    }
+    t
+}
+
+/// Extract with busybox as root and compare with `ovl show --json`.
+fn assert_busybox_matches_show(site: &TestSite, mac: &str, extra: &[&str]) {
+    let mut args = vec!["show", "--json", "--mac", mac];
+    args.extend_from_slice(extra);
+    let show = site.ovl(&args).ok().json();
+    assert_eq!(show["archive"]["state"], "built", "{show}");
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new("busybox")
+        .args(["tar", "-zxvf"])
+        .arg(site.archive(mac))
+        .arg("-C")
+        .arg(out.path())
+        .output()
+        .expect("busybox (Debian busybox-static) is installed");
+    assert!(
+        st.status.success(),
+        "busybox tar failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let got = extracted(out.path());
+    let want = listed(&show);
+    for (k, v) in &want {
+        assert_eq!(
+            got.get(k),
+            Some(v),
+            "{mac}: {k} differs (extracted vs show)"
+        );
+    }
+    for k in got.keys() {
+        assert!(
+            want.contains_key(k),
+            "{mac}: busybox extracted {k}, which show does not list"
+        );
+    }
+    // `tar -v` lists exactly the members, parents first, no leading / or ./.
+    let names = String::from_utf8_lossy(&st.stdout);
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names.lines() {
+        assert!(
+            !n.starts_with('/') && !n.starts_with("./") && !n.contains(".."),
+            "bad member name {n}"
+        );
+        let n = n.trim_end_matches('/');
+        if let Some((parent, _)) = n.rsplit_once('/') {
+            assert!(seen.contains(parent), "{n} comes before its parent");
+        }
+        seen.insert(n.to_string());
+    }
+}
+
+#[test]
+fn example_site_archives_extract_as_listed() {
+    let site = TestSite::example();
+    let built = site.ovl(&["build", "--all", "--json"]).ok().json();
+    let devices = built["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 5);
+    for d in devices {
+        assert_eq!(d["state"], "created", "{d}");
+        assert_busybox_matches_show(&site, d["mac"].as_str().unwrap(), &[]);
+    }
+    // A MAC not in the inventory, with an explicit profile.
+    site.ovl(&["build", "--profile", "XL", "--mac", "02-00-00-00-00-99"])
+        .ok();
+    assert_busybox_matches_show(&site, "02:00:00:00:00:99", &["--profile", "XL"]);
+}
+
+#[test]
+fn test_site_with_archive_layer_links_long_names_and_owners() {
+    let site = TestSite::new();
+    let long = format!("opt/{}/{}/file.txt", "d".repeat(90), "e".repeat(80));
+    site.write(&format!("overlays/base/{long}"), "deep\n");
+    site.write("overlays/base/usr/local/bin/tool", "#!/bin/sh\necho hi\n")
+        .chmod("overlays/base/usr/local/bin/tool", 0o755);
+    site.symlink(
+        "overlays/base/etc/localtime",
+        "/usr/share/zoneinfo/Europe/Paris",
+    );
+    site.symlink(
+        "overlays/base/etc/ssl/cert.pem",
+        "certs/ca-certificates.crt",
+    );
+    site.write("overlays/base/etc/ssh/ssh_host_ed25519_key", "PRIVATE\n");
+    site.write("overlays/base/etc/ssh/ssh_host_ed25519_key.pub", "PUBLIC\n");
+    site.write("overlays/base/etc/shadow", "root:*:::::::\n");
+    site.write(
+        "overlays/base/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nkiosk:x:1234:1235::/home/kiosk:/bin/sh\n",
+    );
+    site.write("overlays/base/etc/group", "root:x:0:root\nkiosk:x:1235:\n");
+    python_tar(
+        &site.path("captures/ref/ref.apkovl.tar.gz"),
+        r#"[("etc/", "d", "", 0o755, 0, 0, ""),
+            ("etc/chrony/", "d", "", 0o750, 100, 101, ""),
+            ("etc/chrony/chrony.keys", "f", "1 SHA1 HEX:00\n", 0o640, 100, 101, ""),
+            ("etc/apk/world", "f", "htop\nopenssh\n", 0o644, 0, 0, ""),
+            ("etc/runlevels/default/chronyd", "l", "", 0o777, 0, 0, "/etc/init.d/chronyd"),
+            ("./etc/hard", "h", "", 0o644, 0, 0, "etc/apk/world")]"#,
+    );
+    site.write(
+        "profiles/S.toml",
+        "overlays = [\"base\", \"captures/ref/ref.apkovl.tar.gz\"]\npackages = [\"openssh\", \"!htop\", \"vim\"]\n\
+         [permissions.\"usr/local/bin/tool\"]\nmode = \"0700\"\nuser = \"kiosk\"\ngroup = \"kiosk\"\n",
+    );
+    site.ovl(&["build", "--all"]).ok();
+    assert_busybox_matches_show(&site, MAC, &[]);
+    let show = site.ovl(&["show", "--json", "--mac", MAC]).ok().json();
+    let f = |p: &str| {
+        show["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(f("etc/chrony/chrony.keys")["uid"], 100);
+    assert_eq!(f("etc/chrony/chrony.keys")["mode"], "0640");
+    assert_eq!(f("etc/chrony")["mode"], "0750");
+    assert_eq!(f("etc/shadow")["gid"], 42);
+    assert_eq!(f("etc/shadow")["mode"], "0640");
+    assert_eq!(f("etc/ssh/ssh_host_ed25519_key")["mode"], "0600");
+    assert_eq!(f("etc/ssh/ssh_host_ed25519_key.pub")["mode"], "0644");
+    assert_eq!(f("usr/local/bin/tool")["mode"], "0700");
+    assert_eq!(f("usr/local/bin/tool")["uid"], 1234);
+    assert_eq!(f("usr/local/bin/tool")["gid"], 1235);
+    assert_eq!(
+        f("etc/localtime")["target"],
+        "/usr/share/zoneinfo/Europe/Paris"
+    );
+    assert_eq!(f(&long)["type"], "file");
+    assert_eq!(
+        f("etc/runlevels/default/chronyd")["layer"],
+        "captures/ref/ref.apkovl.tar.gz"
+    );
+    // World: declared ∪ archive's, minus removals, sorted.
+    let world = std::process::Command::new("busybox")
+        .args(["tar", "-zxOf"])
+        .arg(site.archive(MAC))
+        .arg("etc/apk/world")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&world.stdout), "openssh\nvim\n");
+}
