@@ -85,7 +85,7 @@ fn fname(m: &Message) -> &str {
     std::str::from_utf8(bytes).unwrap().trim_end_matches('\0')
 }
 
-fn opt<'a>(m: &'a Message, code: OptionCode) -> Option<&'a DhcpOption> {
+fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
     m.opts().get(code)
 }
 

@@ -1,0 +1,834 @@
+//! End-to-end DHCP tests with real clients (ISC dhclient, busybox udhcpc) and crafted
+//! packets, in network namespaces this test creates and removes itself.
+//!
+//! Each test gets two namespaces named `ovlt-<pid>-<n>-s` (server) and `-c` (client),
+//! joined by a veth pair created directly inside them, with addresses in 10.213.0.0/16 only
+//! inside them. The server runs in-process on a thread that `setns()`es into the server
+//! namespace. Every wait is bounded. Needs root and `ip`; skips loudly otherwise.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::{Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Encodable};
+use ovl::serve::dhcp::{DhcpConfig, DhcpServer, DhcpStats, LeaseTable, Mode, Pool};
+use tokio_util::sync::CancellationToken;
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 1);
+const SERVER_IF: &str = "veth0";
+const CLIENT_IF: &str = "veth1";
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Returns false (and says so) when the test cannot run here.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: DHCP namespace tests need root (ip netns, veth)");
+        return false;
+    }
+    true
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("20")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn")
+}
+
+fn must(args: &[&str]) {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair; removed on drop, even on panic.
+struct Lab {
+    server_ns: String,
+    client_ns: String,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let base = format!("ovlt-{}-{n}", std::process::id());
+        let lab = Lab {
+            server_ns: format!("{base}-s"),
+            client_ns: format!("{base}-c"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        must(&["ip", "netns", "add", &lab.server_ns]);
+        must(&["ip", "netns", "add", &lab.client_ns]);
+        let (s, c) = (lab.server_ns.as_str(), lab.client_ns.as_str());
+        must(&[
+            "ip", "-n", s, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF,
+            "netns", c,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            s,
+            "addr",
+            "add",
+            "10.213.1.1/24",
+            "dev",
+            SERVER_IF,
+        ]);
+        for (ns, dev) in [(s, SERVER_IF), (s, "lo"), (c, CLIENT_IF), (c, "lo")] {
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Gives the client interface another MAC (and drops its addresses).
+    fn set_client_mac(&self, mac: &str) {
+        let c = self.client_ns.as_str();
+        must(&["ip", "-n", c, "addr", "flush", "dev", CLIENT_IF]);
+        must(&["ip", "-n", c, "link", "set", CLIENT_IF, "down"]);
+        must(&["ip", "-n", c, "link", "set", CLIENT_IF, "address", mac]);
+        must(&["ip", "-n", c, "link", "set", CLIENT_IF, "up"]);
+    }
+
+    /// Runs a command inside the client namespace, bounded by `secs`.
+    fn client(&self, secs: u32, args: &[&str]) -> Output {
+        let secs = secs.to_string();
+        let mut all = vec![secs.as_str(), "ip", "netns", "exec", &self.client_ns];
+        all.extend_from_slice(args);
+        Command::new("timeout")
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn client")
+    }
+
+    fn config(&self, mode: Mode) -> DhcpConfig {
+        let mut cfg = DhcpConfig::new(mode, SERVER_IP, self.path("leases.json"));
+        cfg.interface = Some(SERVER_IF.to_string());
+        if mode == Mode::Full {
+            cfg.pools = vec![Pool {
+                start: Ipv4Addr::new(10, 213, 1, 100),
+                end: Ipv4Addr::new(10, 213, 1, 150),
+                netmask: Ipv4Addr::new(255, 255, 255, 0),
+                router: Some(SERVER_IP),
+                dns: vec![SERVER_IP],
+                lease_time: 600,
+            }];
+        }
+        cfg
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Clients left running (daemonized dhclient, udhcpc) live only in our namespace.
+        for ns in [&self.client_ns, &self.server_ns] {
+            let out = run(&["ip", "netns", "pids", ns]);
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain kill(2) on a process of our own test namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+/// Runs `f` on a fresh thread inside network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).expect("open netns");
+        // SAFETY: setns on a valid namespace fd only affects this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+        f()
+    })
+}
+
+/// The in-process server; stopped (and its leases flushed) on drop.
+struct Server {
+    token: CancellationToken,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    leases: Arc<LeaseTable>,
+    stats: Arc<DhcpStats>,
+}
+
+impl Server {
+    fn start(lab: &Lab, cfg: DhcpConfig) -> Server {
+        let token = CancellationToken::new();
+        let (tx, rx) = mpsc::channel();
+        let stop = token.clone();
+        let thread = in_netns(&lab.server_ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let server = match DhcpServer::bind(cfg).await {
+                    Ok(server) => server,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return Err(e);
+                    }
+                };
+                let _ = tx.send(Ok((server.leases(), server.stats())));
+                server.run(stop).await
+            })
+        });
+        let (leases, stats) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server started")
+            .expect("server bound");
+        Server {
+            token,
+            thread: Some(thread),
+            leases,
+            stats,
+        }
+    }
+
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.token.cancel();
+        if let Some(t) = self.thread.take() {
+            let result = t.join().expect("server thread");
+            if !std::thread::panicking() {
+                result.expect("server run");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Parses the `key=value …` lines our client scripts write.
+fn events(log: &Path) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).expect("script");
+    Command::new("chmod")
+        .arg("755")
+        .arg(path)
+        .status()
+        .expect("chmod");
+}
+
+/// Records udhcpc's events and configures the address it got (inside the namespace).
+fn udhcpc_script(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+    let script = lab.path(&format!("{name}.sh"));
+    let log = lab.path(&format!("{name}.log"));
+    write_script(
+        &script,
+        &format!(
+            r#"echo "event=$1 ip=$ip mask=$mask subnet=$subnet router=$router dns=$dns lease=$lease serverid=$serverid siaddr=$siaddr boot_file=$boot_file bootfile=$bootfile tftp=$tftp" >> {log}
+case "$1" in bound|renew) ip addr replace "$ip/$mask" dev "$interface" ;; esac
+exit 0
+"#,
+            log = log.display()
+        ),
+    );
+    (script, log)
+}
+
+fn udhcpc(lab: &Lab, script: &Path, extra: &[&str]) -> Output {
+    let script = script.display().to_string();
+    let mut args = vec![
+        "busybox", "udhcpc", "-i", CLIENT_IF, "-n", "-q", "-f", "-s", &script, "-t", "5", "-T", "1",
+    ];
+    args.extend_from_slice(extra);
+    lab.client(30, &args)
+}
+
+fn last_event(log: &Path, event: &str) -> HashMap<String, String> {
+    events(log)
+        .into_iter()
+        .rev()
+        .find(|e| e.get("event").map(String::as_str) == Some(event))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {event} in {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+}
+
+/// A child process killed (by its pid) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &KillOnDrop, sig: i32) {
+    let pid = i32::try_from(child.0.id()).expect("pid");
+    // SAFETY: kill(2) of a child this test spawned (`ip netns exec` execs into udhcpc).
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// Waits (at most 15 s) until the log holds `count` events named `event`; returns the last.
+fn wait_event(log: &Path, event: &str, count: usize) -> HashMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found: Vec<_> = events(log)
+            .into_iter()
+            .filter(|e| e.get("event").map(String::as_str) == Some(event))
+            .collect();
+        if found.len() >= count {
+            return found.into_iter().next_back().unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {event} #{count} in {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dhclient_gets_fixed_and_pool_addresses_and_keeps_them_on_reboot() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut cfg = lab.config(Mode::Full);
+    cfg.fixed.insert(
+        [0x52, 0x54, 0x00, 0x21, 0x00, 0x01],
+        Ipv4Addr::new(10, 213, 1, 50),
+    );
+    let server = Server::start(&lab, cfg);
+
+    let script = lab.path("dhclient.sh");
+    let log = lab.path("dhclient.log");
+    write_script(
+        &script,
+        &format!(
+            r#"echo "reason=$reason ip=$new_ip_address mask=$new_subnet_mask routers=$new_routers dns=$new_domain_name_servers lease=$new_dhcp_lease_time server=$new_dhcp_server_identifier" >> {log}
+case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface" ;; esac
+exit 0
+"#,
+            log = log.display()
+        ),
+    );
+    let conf = lab.path("dhclient.conf");
+    std::fs::write(&conf, "timeout 15;\nretry 1;\n").unwrap();
+    let dhclient = |mac: &str, leasefile: &str| {
+        let pidfile = lab.path(&format!("{leasefile}.pid"));
+        let lf = lab.path(leasefile);
+        let out = lab.client(
+            25,
+            &[
+                "dhclient",
+                "-1",
+                "-v",
+                "-cf",
+                conf.to_str().unwrap(),
+                "-sf",
+                script.to_str().unwrap(),
+                "-lf",
+                lf.to_str().unwrap(),
+                "-pf",
+                pidfile.to_str().unwrap(),
+                CLIENT_IF,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "dhclient for {mac}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // dhclient stays in the background to renew: stop it (by its pid file).
+        if let Ok(pid) = std::fs::read_to_string(&pidfile)
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            // SAFETY: kill(2) of the dhclient this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        events(&log).pop().expect("dhclient ran the script")
+    };
+
+    lab.set_client_mac("52:54:00:21:00:01");
+    let fixed = dhclient("52:54:00:21:00:01", "fixed.leases");
+    assert_eq!(fixed["reason"], "BOUND");
+    assert_eq!(fixed["ip"], "10.213.1.50");
+    assert_eq!(fixed["mask"], "255.255.255.0");
+    assert_eq!(fixed["routers"], "10.213.1.1");
+    assert_eq!(fixed["dns"], "10.213.1.1");
+    assert_eq!(fixed["lease"], "600");
+    assert_eq!(fixed["server"], "10.213.1.1");
+
+    lab.set_client_mac("52:54:00:21:00:02");
+    let pool = dhclient("52:54:00:21:00:02", "pool.leases");
+    assert_eq!(pool["reason"], "BOUND");
+    assert_eq!(pool["ip"], "10.213.1.100");
+    let mac2 = [0x52, 0x54, 0x00, 0x21, 0x00, 0x02];
+    assert_eq!(
+        server.leases.lease_for_mac(&mac2),
+        Some(Ipv4Addr::new(10, 213, 1, 100))
+    );
+    assert_eq!(
+        server.leases.mac_for_ip(Ipv4Addr::new(10, 213, 1, 100)),
+        Some(mac2)
+    );
+
+    // With its lease file, dhclient asks for its address again (INIT-REBOOT): same one.
+    lab.set_client_mac("52:54:00:21:00:02");
+    let again = dhclient("52:54:00:21:00:02", "pool.leases");
+    assert_eq!(again["reason"], "REBOOT");
+    assert_eq!(again["ip"], "10.213.1.100");
+    let stats = server.stats.snapshot();
+    assert!(stats.offers >= 2 && stats.acks >= 3, "{stats:?}");
+    server.stop();
+}
+
+#[test]
+fn udhcpc_renews_and_a_restarted_server_keeps_the_lease() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.config(Mode::Full);
+    let server = Server::start(&lab, cfg.clone());
+    lab.set_client_mac("52:54:00:22:00:01");
+    let (script, log) = udhcpc_script(&lab, "renew");
+    // udhcpc stays in the foreground; SIGUSR1 makes it renew now (its T1 is at least 61 s),
+    // SIGUSR2 makes it release.
+    let s = script.display().to_string();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client_ns,
+            "busybox",
+            "udhcpc",
+            "-i",
+            CLIENT_IF,
+            "-f",
+            "-s",
+            &s,
+            "-t",
+            "5",
+            "-T",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn udhcpc");
+    let child = KillOnDrop(child);
+    let bound = wait_event(&log, "bound", 1);
+    assert_eq!(bound["ip"], "10.213.1.100");
+    assert_eq!(bound["lease"], "600");
+    signal(&child, libc::SIGUSR1);
+    let renew = wait_event(&log, "renew", 1);
+    assert_eq!(renew["ip"], "10.213.1.100", "renewal keeps the address");
+    signal(&child, libc::SIGUSR1);
+    assert_eq!(wait_event(&log, "renew", 2)["ip"], "10.213.1.100");
+    let acks = server.stats.snapshot().acks;
+    assert!(acks >= 3, "renewals are acknowledged: {acks}");
+    drop(child);
+
+    // Another client takes the next address, then the server restarts.
+    lab.set_client_mac("52:54:00:22:00:02");
+    let (script2, log2) = udhcpc_script(&lab, "other");
+    assert!(udhcpc(&lab, &script2, &[]).status.success());
+    assert_eq!(last_event(&log2, "bound")["ip"], "10.213.1.101");
+    server.stop();
+    let saved = std::fs::read_to_string(lab.path("leases.json")).unwrap();
+    assert!(
+        saved.contains("52:54:00:22:00:01") && saved.contains("10.213.1.101"),
+        "{saved}"
+    );
+
+    let server = Server::start(&lab, cfg);
+    // The first client comes back without asking for any address: it gets its own.
+    lab.set_client_mac("52:54:00:22:00:01");
+    let (script3, log3) = udhcpc_script(&lab, "after-restart");
+    assert!(udhcpc(&lab, &script3, &[]).status.success());
+    assert_eq!(last_event(&log3, "bound")["ip"], "10.213.1.100");
+    server.stop();
+}
+
+#[test]
+fn udhcpc_as_pxe_and_ipxe_client_gets_boot_file_by_architecture() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let server = Server::start(&lab, lab.config(Mode::Full));
+    lab.set_client_mac("52:54:00:23:00:01");
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "bios",
+            &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"],
+            "undionly.kpxe",
+        ),
+        (
+            "uefi",
+            &["-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007"],
+            "ipxe.efi",
+        ),
+        ("noarch", &["-V", "PXEClient"], "undionly.kpxe"),
+        (
+            "ipxe",
+            &[
+                "-V",
+                "PXEClient:Arch:00007:UNDI:003010",
+                "-x",
+                "0x5d:0007",
+                "-x",
+                "0x4d:69505845",
+            ],
+            "http://10.213.1.1/boot.ipxe?mac=52:54:00:23:00:01",
+        ),
+    ];
+    for (name, extra, file) in cases {
+        let (script, log) = udhcpc_script(&lab, name);
+        let out = udhcpc(&lab, &script, extra);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bound = last_event(&log, "bound");
+        assert_eq!(bound["ip"], "10.213.1.100", "{name}");
+        assert_eq!(bound["boot_file"], file, "{name}: file field");
+        assert_eq!(bound["siaddr"], "10.213.1.1", "{name}");
+    }
+    // A plain client gets an address and no boot file.
+    let (script, log) = udhcpc_script(&lab, "plain");
+    assert!(udhcpc(&lab, &script, &[]).status.success());
+    let bound = last_event(&log, "bound");
+    assert_eq!(bound["ip"], "10.213.1.100");
+    assert_eq!(bound["boot_file"], "");
+    server.stop();
+}
+
+// ---- crafted packets ----
+
+fn discover(mac: [u8; 6], opts: Vec<DhcpOption>) -> Message {
+    let mut m = Message::default();
+    m.set_opcode(Opcode::BootRequest)
+        .set_chaddr(&mac)
+        .set_flags(Flags::default().set_broadcast());
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    m
+}
+
+fn pxe_opts(arch: u16) -> Vec<DhcpOption> {
+    vec![
+        DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003016".to_vec()),
+        DhcpOption::ClientSystemArchitecture(Architecture::from(arch)),
+        DhcpOption::ClientMachineIdentifier(vec![0, 0x11, 0x22, 0x33]),
+    ]
+}
+
+/// Sends `msg` from `bind` (bound to the client interface) to `to` and collects the replies
+/// with the request's xid until `wait` has passed.
+fn exchange(
+    lab: &Lab,
+    bind: SocketAddrV4,
+    to: SocketAddrV4,
+    msg: &Message,
+    wait: Duration,
+) -> Vec<(Message, SocketAddrV4)> {
+    let bytes = msg.to_vec().unwrap();
+    let xid = msg.xid();
+    in_netns(&lab.client_ns, move || {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        sock.set_reuse_address(true).unwrap();
+        sock.set_broadcast(true).unwrap();
+        sock.bind_device(Some(CLIENT_IF.as_bytes())).unwrap();
+        sock.bind(&bind.into()).unwrap();
+        let sock: UdpSocket = sock.into();
+        sock.send_to(&bytes, to).unwrap();
+        let deadline = Instant::now() + wait;
+        let mut replies = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            match sock.recv_from(&mut buf) {
+                Ok((len, std::net::SocketAddr::V4(from))) => {
+                    assert!(len >= 300, "reply of {len} bytes is not padded to 300");
+                    let m = Message::from_bytes(&buf[..len]).unwrap();
+                    if m.xid() == xid && m.opcode() == Opcode::BootReply {
+                        replies.push((m, from));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        replies
+    })
+    .join()
+    .unwrap()
+}
+
+fn fname(m: &Message) -> String {
+    String::from_utf8_lossy(m.fname().unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+#[test]
+fn proxy_mode_answers_pxe_clients_only_without_addresses() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let server = Server::start(&lab, lab.config(Mode::Proxy));
+    lab.set_client_mac("52:54:00:24:00:01");
+    let mac = [0x52, 0x54, 0x00, 0x24, 0x00, 0x01];
+    let any68 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
+    let bcast67 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+
+    let replies = exchange(
+        &lab,
+        any68,
+        bcast67,
+        &discover(mac, pxe_opts(7)),
+        Duration::from_secs(3),
+    );
+    assert_eq!(replies.len(), 1, "one proxy offer");
+    let (offer, from) = &replies[0];
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    assert_eq!(
+        offer.yiaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        "proxyDHCP gives no address"
+    );
+    assert_eq!(offer.siaddr(), SERVER_IP);
+    assert_eq!(fname(offer), "ipxe.efi");
+    assert_eq!(*from, SocketAddrV4::new(SERVER_IP, 67));
+    assert_eq!(
+        offer.opts().get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert_eq!(
+        offer.opts().get(OptionCode::ClientMachineIdentifier),
+        Some(&DhcpOption::ClientMachineIdentifier(vec![
+            0, 0x11, 0x22, 0x33
+        ]))
+    );
+    assert!(offer.opts().get(OptionCode::AddressLeaseTime).is_none());
+
+    // A plain client, crafted or real, gets nothing.
+    assert!(
+        exchange(
+            &lab,
+            any68,
+            bcast67,
+            &discover(mac, vec![]),
+            Duration::from_secs(2)
+        )
+        .is_empty()
+    );
+    let (script, log) = udhcpc_script(&lab, "plain-proxy");
+    let s = script.display().to_string();
+    let out = lab.client(
+        15,
+        &[
+            "busybox", "udhcpc", "-i", CLIENT_IF, "-n", "-q", "-f", "-s", &s, "-t", "2", "-T", "1",
+        ],
+    );
+    assert!(!out.status.success(), "udhcpc got a lease from a proxy");
+    assert!(
+        events(&log)
+            .iter()
+            .all(|e| e.get("event").map(String::as_str) != Some("bound"))
+    );
+
+    // Boot-server exchange on 4011, once the client has its address from the site server:
+    // the ACK comes back unicast to the client's address and port.
+    must(&[
+        "ip",
+        "-n",
+        &lab.client_ns,
+        "addr",
+        "add",
+        "10.213.1.77/24",
+        "dev",
+        CLIENT_IF,
+    ]);
+    let mut req = discover(mac, pxe_opts(0));
+    req.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Request));
+    req.set_flags(Flags::default())
+        .set_ciaddr(Ipv4Addr::new(10, 213, 1, 77));
+    let client = SocketAddrV4::new(Ipv4Addr::new(10, 213, 1, 77), 68);
+    let replies = exchange(
+        &lab,
+        client,
+        SocketAddrV4::new(SERVER_IP, 4011),
+        &req,
+        Duration::from_secs(3),
+    );
+    assert_eq!(replies.len(), 1);
+    let (ack, from) = &replies[0];
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(fname(ack), "undionly.kpxe");
+    assert_eq!(*from, SocketAddrV4::new(SERVER_IP, 4011));
+    assert!(server.leases.list().is_empty());
+    let stats = server.stats.snapshot();
+    assert_eq!((stats.offers, stats.acks), (1, 1), "{stats:?}");
+    server.stop();
+}
+
+#[test]
+fn relayed_requests_get_the_relay_pool_and_go_back_to_the_relay() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut cfg = lab.config(Mode::Full);
+    cfg.pools.push(Pool {
+        start: Ipv4Addr::new(10, 213, 2, 100),
+        end: Ipv4Addr::new(10, 213, 2, 110),
+        netmask: Ipv4Addr::new(255, 255, 255, 0),
+        router: Some(Ipv4Addr::new(10, 213, 2, 1)),
+        dns: vec![],
+        lease_time: 300,
+    });
+    let server = Server::start(&lab, cfg);
+    // The client namespace plays the relay: 10.213.1.2 on the server's link, 10.213.2.1 on
+    // the relayed subnet; the server routes that subnet through it.
+    let c = lab.client_ns.as_str();
+    must(&[
+        "ip",
+        "-n",
+        c,
+        "addr",
+        "add",
+        "10.213.1.2/24",
+        "dev",
+        CLIENT_IF,
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        c,
+        "addr",
+        "add",
+        "10.213.2.1/24",
+        "dev",
+        CLIENT_IF,
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        &lab.server_ns,
+        "route",
+        "add",
+        "10.213.2.0/24",
+        "via",
+        "10.213.1.2",
+    ]);
+
+    let mut msg = discover([0x52, 0x54, 0x00, 0x25, 0x00, 0x01], vec![]);
+    msg.set_giaddr(Ipv4Addr::new(10, 213, 2, 1))
+        .set_hops(1)
+        .set_flags(Flags::default());
+    let relay = SocketAddrV4::new(Ipv4Addr::new(10, 213, 2, 1), 67);
+    let replies = exchange(
+        &lab,
+        relay,
+        SocketAddrV4::new(SERVER_IP, 67),
+        &msg,
+        Duration::from_secs(3),
+    );
+    assert_eq!(replies.len(), 1, "the offer reaches the relay's port 67");
+    let (offer, _) = &replies[0];
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 213, 2, 100));
+    assert_eq!(offer.giaddr(), Ipv4Addr::new(10, 213, 2, 1));
+    assert_eq!(
+        offer.opts().get(OptionCode::Router),
+        Some(&DhcpOption::Router(vec![Ipv4Addr::new(10, 213, 2, 1)]))
+    );
+    server.stop();
+}
+
+#[test]
+fn garbage_is_dropped_and_counted() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let server = Server::start(&lab, lab.config(Mode::Full));
+    must(&[
+        "ip",
+        "-n",
+        &lab.client_ns,
+        "addr",
+        "add",
+        "10.213.1.9/24",
+        "dev",
+        CLIENT_IF,
+    ]);
+    in_netns(&lab.client_ns, || {
+        let sock = UdpSocket::bind("10.213.1.9:6800").unwrap();
+        for len in [0usize, 1, 100, 239, 240, 300, 1400] {
+            sock.send_to(&vec![0xff; len], (SERVER_IP, 67)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats.snapshot().malformed < 7 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.stats.snapshot().malformed, 7);
+    // Still serving.
+    lab.set_client_mac("52:54:00:26:00:01");
+    let (script, log) = udhcpc_script(&lab, "after-garbage");
+    assert!(udhcpc(&lab, &script, &[]).status.success());
+    assert_eq!(last_event(&log, "bound")["ip"], "10.213.1.100");
+    server.stop();
+}
