@@ -5,4 +5,5 @@
 //! Data flows one way: site files → resolved device plan ([`manifest`]) → archive bytes
 //! ([`archive`]) → atomic publish. The command line ([`cli`]) is a thin layer on top.
 
+pub mod export;
 pub mod serve;
