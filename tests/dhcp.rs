@@ -468,6 +468,16 @@ fn udhcpc_renews_and_a_restarted_server_keeps_the_lease() {
     assert_eq!(wait_event(&log, "renew", 2)["ip"], "10.213.1.100");
     let acks = server.stats.snapshot().acks;
     assert!(acks >= 3, "renewals are acknowledged: {acks}");
+    let mac = [0x52, 0x54, 0x00, 0x22, 0x00, 0x01];
+    assert_eq!(server.leases.lease_for_mac(&mac), Some(Ipv4Addr::new(10, 213, 1, 100)));
+    // SIGUSR2: udhcpc releases its lease (DHCPRELEASE, unicast to the server).
+    signal(&child, libc::SIGUSR2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats.snapshot().releases == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.stats.snapshot().releases, 1);
+    assert_eq!(server.leases.lease_for_mac(&mac), None, "released");
     drop(child);
 
     // Another client takes the next address, then the server restarts.

@@ -212,7 +212,7 @@ impl Engine {
                 if server_id.is_some_and(|sid| sid != self.cfg.server_ip) {
                     return None;
                 }
-                let ip = requested?;
+                let ip = requested.filter(|ip| pool.subnet_contains(*ip))?;
                 if inner.by_ip.get(&ip).is_some_and(|l| l.mac == mac) {
                     inner.by_ip.remove(&ip);
                 }
@@ -388,6 +388,13 @@ impl Engine {
             && id.len() <= 255
         {
             opts.insert(DhcpOption::ClientIdentifier(id.clone()));
+        }
+        // RFC 3046 §2.2: relay agent information goes back to the relay unchanged.
+        if !req.giaddr().is_unspecified()
+            && let Some(info @ DhcpOption::RelayAgentInformation(_)) =
+                req.opts().get(OptionCode::RelayAgentInformation)
+        {
+            opts.insert(info.clone());
         }
         reply
     }

@@ -334,6 +334,17 @@ fn relayed_requests_use_the_relay_pool_and_go_back_to_the_relay() {
         opt(&offer, OptionCode::Router),
         Some(&DhcpOption::Router(vec![Ipv4Addr::new(10, 2, 0, 1)]))
     );
+    // Option 82 goes back to the relay (RFC 3046).
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(b"port7".to_vec()));
+    discover
+        .opts_mut()
+        .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    let (offer, _) = send(&e, &discover).unwrap();
+    assert_eq!(
+        opt(&offer, OptionCode::RelayAgentInformation),
+        Some(&DhcpOption::RelayAgentInformation(info))
+    );
     // A relay from an unknown subnet gets nothing.
     discover.set_giaddr(Ipv4Addr::new(10, 9, 0, 1));
     assert!(send(&e, &discover).is_none());
