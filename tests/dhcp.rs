@@ -469,7 +469,10 @@ fn udhcpc_renews_and_a_restarted_server_keeps_the_lease() {
     let acks = server.stats.snapshot().acks;
     assert!(acks >= 3, "renewals are acknowledged: {acks}");
     let mac = [0x52, 0x54, 0x00, 0x22, 0x00, 0x01];
-    assert_eq!(server.leases.lease_for_mac(&mac), Some(Ipv4Addr::new(10, 213, 1, 100)));
+    assert_eq!(
+        server.leases.lease_for_mac(&mac),
+        Some(Ipv4Addr::new(10, 213, 1, 100))
+    );
     // SIGUSR2: udhcpc releases its lease (DHCPRELEASE, unicast to the server).
     signal(&child, libc::SIGUSR2);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -803,6 +806,111 @@ fn relayed_requests_get_the_relay_pool_and_go_back_to_the_relay() {
         Some(&DhcpOption::Router(vec![Ipv4Addr::new(10, 213, 2, 1)]))
     );
     server.stop();
+}
+
+#[test]
+fn perfdhcp_as_a_relay_gets_offers_and_acks_from_the_relay_pool() {
+    if !can_run() || !have("perfdhcp") {
+        return;
+    }
+    let lab = Lab::new();
+    let mut cfg = lab.config(Mode::Full);
+    cfg.pools.push(Pool {
+        start: Ipv4Addr::new(10, 213, 2, 100),
+        end: Ipv4Addr::new(10, 213, 2, 199),
+        netmask: Ipv4Addr::new(255, 255, 255, 0),
+        router: Some(Ipv4Addr::new(10, 213, 2, 1)),
+        dns: vec![],
+        lease_time: 300,
+    });
+    let server = Server::start(&lab, cfg);
+    let c = lab.client_ns.as_str();
+    must(&[
+        "ip",
+        "-n",
+        c,
+        "addr",
+        "add",
+        "10.213.1.2/24",
+        "dev",
+        CLIENT_IF,
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        c,
+        "addr",
+        "add",
+        "10.213.2.1/24",
+        "dev",
+        CLIENT_IF,
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        &lab.server_ns,
+        "route",
+        "add",
+        "10.213.2.0/24",
+        "via",
+        "10.213.1.2",
+    ]);
+    // perfdhcp relays from its local address (giaddr 10.213.2.1) to the server: 20
+    // simulated clients, each DISCOVER-OFFER-REQUEST-ACK; -W waits for the last replies.
+    let out = lab.client(
+        40,
+        &[
+            "perfdhcp",
+            "-4",
+            "-l",
+            "10.213.2.1",
+            "-r",
+            "10",
+            "-n",
+            "20",
+            "-R",
+            "20",
+            "-p",
+            "10",
+            "-W",
+            "2000000",
+            "10.213.1.1",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exit 0: every 4-way exchange completed.
+    assert!(out.status.success(), "perfdhcp: {:?}\n{text}", out.status);
+    let leases = server.leases.list();
+    assert_eq!(leases.len(), 20, "{leases:?}");
+    assert!(
+        leases
+            .iter()
+            .all(|l| (100..=199).contains(&l.ip.octets()[3]) && l.ip.octets()[2] == 2),
+        "{leases:?}"
+    );
+    let stats = server.stats.snapshot();
+    assert_eq!(
+        (stats.offers, stats.acks, stats.naks),
+        (20, 20, 0),
+        "{stats:?}\n{text}"
+    );
+    server.stop();
+}
+
+fn have(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED: {program} is not installed");
+    }
+    found
 }
 
 #[test]

@@ -336,7 +336,9 @@ fn relayed_requests_use_the_relay_pool_and_go_back_to_the_relay() {
     );
     // Option 82 goes back to the relay (RFC 3046).
     let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
-    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(b"port7".to_vec()));
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+        b"port7".to_vec(),
+    ));
     discover
         .opts_mut()
         .insert(DhcpOption::RelayAgentInformation(info.clone()));
