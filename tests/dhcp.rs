@@ -62,6 +62,8 @@ fn must(args: &[&str]) {
 struct Lab {
     server_ns: String,
     client_ns: String,
+    /// A third namespace (the site's own DHCP server), when a test adds one.
+    site_ns: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -72,6 +74,7 @@ impl Lab {
         let lab = Lab {
             server_ns: format!("{base}-s"),
             client_ns: format!("{base}-c"),
+            site_ns: None,
             dir: tempfile::tempdir().expect("tempdir"),
         };
         must(&["ip", "netns", "add", &lab.server_ns]);
@@ -99,6 +102,79 @@ impl Lab {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Turns the client namespace into a switch: bridge `br0` holding the veth to the
+    /// server and a tap port `tap0` for QEMU.
+    fn add_bridge(&self) {
+        let c = self.client_ns.as_str();
+        must(&["ip", "-n", c, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", c, "link", "set", CLIENT_IF, "master", "br0"]);
+        must(&[
+            "ip", "netns", "exec", c, "ip", "tuntap", "add", "tap0", "mode", "tap",
+        ]);
+        must(&["ip", "-n", c, "link", "set", "tap0", "master", "br0"]);
+        for dev in ["br0", "tap0"] {
+            must(&["ip", "-n", c, "link", "set", dev, "up"]);
+        }
+    }
+
+    /// Adds the site namespace, joined to the bridge by `veth2`/`veth3`, with 10.213.1.3.
+    fn add_site(&mut self) -> String {
+        let site = format!("{}-d", self.server_ns.trim_end_matches("-s"));
+        must(&["ip", "netns", "add", &site]);
+        self.site_ns = Some(site.clone());
+        let c = self.client_ns.as_str();
+        must(&[
+            "ip", "-n", &site, "link", "add", "veth2", "type", "veth", "peer", "name", "veth3",
+            "netns", c,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &site,
+            "addr",
+            "add",
+            "10.213.1.3/24",
+            "dev",
+            "veth2",
+        ]);
+        must(&["ip", "-n", &site, "link", "set", "veth2", "up"]);
+        must(&["ip", "-n", &site, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", c, "link", "set", "veth3", "master", "br0"]);
+        must(&["ip", "-n", c, "link", "set", "veth3", "up"]);
+        site
+    }
+
+    /// Starts QEMU (BIOS, e1000 with Debian's iPXE option ROM) on `tap0`, serial to `log`.
+    fn qemu(&self, mac: &str, log: &Path) -> KillOnDrop {
+        let serial = format!("file:{}", log.display());
+        let nic = format!("e1000,netdev=n0,mac={mac},romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.client_ns, "qemu-system-x86_64"])
+            .args([
+                "-nographic",
+                "-serial",
+                &serial,
+                "-monitor",
+                "none",
+                "-m",
+                "64",
+                "-boot",
+                "n",
+            ])
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=tap0,script=no,downscript=no",
+                "-device",
+                &nic,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn qemu");
+        KillOnDrop(child)
     }
 
     /// Gives the client interface another MAC (and drops its addresses).
@@ -142,7 +218,11 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Clients left running (daemonized dhclient, udhcpc) live only in our namespace.
-        for ns in [&self.client_ns, &self.server_ns] {
+        let site = self.site_ns.clone();
+        for ns in [Some(&self.client_ns), site.as_ref(), Some(&self.server_ns)]
+            .into_iter()
+            .flatten()
+        {
             let out = run(&["ip", "netns", "pids", ns]);
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
@@ -898,6 +978,116 @@ fn perfdhcp_as_a_relay_gets_offers_and_acks_from_the_relay_pool() {
         (20, 20, 0),
         "{stats:?}\n{text}"
     );
+    server.stop();
+}
+
+/// Waits (at most `secs`) until `log` contains `needle`.
+fn wait_log(log: &Path, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+        if text.contains(needle) {
+            eprintln!("--- {} ---\n{text}", log.display());
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn qemu_ipxe_gets_its_script_url_in_full_mode() {
+    if !can_run()
+        || !have("qemu-system-x86_64")
+        || !Path::new("/usr/lib/ipxe/qemu/pxe-e1000.rom").exists()
+    {
+        return;
+    }
+    let lab = Lab::new();
+    lab.add_bridge();
+    let server = Server::start(&lab, lab.config(Mode::Full));
+    let log = lab.path("qemu.log");
+    let _vm = lab.qemu("52:54:00:27:00:01", &log);
+    // iPXE (the NIC's ROM) asks with user class "iPXE" and fetches the script URL.
+    let text = wait_log(
+        &log,
+        "http://10.213.1.1/boot.ipxe?mac=52:54:00:27:00:01",
+        120,
+    );
+    assert!(
+        text.contains("net0: 10.213.1.100/255.255.255.0 gw 10.213.1.1"),
+        "{text}"
+    );
+    assert!(text.contains("Next server: 10.213.1.1"), "{text}");
+    assert_eq!(
+        server
+            .leases
+            .lease_for_mac(&[0x52, 0x54, 0x00, 0x27, 0x00, 0x01]),
+        Some(Ipv4Addr::new(10, 213, 1, 100))
+    );
+    server.stop();
+}
+
+#[test]
+fn qemu_ipxe_boots_through_the_proxy_next_to_the_site_dhcp_server() {
+    if !can_run()
+        || !have("qemu-system-x86_64")
+        || !have("dnsmasq")
+        || !Path::new("/usr/lib/ipxe/qemu/pxe-e1000.rom").exists()
+    {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_bridge();
+    let site = lab.add_site();
+    // The site's own DHCP server: addresses only, no boot information.
+    let leases = lab.path("dnsmasq.leases");
+    let pid = lab.path("dnsmasq.pid");
+    let dnsmasq = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+        ])
+        .args([
+            "--port=0",
+            "--user=root",
+            "--interface=veth2",
+            "--bind-interfaces",
+            "--no-ping",
+        ])
+        .args(["--dhcp-range=10.213.1.200,10.213.1.210,255.255.255.0,600"])
+        .arg(format!("--dhcp-leasefile={}", leases.display()))
+        .arg(format!("--pid-file={}", pid.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dnsmasq");
+    let _dnsmasq = KillOnDrop(dnsmasq);
+    let server = Server::start(&lab, lab.config(Mode::Proxy));
+    let log = lab.path("qemu.log");
+    let _vm = lab.qemu("52:54:00:28:00:01", &log);
+    let text = wait_log(
+        &log,
+        "http://10.213.1.1/boot.ipxe?mac=52:54:00:28:00:01",
+        120,
+    );
+    assert!(
+        text.contains("net0: 10.213.1.20"),
+        "address from the site server:\n{text}"
+    );
+    assert!(text.contains("Next server: 10.213.1.1"), "{text}");
+    let stats = server.stats.snapshot();
+    eprintln!("{stats:?}");
+    assert!(stats.offers >= 1, "{stats:?}");
+    assert!(server.leases.list().is_empty(), "the proxy leases nothing");
     server.stop();
 }
 
