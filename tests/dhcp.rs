@@ -146,12 +146,12 @@ impl Lab {
         site
     }
 
-    /// Starts QEMU (BIOS, e1000 with Debian's iPXE option ROM) on `tap0`, serial to `log`.
-    fn qemu(&self, mac: &str, log: &Path) -> KillOnDrop {
+    /// Starts QEMU on `tap0`, serial console to `log`: BIOS with an e1000 and Debian's
+    /// iPXE option ROM, or UEFI (OVMF) with virtio-net and the firmware's own PXE client.
+    fn qemu(&self, uefi: bool, mac: &str, log: &Path) -> KillOnDrop {
         let serial = format!("file:{}", log.display());
-        let nic = format!("e1000,netdev=n0,mac={mac},romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.client_ns, "qemu-system-x86_64"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.client_ns, "qemu-system-x86_64"])
             .args([
                 "-nographic",
                 "-serial",
@@ -159,16 +159,26 @@ impl Lab {
                 "-monitor",
                 "none",
                 "-m",
-                "64",
-                "-boot",
-                "n",
+                "256",
             ])
-            .args([
-                "-netdev",
-                "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                "-device",
-                &nic,
+            .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
+        if uefi {
+            let vars = self.path("OVMF_VARS.fd");
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("copy OVMF vars");
+            cmd.args([
+                "-drive",
+                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
             ])
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .arg("-device")
+            .arg(format!("virtio-net-pci,netdev=n0,mac={mac},romfile="));
+        } else {
+            cmd.args(["-boot", "n", "-device"]).arg(format!(
+                "e1000,netdev=n0,mac={mac},romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom"
+            ));
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1010,7 +1020,7 @@ fn qemu_ipxe_gets_its_script_url_in_full_mode() {
     lab.add_bridge();
     let server = Server::start(&lab, lab.config(Mode::Full));
     let log = lab.path("qemu.log");
-    let _vm = lab.qemu("52:54:00:27:00:01", &log);
+    let _vm = lab.qemu(false, "52:54:00:27:00:01", &log);
     // iPXE (the NIC's ROM) asks with user class "iPXE" and fetches the script URL.
     let text = wait_log(
         &log,
@@ -1042,8 +1052,106 @@ fn qemu_ipxe_boots_through_the_proxy_next_to_the_site_dhcp_server() {
     }
     let mut lab = Lab::new();
     lab.add_bridge();
-    let site = lab.add_site();
     // The site's own DHCP server: addresses only, no boot information.
+    let _dnsmasq = site_dnsmasq(&mut lab);
+    let server = Server::start(&lab, lab.config(Mode::Proxy));
+    let log = lab.path("qemu.log");
+    let _vm = lab.qemu(false, "52:54:00:28:00:01", &log);
+    let text = wait_log(
+        &log,
+        "http://10.213.1.1/boot.ipxe?mac=52:54:00:28:00:01",
+        120,
+    );
+    assert!(
+        text.contains("net0: 10.213.1.20"),
+        "address from the site server:\n{text}"
+    );
+    assert!(text.contains("Next server: 10.213.1.1"), "{text}");
+    let stats = server.stats.snapshot();
+    eprintln!("{stats:?}");
+    assert!(stats.offers >= 1, "{stats:?}");
+    assert!(server.leases.list().is_empty(), "the proxy leases nothing");
+    server.stop();
+}
+
+/// Listens on the server's TFTP port and returns the file name of the first read request.
+fn tftp_rrq_listener(lab: &Lab, secs: u64) -> JoinHandle<Option<String>> {
+    in_netns(&lab.server_ns, move || {
+        let sock = UdpSocket::bind((SERVER_IP, 69)).ok()?;
+        sock.set_read_timeout(Some(Duration::from_secs(secs)))
+            .ok()?;
+        let mut buf = [0u8; 600];
+        let (len, _) = sock.recv_from(&mut buf).ok()?;
+        // RRQ: opcode 1, file name, NUL, mode, NUL, options.
+        let body = buf.get(2..len)?;
+        let name = body.split(|b| *b == 0).next()?;
+        (buf[..2] == [0, 1]).then(|| String::from_utf8_lossy(name).into_owned())
+    })
+}
+
+fn have_ovmf() -> bool {
+    let found = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() && have("qemu-system-x86_64");
+    if !found {
+        eprintln!("SKIPPED: OVMF or QEMU is not installed");
+    }
+    found
+}
+
+#[test]
+fn ovmf_uefi_pxe_gets_ipxe_efi_in_full_mode() {
+    if !can_run() || !have_ovmf() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.add_bridge();
+    let server = Server::start(&lab, lab.config(Mode::Full));
+    let rrq = tftp_rrq_listener(&lab, 150);
+    let log = lab.path("ovmf.log");
+    let _vm = lab.qemu(true, "52:54:00:29:00:01", &log);
+    // The firmware's PXE client (option 93 = 7) fetches the boot file it was given.
+    let file = rrq.join().expect("listener");
+    assert_eq!(
+        file.as_deref(),
+        Some("ipxe.efi"),
+        "serial log:\n{}",
+        String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default())
+    );
+    assert_eq!(
+        server
+            .leases
+            .lease_for_mac(&[0x52, 0x54, 0x00, 0x29, 0x00, 0x01]),
+        Some(Ipv4Addr::new(10, 213, 1, 100))
+    );
+    server.stop();
+}
+
+#[test]
+fn ovmf_uefi_pxe_gets_ipxe_efi_through_the_proxy() {
+    if !can_run() || !have_ovmf() || !have("dnsmasq") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_bridge();
+    let _dnsmasq = site_dnsmasq(&mut lab);
+    let server = Server::start(&lab, lab.config(Mode::Proxy));
+    let rrq = tftp_rrq_listener(&lab, 150);
+    let log = lab.path("ovmf.log");
+    let _vm = lab.qemu(true, "52:54:00:2a:00:01", &log);
+    let file = rrq.join().expect("listener");
+    let stats = server.stats.snapshot();
+    assert_eq!(
+        file.as_deref(),
+        Some("ipxe.efi"),
+        "{stats:?} serial log:\n{}",
+        String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default())
+    );
+    eprintln!("{stats:?}");
+    server.stop();
+}
+
+/// Adds the site namespace with dnsmasq handing out addresses only (10.213.1.200-210).
+fn site_dnsmasq(lab: &mut Lab) -> KillOnDrop {
+    let site = lab.add_site();
     let leases = lab.path("dnsmasq.leases");
     let pid = lab.path("dnsmasq.pid");
     let dnsmasq = Command::new("ip")
@@ -1070,25 +1178,7 @@ fn qemu_ipxe_boots_through_the_proxy_next_to_the_site_dhcp_server() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn dnsmasq");
-    let _dnsmasq = KillOnDrop(dnsmasq);
-    let server = Server::start(&lab, lab.config(Mode::Proxy));
-    let log = lab.path("qemu.log");
-    let _vm = lab.qemu("52:54:00:28:00:01", &log);
-    let text = wait_log(
-        &log,
-        "http://10.213.1.1/boot.ipxe?mac=52:54:00:28:00:01",
-        120,
-    );
-    assert!(
-        text.contains("net0: 10.213.1.20"),
-        "address from the site server:\n{text}"
-    );
-    assert!(text.contains("Next server: 10.213.1.1"), "{text}");
-    let stats = server.stats.snapshot();
-    eprintln!("{stats:?}");
-    assert!(stats.offers >= 1, "{stats:?}");
-    assert!(server.leases.list().is_empty(), "the proxy leases nothing");
-    server.stop();
+    KillOnDrop(dnsmasq)
 }
 
 fn have(program: &str) -> bool {

@@ -114,13 +114,6 @@ impl Engine {
         let mut reply = self.base_reply(req, kind);
         reply.set_ciaddr(req.ciaddr());
         self.add_boot(&mut reply, req, &client, &boot);
-        // PXE vendor options: PXE_DISCOVERY_CONTROL = 8, "download the boot file given in
-        // this offer, skip boot-server discovery" (PXE 2.1 §2.4.2).
-        if !client.ipxe {
-            reply
-                .opts_mut()
-                .insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
-        }
         let dest = match listener {
             // The boot-server reply goes back where the request came from (PXE 2.1 §2.2.1).
             Listener::ProxyBoot if !src.ip().is_unspecified() => src,
@@ -412,6 +405,13 @@ impl Engine {
         opts.insert(DhcpOption::BootfileName(boot.as_bytes().to_vec()));
         if client.pxe {
             opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+            // PXE vendor options (PXE 2.1 §2.4.2): PXE_DISCOVERY_CONTROL = 8, "download the
+            // boot file named in this offer, no boot-server discovery". Without it, UEFI
+            // firmware (EDK2/OVMF) takes a PXEClient offer for a BINL offer and asks port
+            // 4011 for the boot file instead.
+            if !client.ipxe {
+                opts.insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
+            }
         }
         if let Some(DhcpOption::ClientMachineIdentifier(uuid)) =
             req.opts().get(OptionCode::ClientMachineIdentifier)

@@ -383,6 +383,10 @@ fn pxe_boot_files_by_architecture_and_ipxe_script() {
             opt(&offer, OptionCode::ClientMachineIdentifier),
             Some(&DhcpOption::ClientMachineIdentifier(vec![0, 1, 2, 3]))
         );
+        assert_eq!(
+            opt(&offer, OptionCode::VendorExtensions),
+            Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+        );
     }
     let mut ipxe = pxe_opts(7);
     ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
