@@ -181,6 +181,19 @@ impl DhcpConfig {
                 }
             }
         }
+        let mut owners: HashMap<Ipv4Addr, &Mac> = HashMap::new();
+        for (mac, ip) in &self.fixed {
+            if *ip == self.server_ip {
+                return Err(ConfigError::FixedIsServer {
+                    mac: format_mac(mac),
+                });
+            }
+            if let Some(other) = owners.insert(*ip, mac) {
+                let (a, b) = (format_mac(other), format_mac(mac));
+                let (a, b) = if a < b { (a, b) } else { (b, a) };
+                return Err(ConfigError::DuplicateFixed { ip: *ip, a, b });
+            }
+        }
         if self.mode == Mode::Full && !self.pools.iter().any(|p| p.subnet_contains(self.server_ip))
         {
             return Err(ConfigError::NoLocalPool {
@@ -216,6 +229,22 @@ pub enum ConfigError {
         /// First address of the other.
         b: Ipv4Addr,
     },
+    /// Two MACs share a fixed address.
+    #[error("fixed address {ip} is given to both {a} and {b}")]
+    DuplicateFixed {
+        /// The address.
+        ip: Ipv4Addr,
+        /// One MAC.
+        a: String,
+        /// The other MAC.
+        b: String,
+    },
+    /// A fixed address is the server's own.
+    #[error("device {mac}: its fixed address is the DHCP server's own address")]
+    FixedIsServer {
+        /// The device's MAC.
+        mac: String,
+    },
     /// Full mode without a pool for the server's own subnet.
     #[error("full DHCP mode needs a pool in the subnet of the server address {server_ip}")]
     NoLocalPool {
@@ -236,6 +265,50 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:ab:cd"), None);
         assert_eq!(parse_mac("zz:54:00:ab:cd:0e"), None);
         assert_eq!(parse_mac("é2:54:00:ab:cd:0"), None);
+    }
+
+    #[test]
+    fn validation_names_the_culprits() {
+        let server: Ipv4Addr = "10.0.0.1".parse().unwrap();
+        let mut cfg = DhcpConfig::new(Mode::Full, server, "l.json".into());
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::NoLocalPool { server_ip: server })
+        );
+        let pool = Pool {
+            start: "10.0.0.10".parse().unwrap(),
+            end: "10.0.0.20".parse().unwrap(),
+            netmask: "255.255.255.0".parse().unwrap(),
+            router: None,
+            dns: vec![],
+            lease_time: 60,
+        };
+        cfg.pools = vec![pool.clone()];
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.pools.push(pool.clone());
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::OverlappingPools { .. })
+        ));
+        cfg.pools = vec![Pool {
+            end: "10.0.1.5".parse().unwrap(),
+            ..pool.clone()
+        }];
+        assert!(matches!(cfg.validate(), Err(ConfigError::BadRange { .. })));
+        cfg.pools = vec![pool];
+        let ip: Ipv4Addr = "10.0.0.5".parse().unwrap();
+        cfg.fixed.insert([2, 0, 0, 0, 0, 1], ip);
+        cfg.fixed.insert([2, 0, 0, 0, 0, 2], ip);
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "fixed address 10.0.0.5 is given to both 02:00:00:00:00:01 and 02:00:00:00:00:02"
+        );
+        cfg.fixed = HashMap::from([([2, 0, 0, 0, 0, 3], server)]);
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::FixedIsServer { .. })
+        ));
     }
 
     #[test]

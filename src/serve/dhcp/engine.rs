@@ -6,6 +6,7 @@
 //! renewing and rebinding states, DECLINE, RELEASE, INFORM); proxy mode follows the PXE
 //! specification 2.1 §2.2 (proxyDHCP on port 67 and the boot-server exchange on 4011).
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct Engine {
     cfg: Arc<DhcpConfig>,
     leases: Arc<LeaseTable>,
     stats: Arc<DhcpStats>,
+    /// The inventory's fixed addresses by address, to keep them out of the pools.
+    fixed_owner: Arc<HashMap<Ipv4Addr, Mac>>,
 }
 
 /// What one request resolves to, before it is encoded.
@@ -59,7 +62,13 @@ struct Answer {
 impl Engine {
     /// A decision core over `cfg`, `leases` and `stats`.
     pub fn new(cfg: Arc<DhcpConfig>, leases: Arc<LeaseTable>, stats: Arc<DhcpStats>) -> Self {
-        Engine { cfg, leases, stats }
+        let fixed_owner = Arc::new(cfg.fixed.iter().map(|(mac, ip)| (*ip, *mac)).collect());
+        Engine {
+            cfg,
+            leases,
+            stats,
+            fixed_owner,
+        }
     }
 
     /// The configuration.
@@ -149,6 +158,8 @@ impl Engine {
         };
         let mac = client.mac;
         let mut inner = self.leases.lock();
+        // A renewal without option 12 keeps the name the client gave before.
+        let hostname = hostname.or_else(|| inner.for_mac(&mac).and_then(|l| l.hostname.clone()));
         let answer = match opts.msg_type()? {
             MessageType::Discover => {
                 let ip = self.choose(&inner, &pool, &mac, requested, now)?;
@@ -311,7 +322,7 @@ impl Engine {
             && Some(ip) != pool.router
             && ip != pool.network()
             && ip != pool.broadcast()
-            && !self.cfg.fixed.iter().any(|(m, f)| *f == ip && m != mac)
+            && self.fixed_owner.get(&ip).is_none_or(|owner| owner == mac)
             && !inner.taken_by_other(ip, mac, now)
     }
 
