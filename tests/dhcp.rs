@@ -1230,3 +1230,32 @@ fn garbage_is_dropped_and_counted() {
     assert_eq!(last_event(&log, "bound")["ip"], "10.213.1.100");
     server.stop();
 }
+
+#[test]
+fn bind_refuses_an_invalid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    // Full mode without a pool for the server's subnet.
+    let cfg = DhcpConfig::new(Mode::Full, SERVER_IP, dir.path().join("leases.json"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(DhcpServer::bind(cfg)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("10.213.1.1"), "{err}");
+    // A corrupt lease file is reported with its path, not silently emptied.
+    let leases = dir.path().join("bad.json");
+    std::fs::write(&leases, "{not json").unwrap();
+    let mut cfg = DhcpConfig::new(Mode::Full, SERVER_IP, leases.clone());
+    cfg.pools = vec![Pool {
+        start: Ipv4Addr::new(10, 213, 1, 100),
+        end: Ipv4Addr::new(10, 213, 1, 150),
+        netmask: Ipv4Addr::new(255, 255, 255, 0),
+        router: None,
+        dns: vec![],
+        lease_time: 600,
+    }];
+    let err = rt.block_on(DhcpServer::bind(cfg)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("bad.json"), "{err}");
+}
