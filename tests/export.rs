@@ -86,9 +86,10 @@ fn dnsmasq_config_passes_dnsmasq_test() {
         "dhcp-match=set:ipxe,175",
         "dhcp-boot=tag:ipxe,http://192.168.0.2/boot.ipxe",
         "dhcp-match=set:arch-7,option:client-arch,7",
-        "dhcp-boot=tag:!ipxe,tag:arch-7,ipxe.efi,,192.168.0.2",
-        "dhcp-boot=tag:!ipxe,tag:arch-0,undionly.kpxe,,192.168.0.2",
-        "dhcp-boot=tag:!ipxe,tag:!arch-0,tag:!arch-6,tag:!arch-7,tag:!arch-9,undionly.kpxe,,192.168.0.2",
+        "dhcp-vendorclass=set:pxe,PXEClient",
+        "dhcp-boot=tag:pxe,tag:!ipxe,tag:arch-7,ipxe.efi,,192.168.0.2",
+        "dhcp-boot=tag:pxe,tag:!ipxe,tag:arch-0,undionly.kpxe,,192.168.0.2",
+        "dhcp-boot=tag:pxe,tag:!ipxe,tag:!arch-0,tag:!arch-6,tag:!arch-7,tag:!arch-9,undionly.kpxe,,192.168.0.2",
         "dhcp-host=52:54:00:12:34:56,192.168.0.50,kiosk-hall",
         "dhcp-host=52:54:00:12:34:57,xl-123457",
     ] {
@@ -117,7 +118,8 @@ fn isc_dhcpd_config_passes_dhcpd_t() {
         "next-server 192.168.0.2;",
         "if exists ipxe-encap-opts or (exists user-class and option user-class = \"iPXE\") {",
         "filename \"http://192.168.0.2/boot.ipxe\";",
-        "} elsif not exists client-arch or option client-arch = 00:00 {",
+        "} elsif substring(option vendor-class-identifier, 0, 9) = \"PXEClient\" {",
+        "if not exists client-arch or option client-arch = 00:00 {",
         "filename \"undionly.kpxe\";",
         "} elsif option client-arch = 00:07 {",
         "filename \"ipxe.efi\";",
@@ -167,7 +169,7 @@ fn kea_config_passes_kea_dhcp4_t() {
     let efi = classes.iter().find(|c| c["name"] == "ovl-arch-7").unwrap();
     assert_eq!(
         efi["test"],
-        "not (option[77].hex == 'iPXE' or option[175].exists) and option[93].hex == 0x0007"
+        "not (option[77].hex == 'iPXE' or option[175].exists) and substring(option[60].hex,0,9) == 'PXEClient' and option[93].hex == 0x0007"
     );
     assert_eq!(efi["boot-file-name"], "ipxe.efi");
     let subnet = &d["subnet4"][0];
