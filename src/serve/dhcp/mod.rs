@@ -8,9 +8,14 @@
 //!   56, 58, 59, 60, 61, 66, 67).
 //! - [RFC 4578](https://www.rfc-editor.org/rfc/rfc4578) (PXE options 93, 94, 97).
 //! - [RFC 3004](https://www.rfc-editor.org/rfc/rfc3004) (user class 77, which iPXE sets to
-//!   `iPXE`), [RFC 6842](https://www.rfc-editor.org/rfc/rfc6842) (client-id echo).
+//!   `iPXE`), [RFC 6842](https://www.rfc-editor.org/rfc/rfc6842) (client-id echo),
+//!   [RFC 3046](https://www.rfc-editor.org/rfc/rfc3046) (relay agent information echo).
 //! - Intel's [PXE specification 2.1](https://web.archive.org/web/2011/http://download.intel.com/design/archives/wfm/downloads/pxespec.pdf)
 //!   (proxyDHCP on ports 67 and 4011, vendor option 43 discovery control).
+//!
+//! Leases are keyed by the client's hardware address (`chaddr`), not by option 61: the
+//! inventory knows devices by MAC. Fixed addresses come from the inventory; they are never
+//! handed to another MAC, and a MAC with a fixed address gets only that one.
 //!
 //! Layout: [`config`] holds the settings, [`packet`] the safe codec over `dhcproto`,
 //! [`pxe`] the boot-file choice, [`leases`] the persisted lease table, [`engine`] the pure

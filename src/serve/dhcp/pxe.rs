@@ -6,6 +6,10 @@
 //! - User class 77 containing `iPXE` (RFC 3004), or option 175 (iPXE's encapsulated
 //!   options) marks iPXE itself, which gets the HTTP script URL instead of the iPXE binary:
 //!   that breaks the chainload loop.
+//! - Replies to PXE firmware carry option 60 `PXEClient` and vendor option 43 with
+//!   `PXE_DISCOVERY_CONTROL = 8` (PXE 2.1 §2.4.2: take the boot file from this offer). UEFI
+//!   firmware (EDK2/OVMF) needs option 43: without it a `PXEClient` offer is a "BINL" offer
+//!   to EDK2, which then asks port 4011 for the boot file (seen as `PXE-E16`).
 
 use dhcproto::v4::{DhcpOption, Message, OptionCode};
 
