@@ -108,7 +108,7 @@ pub struct DhcpConfig {
     pub server_port: u16,
     /// Client port replies are sent to (68).
     pub client_port: u16,
-    /// PXE boot-server port used by proxyDHCP clients (4011), proxy mode only.
+    /// PXE boot-server port (4011), where proxyDHCP clients ask for their boot file.
     pub proxy_port: u16,
     /// Address pools (full mode); see [`Pool`] for how one is chosen.
     pub pools: Vec<Pool>,

@@ -23,7 +23,8 @@ use super::stats::DhcpStats;
 pub enum Listener {
     /// The DHCP server port (67).
     Server,
-    /// The PXE boot-server port (4011), proxy mode.
+    /// The PXE boot-server port (4011): boot information for PXE clients that ask for it
+    /// there (proxyDHCP clients, and firmware taking an offer for a "BINL" offer).
     ProxyBoot,
 }
 
@@ -97,8 +98,8 @@ impl Engine {
         };
         let reply = match (self.cfg.mode, listener) {
             (Mode::Full, Listener::Server) => self.full(&req, now),
-            (Mode::Proxy, _) => self.proxy(&req, src, listener),
-            (Mode::Full, Listener::ProxyBoot) => None,
+            // Port 4011 (PXE boot-server requests) is answered the same way in both modes.
+            (Mode::Proxy, _) | (Mode::Full, Listener::ProxyBoot) => self.proxy(&req, src, listener),
         };
         if reply.is_none() {
             DhcpStats::bump(&self.stats.ignored);

@@ -437,6 +437,23 @@ fn proxy_answers_only_pxe_clients_without_an_address() {
 }
 
 #[test]
+fn full_mode_answers_boot_server_requests_on_4011() {
+    let e = engine(Mode::Full);
+    let client = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 100), 68);
+    let mut req = request(MessageType::Request, MAC_A, pxe_opts(7));
+    req.set_ciaddr(*client.ip());
+    let (ack, r) = send_on(&e, &req, Listener::ProxyBoot, client).unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(fname(&ack), "ipxe.efi");
+    assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(r.dest, client);
+    assert!(e.leases.list().is_empty(), "no lease from port 4011");
+    // Plain clients get nothing there either.
+    let plain = request(MessageType::Request, MAC_A, vec![]);
+    assert!(send_on(&e, &plain, Listener::ProxyBoot, client).is_none());
+}
+
+#[test]
 fn malformed_packets_are_counted() {
     let e = engine(Mode::Full);
     let src = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);

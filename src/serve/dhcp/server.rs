@@ -24,12 +24,12 @@ pub struct DhcpServer {
     leases: Arc<LeaseTable>,
     stats: Arc<DhcpStats>,
     server_sock: UdpSocket,
-    proxy_sock: Option<UdpSocket>,
+    boot_sock: UdpSocket,
 }
 
 impl DhcpServer {
-    /// Validates `cfg`, loads the lease file and binds the sockets: the server port, plus
-    /// the PXE boot-server port in proxy mode; each with `SO_BROADCAST`, `SO_REUSEADDR`
+    /// Validates `cfg`, loads the lease file and binds the sockets: the server port and
+    /// the PXE boot-server port (4011); each with `SO_BROADCAST`, `SO_REUSEADDR`
     /// and, when an interface is named, `SO_BINDTODEVICE`.
     pub async fn bind(cfg: DhcpConfig) -> io::Result<Self> {
         cfg.validate()
@@ -40,10 +40,7 @@ impl DhcpServer {
             LeaseTable::new()
         });
         let server_sock = bind_udp(&cfg, cfg.server_port)?;
-        let proxy_sock = match cfg.mode {
-            Mode::Proxy => Some(bind_udp(&cfg, cfg.proxy_port)?),
-            Mode::Full => None,
-        };
+        let boot_sock = bind_udp(&cfg, cfg.proxy_port)?;
         let cfg = Arc::new(cfg);
         let stats = Arc::new(DhcpStats::default());
         Ok(DhcpServer {
@@ -52,7 +49,7 @@ impl DhcpServer {
             leases,
             stats,
             server_sock,
-            proxy_sock,
+            boot_sock,
         })
     }
 
@@ -88,7 +85,7 @@ impl DhcpServer {
                     Ok((len, src)) => (Listener::Server, len, src),
                     Err(e) => { transient(e)?; continue; }
                 },
-                r = recv_opt(self.proxy_sock.as_ref(), &mut proxy_buf) => match r {
+                r = self.boot_sock.recv_from(&mut proxy_buf) => match r {
                     Ok((len, src)) => (Listener::ProxyBoot, len, src),
                     Err(e) => { transient(e)?; continue; }
                 },
@@ -96,10 +93,7 @@ impl DhcpServer {
             let SocketAddr::V4(src) = src else { continue };
             let (bytes, sock) = match listener {
                 Listener::Server => (&buf[..len], &self.server_sock),
-                Listener::ProxyBoot => match &self.proxy_sock {
-                    Some(sock) => (&proxy_buf[..len], sock),
-                    None => continue,
-                },
+                Listener::ProxyBoot => (&proxy_buf[..len], &self.boot_sock),
             };
             let reply = self.engine.handle(bytes, src, listener, unix_now());
             // Leases reach the disk before the client hears of them.
@@ -134,13 +128,6 @@ impl DhcpServer {
             tracing::warn!(event = "dhcp_lease_save_failed",
                 path = %self.cfg.lease_file.display(), %error);
         }
-    }
-}
-
-async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(sock) => sock.recv_from(buf).await,
-        None => std::future::pending().await,
     }
 }
 
