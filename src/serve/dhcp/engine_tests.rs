@@ -504,3 +504,66 @@ proptest! {
         }
     }
 }
+
+/// A `MakeWriter` collecting log output in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn one_info_event_per_offer_ack_and_release() {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(out.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let e = engine(Mode::Full);
+        let mut opts = pxe_opts(7);
+        opts.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let (offer, _) = send(&e, &request(MessageType::Discover, MAC_A, opts)).unwrap();
+        let req = request(
+            MessageType::Request,
+            MAC_A,
+            vec![DhcpOption::RequestedIpAddress(offer.yiaddr())],
+        );
+        send(&e, &req).unwrap();
+        let mut release = request(MessageType::Release, MAC_A, vec![]);
+        release.set_ciaddr(offer.yiaddr());
+        assert!(send(&e, &release).is_none());
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fields"].clone())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dhcp_offer", "dhcp_ack", "dhcp_release"], "{text}");
+    assert_eq!(events[0]["mac"], "52:54:00:00:00:0a");
+    assert_eq!(events[0]["ip"], "10.1.0.100");
+    assert_eq!(
+        events[0]["boot_file"],
+        "http://10.1.0.1/boot.ipxe?mac=52:54:00:00:00:0a"
+    );
+    assert_eq!(events[0]["mode"], "full");
+}
