@@ -1,1 +1,2 @@
 //! `ovl serve`: the embedded HTTP, TFTP and DHCP servers of the PXE boot chain.
+pub mod dhcp;
