@@ -27,8 +27,13 @@ use std::path::{Path, PathBuf};
 
 /// First path components that are never served: the site's settings, inventory, profiles,
 /// overlay trees (they hold secrets) and the devices' lbu captures.
-pub const PRIVATE_TOP_LEVEL: [&str; 5] =
-    ["ovl.toml", "devices.toml", "profiles", "overlays", "captures"];
+pub const PRIVATE_TOP_LEVEL: [&str; 5] = [
+    "ovl.toml",
+    "devices.toml",
+    "profiles",
+    "overlays",
+    "captures",
+];
 
 /// Why a request path is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +157,11 @@ mod tests {
         fs::write(root.join("devices.toml"), b"").unwrap();
         fs::write(root.join("profiles/S.toml"), b"").unwrap();
         fs::write(root.join("overlays/base/etc/shadow"), b"secret").unwrap();
-        fs::write(root.join("captures/52:54:00:12:34:56/h.apkovl.tar.gz"), b"x").unwrap();
+        fs::write(
+            root.join("captures/52:54:00:12:34:56/h.apkovl.tar.gz"),
+            b"x",
+        )
+        .unwrap();
         fs::write(root.join(".hidden"), b"x").unwrap();
         fs::write(root.join("data/.env"), b"x").unwrap();
         let outside = outer.path().join("outside.txt");
@@ -310,7 +319,10 @@ mod tests {
         symlink("/etc", s.root.join("etc-link")).unwrap();
         assert_eq!(resolve(&s.root, "data/out-abs"), Err(Denied::OutsideSite));
         assert_eq!(resolve(&s.root, "data/out-rel"), Err(Denied::OutsideSite));
-        assert_eq!(resolve(&s.root, "etc-link/passwd"), Err(Denied::OutsideSite));
+        assert_eq!(
+            resolve(&s.root, "etc-link/passwd"),
+            Err(Denied::OutsideSite)
+        );
     }
 
     #[test]

@@ -69,12 +69,10 @@ pub fn negotiate(
                 v.to_string()
             }),
             "tsize" => parse(value).map(|_| file_size.to_string()),
-            "windowsize" => parse(value)
-                .filter(|v| (1..=65535).contains(v))
-                .map(|v| {
-                    n.windowsize = v as u16;
-                    v.to_string()
-                }),
+            "windowsize" => parse(value).filter(|v| (1..=65535).contains(v)).map(|v| {
+                n.windowsize = v as u16;
+                v.to_string()
+            }),
             _ => None,
         };
         if let Some(value) = granted {
@@ -160,7 +158,10 @@ mod tests {
 
     #[test]
     fn blksize_is_clamped_above_and_ignored_below() {
-        assert_eq!(negotiate(&opts(&[("blksize", "65464")]), 1, T).blksize, 65464);
+        assert_eq!(
+            negotiate(&opts(&[("blksize", "65464")]), 1, T).blksize,
+            65464
+        );
         let n = negotiate(&opts(&[("blksize", "70000")]), 1, T);
         assert_eq!((n.blksize, n.oack), (65464, oack(&[("blksize", "65464")])));
         let n = negotiate(&opts(&[("blksize", "99999999999999999999999")]), 1, T);
@@ -176,7 +177,12 @@ mod tests {
     fn invalid_numbers_are_ignored() {
         for v in ["", "-1", "+5", " 5", "5 ", "abc", "0x10"] {
             let n = negotiate(
-                &opts(&[("blksize", v), ("timeout", v), ("windowsize", v), ("tsize", v)]),
+                &opts(&[
+                    ("blksize", v),
+                    ("timeout", v),
+                    ("windowsize", v),
+                    ("tsize", v),
+                ]),
                 1,
                 T,
             );
@@ -188,13 +194,25 @@ mod tests {
     #[test]
     fn timeout_and_windowsize_ranges() {
         assert!(negotiate(&opts(&[("timeout", "0")]), 1, T).oack.is_empty());
-        assert!(negotiate(&opts(&[("timeout", "256")]), 1, T).oack.is_empty());
+        assert!(
+            negotiate(&opts(&[("timeout", "256")]), 1, T)
+                .oack
+                .is_empty()
+        );
         assert_eq!(
             negotiate(&opts(&[("timeout", "255")]), 1, T).timeout,
             Duration::from_secs(255)
         );
-        assert!(negotiate(&opts(&[("windowsize", "0")]), 1, T).oack.is_empty());
-        assert!(negotiate(&opts(&[("windowsize", "65536")]), 1, T).oack.is_empty());
+        assert!(
+            negotiate(&opts(&[("windowsize", "0")]), 1, T)
+                .oack
+                .is_empty()
+        );
+        assert!(
+            negotiate(&opts(&[("windowsize", "65536")]), 1, T)
+                .oack
+                .is_empty()
+        );
         assert_eq!(
             negotiate(&opts(&[("windowsize", "65535")]), 1, T).windowsize,
             65535

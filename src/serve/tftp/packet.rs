@@ -424,8 +424,14 @@ mod tests {
         assert_eq!(Packet::decode(b"\x00\x04\x01\x02"), Ok(Packet::Ack(258)));
         assert_eq!(decode_ack(b"\x00\x04\xff\xff"), Ok(65535));
         assert_eq!(decode_ack(b"\x00\x04\x01"), Err(DecodeError::Truncated));
-        assert_eq!(decode_ack(b"\x00\x04\x01\x02\x03"), Err(DecodeError::TooLong));
-        assert_eq!(decode_ack(b"\x00\x03\x01\x02"), Err(DecodeError::UnknownOpcode(3)));
+        assert_eq!(
+            decode_ack(b"\x00\x04\x01\x02\x03"),
+            Err(DecodeError::TooLong)
+        );
+        assert_eq!(
+            decode_ack(b"\x00\x03\x01\x02"),
+            Err(DecodeError::UnknownOpcode(3))
+        );
         assert_eq!(decode_ack(b""), Err(DecodeError::Truncated));
     }
 
@@ -472,13 +478,16 @@ mod tests {
     }
 
     fn request() -> impl Strategy<Value = Request> {
-        (text(), mode(), prop::collection::vec((name(), text()), 0..6)).prop_map(
-            |(filename, mode, options)| Request {
+        (
+            text(),
+            mode(),
+            prop::collection::vec((name(), text()), 0..6),
+        )
+            .prop_map(|(filename, mode, options)| Request {
                 filename,
                 mode,
                 options,
-            },
-        )
+            })
     }
 
     fn packet() -> impl Strategy<Value = Packet> {
