@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ovl::serve::tftp::packet::{ErrorCode, Mode, Packet, Request};
@@ -22,6 +22,7 @@ struct Lab {
     cancel: CancellationToken,
     rt: Option<tokio::runtime::Runtime>,
     server: Option<tokio::task::JoinHandle<()>>,
+    logs: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Lab {
@@ -35,8 +36,20 @@ impl Lab {
         std::fs::create_dir_all(&root).unwrap();
         let mut cfg = TftpConfig::new(&root, "127.0.0.1:0".parse().unwrap());
         adjust(&mut cfg);
+        // The server's log, as JSON lines, captured from every runtime thread.
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        let dispatch = tracing::Dispatch::new(subscriber);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .on_thread_start(move || {
+                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+            })
             .enable_all()
             .build()
             .unwrap();
@@ -53,11 +66,8 @@ impl Lab {
             cancel,
             rt: Some(rt),
             server: Some(handle),
+            logs,
         }
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
     }
 
     /// Writes a site file (parents created) and returns its bytes' sha256.
@@ -77,6 +87,20 @@ impl Lab {
         TftpStats::get(f(&self.stats))
     }
 
+    /// The server's log events so far (`fields` of each JSON line, plus its `level`).
+    fn events(&self) -> Vec<serde_json::Value> {
+        let bytes = self.logs.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let mut f = v["fields"].clone();
+                f["level"] = v["level"].clone();
+                f
+            })
+            .collect()
+    }
+
     /// Stops the server and returns how long `run` took to return.
     fn shutdown(&mut self) -> Duration {
         let started = Instant::now();
@@ -90,6 +114,36 @@ impl Lab {
             });
         }
         started.elapsed()
+    }
+}
+
+/// Appends log output to a shared buffer.
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Anything a client can be pointed at: a lab's server or another server's port.
+trait Server {
+    fn port(&self) -> String;
+}
+
+impl Server for Lab {
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+impl Server for u16 {
+    fn port(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -144,14 +198,14 @@ fn timeout60(prog: &str) -> Command {
 }
 
 /// tftp-hpa: RFC 1350 only, 512-byte lockstep.
-fn tftp_hpa_get(lab: &Lab, file: &str, out: &Path) -> Output {
+fn tftp_hpa_get(lab: &impl Server, file: &str, out: &Path) -> Output {
     run(timeout60("tftp")
         .args(["-m", "binary", "127.0.0.1", &lab.port(), "-c", "get", file])
         .arg(out))
 }
 
 /// atftp with `--option "NAME VALUE"` pairs.
-fn atftp_get(lab: &Lab, file: &str, out: &Path, options: &[&str]) -> Output {
+fn atftp_get(lab: &impl Server, file: &str, out: &Path, options: &[&str]) -> Output {
     let mut c = timeout60("atftp");
     c.args(["--get", "-r", file, "-l"]).arg(out);
     for o in options {
@@ -161,7 +215,7 @@ fn atftp_get(lab: &Lab, file: &str, out: &Path, options: &[&str]) -> Output {
 }
 
 /// busybox tftp, as Alpine's initramfs has it.
-fn busybox_get(lab: &Lab, file: &str, out: &Path, blksize: Option<u16>) -> Output {
+fn busybox_get(lab: &impl Server, file: &str, out: &Path, blksize: Option<u16>) -> Output {
     let mut c = timeout60("busybox");
     c.args(["tftp", "-g", "-r", file, "-l"]).arg(out);
     if let Some(b) = blksize {
@@ -171,7 +225,7 @@ fn busybox_get(lab: &Lab, file: &str, out: &Path, blksize: Option<u16>) -> Outpu
 }
 
 /// curl's TFTP client.
-fn curl_get(lab: &Lab, file: &str, out: &Path, blksize: Option<u16>) -> Output {
+fn curl_get(lab: &impl Server, file: &str, out: &Path, blksize: Option<u16>) -> Output {
     let mut c = timeout60("curl");
     c.args([
         "-s",
@@ -887,3 +941,92 @@ fn shutdown_stops_stalled_transfers_within_the_grace() {
     // The stalled client is told.
     assert_error(&recv(&s).unwrap().0, ErrorCode::NotDefined);
 }
+
+// ---------------------------------------------------------------- logs
+
+#[test]
+fn each_transfer_logs_one_event_with_its_figures() {
+    let lab = Lab::new();
+    lab.file("undionly.kpxe", &noise(100_000, 21));
+    let out = lab.out("logged");
+    let o = atftp_get(&lab, "undionly.kpxe", &out, &["blksize 1468", "windowsize 8"]);
+    assert!(o.status.success());
+    assert_error(&raw_request(&lab, "ovl.toml", &[]).0, ErrorCode::AccessViolation);
+    // The event is written after the last ACK; give the task a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let events = lab.events();
+    let done: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "tftp_transfer")
+        .collect();
+    assert_eq!(done.len(), 1, "{events:?}");
+    let e = done[0];
+    assert_eq!(e["level"], "INFO");
+    assert_eq!(e["file"], "undionly.kpxe");
+    assert_eq!(e["bytes"], 100_000);
+    assert_eq!(e["blksize"], 1468);
+    assert_eq!(e["windowsize"], 8);
+    assert!(e["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(e["duration_ms"].is_u64() && e["rate_kib_s"].is_u64(), "{e}");
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "tftp_refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:?}");
+    assert_eq!(refused[0]["level"], "WARN");
+    assert_eq!(refused[0]["file"], "ovl.toml");
+}
+
+// ---------------------------------------------------------------- benchmark
+
+/// Compares with tftpd-hpa on the same 33.6 MB file and clients. Not a pass/fail test:
+/// `cargo test --release --test tftp -- --ignored --nocapture bench`.
+#[test]
+#[ignore = "benchmark; run by hand in release mode"]
+fn bench_against_tftpd_hpa() {
+    let lab = Lab::new();
+    let sum = lab.file("bench.bin", &noise(33_600_000, 20));
+    let hpa_port = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut hpa = Command::new("in.tftpd")
+        .args(["-L", "-u", "root", "-s"])
+        .arg(&lab.root)
+        .args(["-a", &format!("127.0.0.1:{hpa_port}")])
+        .spawn()
+        .expect("in.tftpd runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let ours = lab.addr.port();
+    let clients: [(&str, &dyn Fn(u16, &Path) -> Output); 5] = [
+        ("tftp-hpa 512", &|p, o| tftp_hpa_get(&p, "bench.bin", o)),
+        ("busybox 512", &|p, o| busybox_get(&p, "bench.bin", o, None)),
+        ("busybox 1468", &|p, o| busybox_get(&p, "bench.bin", o, Some(1468))),
+        ("atftp 1468", &|p, o| atftp_get(&p, "bench.bin", o, &["blksize 1468"])),
+        ("atftp 1468 w8", &|p, o| {
+            atftp_get(&p, "bench.bin", o, &["blksize 1468", "windowsize 8"])
+        }),
+    ];
+    for (label, client) in clients {
+        for (server, port) in [("ovl", ours), ("tftpd-hpa", hpa_port)] {
+            let mut times = Vec::new();
+            for i in 0..3 {
+                let out = lab.out(&format!("bench-{server}-{i}"));
+                let t = Instant::now();
+                client(port, &out);
+                times.push(t.elapsed());
+                assert_eq!(sha256_file(&out), sum, "{label} {server}");
+                let _ = std::fs::remove_file(&out);
+            }
+            times.sort();
+            eprintln!(
+                "BENCH {label:<14} {server:<10} median {:>8.0} ms  best {:>8.0} ms",
+                times[1].as_secs_f64() * 1e3,
+                times[0].as_secs_f64() * 1e3
+            );
+        }
+    }
+    let _ = hpa.kill();
+    let _ = hpa.wait();
+}
+
