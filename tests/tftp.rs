@@ -949,9 +949,17 @@ fn each_transfer_logs_one_event_with_its_figures() {
     let lab = Lab::new();
     lab.file("undionly.kpxe", &noise(100_000, 21));
     let out = lab.out("logged");
-    let o = atftp_get(&lab, "undionly.kpxe", &out, &["blksize 1468", "windowsize 8"]);
+    let o = atftp_get(
+        &lab,
+        "undionly.kpxe",
+        &out,
+        &["blksize 1468", "windowsize 8"],
+    );
     assert!(o.status.success());
-    assert_error(&raw_request(&lab, "ovl.toml", &[]).0, ErrorCode::AccessViolation);
+    assert_error(
+        &raw_request(&lab, "ovl.toml", &[]).0,
+        ErrorCode::AccessViolation,
+    );
     // The event is written after the last ACK; give the task a moment.
     std::thread::sleep(Duration::from_millis(200));
     let events = lab.events();
@@ -998,13 +1006,26 @@ fn bench_against_tftpd_hpa() {
         .expect("in.tftpd runs");
     std::thread::sleep(Duration::from_millis(300));
     let ours = lab.addr.port();
-    let clients: [(&str, &dyn Fn(u16, &Path) -> Output); 5] = [
+    let clients: [(&str, &dyn Fn(u16, &Path) -> Output); 8] = [
         ("tftp-hpa 512", &|p, o| tftp_hpa_get(&p, "bench.bin", o)),
         ("busybox 512", &|p, o| busybox_get(&p, "bench.bin", o, None)),
-        ("busybox 1468", &|p, o| busybox_get(&p, "bench.bin", o, Some(1468))),
-        ("atftp 1468", &|p, o| atftp_get(&p, "bench.bin", o, &["blksize 1468"])),
+        ("busybox 1468", &|p, o| {
+            busybox_get(&p, "bench.bin", o, Some(1468))
+        }),
+        ("atftp 1468", &|p, o| {
+            atftp_get(&p, "bench.bin", o, &["blksize 1468"])
+        }),
         ("atftp 1468 w8", &|p, o| {
             atftp_get(&p, "bench.bin", o, &["blksize 1468", "windowsize 8"])
+        }),
+        ("atftp 1468 w16", &|p, o| {
+            atftp_get(&p, "bench.bin", o, &["blksize 1468", "windowsize 16"])
+        }),
+        ("atftp 1468 w64", &|p, o| {
+            atftp_get(&p, "bench.bin", o, &["blksize 1468", "windowsize 64"])
+        }),
+        ("curl 1468", &|p, o| {
+            curl_get(&p, "bench.bin", o, Some(1468))
         }),
     ];
     for (label, client) in clients {
@@ -1029,4 +1050,3 @@ fn bench_against_tftpd_hpa() {
     let _ = hpa.kill();
     let _ = hpa.wait();
 }
-

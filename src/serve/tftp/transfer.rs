@@ -8,11 +8,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::TftpStats;
 use super::options::Negotiated;
@@ -74,6 +75,21 @@ pub struct Transfer {
     pub cancel: CancellationToken,
 }
 
+/// The retransmission timer and the shutdown signal, pinned once per transfer.
+struct Waits {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Waits {
+    /// Arms the timer to fire `timeout` from now.
+    fn arm(&mut self, timeout: std::time::Duration) {
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + timeout);
+    }
+}
+
 /// A chunk of the file held in memory.
 struct Cache {
     start: u64,
@@ -97,8 +113,14 @@ impl Transfer {
 
     async fn run_inner(&mut self) -> Result<u64, TransferError> {
         let mut recv = vec![0u8; RECV_BUF];
+        // One timer and one cancellation waiter for the whole transfer: re-arming them per
+        // block costs less than creating and registering new ones.
+        let mut waits = Waits {
+            timer: Box::pin(tokio::time::sleep(self.neg.timeout)),
+            cancelled: Box::pin(self.cancel.clone().cancelled_owned()),
+        };
         if !self.neg.oack.is_empty() {
-            self.negotiate(&mut recv).await?;
+            self.negotiate(&mut recv, &mut waits).await?;
         }
         let blksize = usize::from(self.neg.blksize);
         let mut window = Window::new(self.size, self.neg.blksize, self.neg.windowsize);
@@ -127,9 +149,9 @@ impl Transfer {
                     .await
                     .map_err(TransferError::Socket)?;
             }
-            let deadline = tokio::time::Instant::now() + self.neg.timeout;
+            waits.arm(self.neg.timeout);
             loop {
-                match self.recv_ack(&mut recv, deadline).await? {
+                match self.recv_ack(&mut recv, &mut waits).await? {
                     None => {
                         if retries_left == 0 {
                             return Err(TransferError::TimedOut(self.retries));
@@ -159,7 +181,7 @@ impl Transfer {
     }
 
     /// Sends the OACK until the client acknowledges it with ACK 0.
-    async fn negotiate(&mut self, recv: &mut [u8]) -> Result<(), TransferError> {
+    async fn negotiate(&mut self, recv: &mut [u8], waits: &mut Waits) -> Result<(), TransferError> {
         let oack = Packet::Oack(self.neg.oack.clone()).to_bytes();
         let mut retries_left = self.retries;
         loop {
@@ -167,9 +189,9 @@ impl Transfer {
                 .send_to(&oack, self.peer)
                 .await
                 .map_err(TransferError::Socket)?;
-            let deadline = tokio::time::Instant::now() + self.neg.timeout;
+            waits.arm(self.neg.timeout);
             loop {
-                match self.recv_ack(recv, deadline).await? {
+                match self.recv_ack(recv, waits).await? {
                     Some(0) => return Ok(()),
                     Some(_) => {}
                     None => break,
@@ -183,20 +205,20 @@ impl Transfer {
         }
     }
 
-    /// Waits for an ACK from the peer until `deadline`: `Some(block)`, or `None` on timeout.
-    /// Answers strangers with ERROR 5, drops garbage, ends on the peer's ERROR.
+    /// Waits for an ACK from the peer until the armed timer fires: `Some(block)`, or `None`
+    /// on timeout. Answers strangers with ERROR 5, drops garbage, ends on the peer's ERROR.
     async fn recv_ack(
         &self,
         buf: &mut [u8],
-        deadline: tokio::time::Instant,
+        waits: &mut Waits,
     ) -> Result<Option<u16>, TransferError> {
         let mut socket_errors = 0u32;
         loop {
             let received = tokio::select! {
                 biased;
                 r = self.socket.recv_from(buf) => r,
-                () = tokio::time::sleep_until(deadline) => return Ok(None),
-                () = self.cancel.cancelled() => return Err(TransferError::Shutdown),
+                () = waits.timer.as_mut() => return Ok(None),
+                () = waits.cancelled.as_mut() => return Err(TransferError::Shutdown),
             };
             let (n, from) = match received {
                 Ok(r) => r,
