@@ -987,6 +987,9 @@ fn each_transfer_logs_one_event_with_its_figures() {
 
 // ---------------------------------------------------------------- benchmark
 
+/// A client run by the benchmark: server port and output path in, process output out.
+type BenchClient = dyn Fn(u16, &Path) -> Output;
+
 /// Compares with tftpd-hpa on the same 33.6 MB file and clients. Not a pass/fail test:
 /// `cargo test --release --test tftp -- --ignored --nocapture bench`.
 #[test]
@@ -1006,7 +1009,7 @@ fn bench_against_tftpd_hpa() {
         .expect("in.tftpd runs");
     std::thread::sleep(Duration::from_millis(300));
     let ours = lab.addr.port();
-    let clients: [(&str, &dyn Fn(u16, &Path) -> Output); 8] = [
+    let clients: [(&str, &BenchClient); 8] = [
         ("tftp-hpa 512", &|p, o| tftp_hpa_get(&p, "bench.bin", o)),
         ("busybox 512", &|p, o| busybox_get(&p, "bench.bin", o, None)),
         ("busybox 1468", &|p, o| {
