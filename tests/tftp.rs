@@ -921,9 +921,15 @@ fn a_finished_transfer_frees_its_slot() {
     for _ in 0..3 {
         let s = raw();
         assert_eq!(raw_download(&lab, &s, "f"), body);
-        // The slot is released once the task ends, just after the last ACK.
-        std::thread::sleep(Duration::from_millis(100));
+        // The slot is released when the task ends, just after the last ACK.
+        for _ in 0..50 {
+            if lab.stat(|s| &s.transfers_completed) == lab.stat(|s| &s.requests) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+    assert_eq!(lab.stat(|s| &s.requests_busy), 0);
 }
 
 #[test]
@@ -960,9 +966,15 @@ fn each_transfer_logs_one_event_with_its_figures() {
         &raw_request(&lab, "ovl.toml", &[]).0,
         ErrorCode::AccessViolation,
     );
-    // The event is written after the last ACK; give the task a moment.
-    std::thread::sleep(Duration::from_millis(200));
-    let events = lab.events();
+    // The event is written just after the last ACK: poll for it, boundedly.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = lab.events();
+        if events.iter().any(|e| e["event"] == "tftp_transfer") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let done: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "tftp_transfer")

@@ -222,7 +222,7 @@ async fn serve_read(
     shared: Arc<Shared>,
     req: Request,
     client: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
     let stats = &shared.stats;
@@ -276,7 +276,10 @@ async fn serve_read(
         stats: Arc::clone(stats),
         cancel: shared.cancel.clone(),
     };
-    match transfer.run().await {
+    let result = transfer.run().await;
+    // The slot is free before the transfer is counted as finished.
+    drop(permit);
+    match result {
         Ok(bytes) => {
             TftpStats::bump(&stats.transfers_completed);
             stats
