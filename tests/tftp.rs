@@ -484,6 +484,27 @@ fn fifty_concurrent_transfers_with_mixed_clients() {
     assert_eq!(lab.stat(|s| &s.requests_busy), 0);
 }
 
+#[test]
+fn listening_on_all_addresses_answers_from_the_address_asked() {
+    // Bound to 0.0.0.0 for the test; all traffic goes to 127.0.0.1.
+    let lab = Lab::with(|c| c.bind = "0.0.0.0:0".parse().unwrap());
+    let sum = lab.file("undionly.kpxe", &noise(40_000, 22));
+    let s = raw();
+    let server: SocketAddr = format!("127.0.0.1:{}", lab.addr.port()).parse().unwrap();
+    s.send_to(&rrq("undionly.kpxe", &[]), server).unwrap();
+    let (p, tid) = recv(&s).unwrap();
+    assert!(matches!(p, Packet::Data { block: 1, .. }), "{p:?}");
+    assert_eq!(tid.ip(), server.ip());
+    assert_ne!(tid.port(), server.port());
+    let out = lab.out("any");
+    assert!(
+        busybox_get(&lab, "undionly.kpxe", &out, Some(1468))
+            .status
+            .success()
+    );
+    assert_eq!(sha256_file(&out), sum);
+}
+
 // ---------------------------------------------------------------- refusals
 
 /// A site with an outside secret, private files and a symlink leaving the site.

@@ -14,7 +14,7 @@
 //! - [RFC 7440](https://www.rfc-editor.org/rfc/rfc7440) — `windowsize` 1..=65535.
 //!
 //! Block numbers roll over past 65535 to 0. Each transfer runs on its own UDP port, bound to
-//! the listening socket's IP; a round of blocks is resent when no ACK comes within the
+//! the listening socket's IP (see below for `0.0.0.0`); a round of blocks is resent when no ACK comes within the
 //! timeout, at most [`TftpConfig::retries`] times in a row, then the transfer is dropped.
 //! Packets from a wrong TID get ERROR 5 and do not disturb the transfer. Duplicate ACKs never
 //! trigger a resend in lockstep (no sorcerer's apprentice). Paths go through
@@ -26,17 +26,18 @@
 //! duration_ms, rate_kib_s, blksize, windowsize); refusals (`tftp_refused`) and failures
 //! (`tftp_transfer_failed`) are `warn` events.
 //!
-//! Known limit: when listening on the unspecified address (`0.0.0.0`), transfer sockets
-//! are bound to it as well, so the kernel picks the reply's source address by route; on a
-//! host with several addresses in the clients' subnet, bind to the address clients use.
+//! When listening on the unspecified address (`0.0.0.0`, `::`), each request's destination
+//! address is read from `IP_PKTINFO`/`IPV6_PKTINFO` (Linux) and the transfer socket is bound
+//! to it, so replies come from the address the client talked to.
 //!
 //! The layout follows rs-tftpd: [`packet`] is the pure codec (fuzzed and property-tested),
 //! `options` the negotiation, `window` the sender's bookkeeping, `transfer` one transfer on
-//! its socket, `server` the listening loop.
+//! its socket, `server` the listening loop, `pktinfo` the destination-address lookup.
 
 pub mod packet;
 
 mod options;
+mod pktinfo;
 mod server;
 mod stats;
 mod transfer;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::TftpStats;
 use super::options::negotiate;
 use super::packet::{ErrorCode, Mode, Packet, Request};
+use super::pktinfo;
 use super::transfer::{Transfer, TransferError, rate_kib_s};
 use crate::serve::public;
 
@@ -89,6 +90,9 @@ impl TftpServer {
             ));
         }
         let socket = UdpSocket::bind(cfg.bind).await?;
+        if cfg.bind.ip().is_unspecified() {
+            pktinfo::enable(&socket)?;
+        }
         Ok(TftpServer {
             socket: Arc::new(socket),
             cfg,
@@ -127,10 +131,12 @@ impl TftpServer {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => {
+                received = pktinfo::recv(&self.socket, &mut buf) => match received {
+                    Ok((n, from, destination)) => {
                         let bytes = buf.get(..n).unwrap_or_default();
-                        self.dispatch(bytes, from, &shared, &permits, &mut tasks).await;
+                        let reply_ip = pktinfo::transfer_ip(shared.local_ip, destination);
+                        self.dispatch(bytes, from, reply_ip, &shared, &permits, &mut tasks)
+                            .await;
                     }
                     Err(e) => {
                         tracing::warn!(event = "tftp_socket_error", error = %e);
@@ -159,6 +165,7 @@ impl TftpServer {
         &self,
         bytes: &[u8],
         from: SocketAddr,
+        reply_ip: IpAddr,
         shared: &Arc<Shared>,
         permits: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
@@ -173,7 +180,7 @@ impl TftpServer {
                 TftpStats::bump(&self.stats.requests);
                 match Arc::clone(permits).try_acquire_owned() {
                     Ok(permit) => {
-                        tasks.spawn(serve_read(Arc::clone(shared), req, from, permit));
+                        tasks.spawn(serve_read(Arc::clone(shared), req, from, reply_ip, permit));
                     }
                     Err(_) => {
                         TftpStats::bump(&self.stats.requests_busy);
@@ -222,11 +229,12 @@ async fn serve_read(
     shared: Arc<Shared>,
     req: Request,
     client: SocketAddr,
+    local_ip: IpAddr,
     permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
     let stats = &shared.stats;
-    let socket = match UdpSocket::bind(SocketAddr::new(shared.local_ip, 0)).await {
+    let socket = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
         Ok(s) => s,
         Err(e) => {
             TftpStats::bump(&stats.transfers_failed);
