@@ -7,7 +7,7 @@
 //! - RRQ/WRQ: `opcode filename\0 mode\0 (name\0 value\0)*`. Filename and mode must be
 //!   NUL-terminated UTF-8. Options are read pair by pair until the packet ends; an empty
 //!   option name (NUL padding some ROMs append) or a last pair cut short ends the list
-//!   without error. Option names keep their case here; [`super::options`] compares them
+//!   without error. Option names keep their case here; the `options` module compares them
 //!   case-insensitively.
 //! - DATA: a block number and 0..=[`MAX_DATA_LEN`] bytes.
 //! - ACK: exactly 4 bytes.
