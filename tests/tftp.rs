@@ -846,6 +846,71 @@ fn duplicate_acks_do_not_double_the_data_in_lockstep() {
     assert!(recv(&s).is_none(), "duplicate ACKs got no extra DATA");
 }
 
+#[test]
+fn uefi_style_tsize_probe_then_windowed_download() {
+    // OVMF's PXE client: RRQ with tsize only, ERROR to end it, then the real RRQ with
+    // blksize 1468 and windowsize 4, from the same port.
+    let lab = Lab::new();
+    let body = noise(300_001, 23);
+    lab.file("ipxe.efi", &body);
+    let s = raw();
+    s.send_to(&rrq("ipxe.efi", &[("tsize", "0")]), lab.addr)
+        .unwrap();
+    let (p, tid) = recv(&s).unwrap();
+    assert_eq!(p, Packet::Oack(vec![("tsize".into(), "300001".into())]));
+    let abort = Packet::Error {
+        code: ErrorCode::OptionRefused,
+        message: "tsize probe".into(),
+    };
+    s.send_to(&abort.to_bytes(), tid).unwrap();
+    s.send_to(
+        &rrq("ipxe.efi", &[("blksize", "1468"), ("windowsize", "4")]),
+        lab.addr,
+    )
+    .unwrap();
+    let (p, tid) = recv(&s).unwrap();
+    assert!(matches!(p, Packet::Oack(_)), "{p:?}");
+    s.send_to(&Packet::Ack(0).to_bytes(), tid).unwrap();
+    let mut got = Vec::new();
+    let (mut expect, mut in_window) = (1u16, 0);
+    for _ in 0..10_000 {
+        let (p, _) = recv(&s).expect("DATA");
+        let Packet::Data { block, data } = p else {
+            panic!("{p:?}")
+        };
+        if block != expect {
+            continue;
+        }
+        got.extend_from_slice(&data);
+        expect = expect.wrapping_add(1);
+        in_window += 1;
+        let last = data.len() < 1468;
+        if in_window == 4 || last {
+            s.send_to(&Packet::Ack(block).to_bytes(), tid).unwrap();
+            in_window = 0;
+        }
+        if last {
+            break;
+        }
+    }
+    assert_eq!(sha256(&got), sha256(&body));
+    for _ in 0..50 {
+        if lab.stat(|s| &s.transfers_completed) == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lab.stat(|s| &s.transfers_completed), 1);
+    assert_eq!(lab.stat(|s| &s.transfers_failed), 1);
+    let events = lab.events();
+    let aborted: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "tftp_transfer_aborted")
+        .collect();
+    assert_eq!(aborted.len(), 1, "{events:?}");
+    assert_eq!(aborted[0]["level"], "INFO");
+}
+
 // ---------------------------------------------------------------- robustness
 
 #[test]

@@ -305,15 +305,25 @@ async fn serve_read(
                 "tftp transfer done"
             );
         }
+        Err(e @ TransferError::ClientError { .. }) => {
+            // UEFI firmware asks for `tsize` alone, then aborts with an ERROR and asks
+            // again: a client's abort is routine, not a server failure.
+            TftpStats::bump(&stats.transfers_failed);
+            tracing::info!(
+                event = "tftp_transfer_aborted",
+                file = %req.filename,
+                client = %client,
+                reason = %e,
+                duration_ms = started.elapsed().as_millis() as u64,
+            );
+        }
         Err(e) => {
             TftpStats::bump(&stats.transfers_failed);
-            let level_is_shutdown = matches!(e, TransferError::Shutdown);
             tracing::warn!(
                 event = "tftp_transfer_failed",
                 file = %req.filename,
                 client = %client,
                 error = %e,
-                shutdown = level_is_shutdown,
                 duration_ms = started.elapsed().as_millis() as u64,
                 blksize,
                 windowsize,
