@@ -45,8 +45,13 @@ impl Lab {
             .with_writer(move || LogSink(Arc::clone(&sink)))
             .finish();
         let dispatch = tracing::Dispatch::new(subscriber);
+        // OVL_TEST_WORKERS lets the benchmark try other runtime sizes.
+        let workers = std::env::var("OVL_TEST_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(2);
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .on_thread_start(move || {
                 std::mem::forget(tracing::dispatcher::set_default(&dispatch));
             })
@@ -1155,6 +1160,10 @@ fn bench_against_tftpd_hpa() {
             );
         }
     }
+    eprintln!(
+        "BENCH ovl retransmissions: {}",
+        lab.stat(|s| &s.retransmissions)
+    );
     let _ = hpa.kill();
     let _ = hpa.wait();
 }
