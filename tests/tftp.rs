@@ -724,6 +724,52 @@ fn malformed_truncated_and_oversized_packets_are_dropped() {
 }
 
 #[test]
+fn a_storm_of_random_datagrams_changes_nothing() {
+    let lab = Lab::new();
+    let sum = lab.file("undionly.kpxe", &noise(50_000, 24));
+    let s = raw();
+    // A transfer in progress, to aim garbage at its port too.
+    s.send_to(&rrq("undionly.kpxe", &[("timeout", "10")]), lab.addr)
+        .unwrap();
+    let (_, tid) = recv(&s).unwrap();
+    let storm = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..2000u64 {
+        let mut d = noise((i % 700) as usize, i + 100);
+        if i % 3 == 0 && d.len() >= 2 {
+            // Valid opcodes with garbage bodies reach deeper into the decoder.
+            d[0] = 0;
+            d[1] = (i % 7) as u8;
+        }
+        let to = if i % 2 == 0 { lab.addr } else { tid };
+        let _ = storm.send_to(&d, to);
+    }
+    // Real clients are still served.
+    let out = lab.out("storm");
+    assert!(
+        busybox_get(&lab, "undionly.kpxe", &out, Some(1468))
+            .status
+            .success()
+    );
+    assert_eq!(sha256_file(&out), sum);
+    let out = lab.out("storm-hpa");
+    tftp_hpa_get(&lab, "undionly.kpxe", &out);
+    assert_eq!(sha256_file(&out), sum);
+}
+
+#[test]
+fn smallest_block_size_works_with_a_real_client() {
+    let lab = Lab::new();
+    let sum = lab.file("tiny", &noise(5_000, 25));
+    let out = lab.out("tiny");
+    assert!(
+        atftp_get(&lab, "tiny", &out, &["blksize 8"])
+            .status
+            .success()
+    );
+    assert_eq!(sha256_file(&out), sum);
+}
+
+#[test]
 fn garbage_on_a_transfer_port_is_dropped() {
     let lab = Lab::new();
     let body = noise(2000, 8);
