@@ -1,2 +1,4 @@
 //! `ovl serve`: the embedded HTTP, TFTP and DHCP servers of the PXE boot chain.
 pub mod dhcp;
+pub mod public;
+pub mod tftp;
