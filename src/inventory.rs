@@ -170,15 +170,6 @@ impl Inventory {
             devices,
         })
     }
-
-    /// Read the inventory's raw text, for change detection.
-    pub fn raw_text(path: &Path) -> Result<Option<String>> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).at(path),
-        }
-    }
 }
 
 #[cfg(test)]
