@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{Error, IoContext, Location, Result};
+use crate::error::{Error, Location, Result};
 use crate::mac::Mac;
 use crate::profile::Profiles;
 use crate::tomlfile;
