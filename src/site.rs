@@ -185,6 +185,26 @@ pub struct DhcpConfig {
     pub lease_time: Option<u32>,
     /// Boot file by client architecture (option 93), e.g. `{ "0" = "undionly.kpxe", "7" = "ipxe.efi" }`.
     pub boot_files: BTreeMap<String, String>,
+    /// Pools of other subnets (VLANs) whose requests arrive through a DHCP relay (giaddr).
+    pub relays: Vec<RelayPool>,
+}
+
+/// `[[serve.dhcp.relay]]`: a pool for a subnet reached through a DHCP relay; requests whose
+/// relay address (giaddr) lies in it get an address from it, answered through the relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayPool {
+    /// First and last address of the pool.
+    pub range: [Ipv4Addr; 2],
+    /// Subnet mask.
+    pub netmask: Ipv4Addr,
+    /// Default gateway (option 3); usually the relay's address.
+    pub router: Option<Ipv4Addr>,
+    /// DNS servers (option 6).
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// Lease time in seconds (default: the main pool's).
+    pub lease_time: Option<u32>,
 }
 
 fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConfig, D::Error> {
@@ -227,6 +247,8 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConf
                 lease_time: Option<u32>,
                 #[serde(default)]
                 boot_files: BTreeMap<String, String>,
+                #[serde(default)]
+                relay: Vec<RelayPool>,
             }
             let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
             Ok(DhcpConfig {
@@ -237,6 +259,7 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConf
                 dns: t.dns,
                 lease_time: t.lease_time,
                 boot_files: t.boot_files,
+                relays: t.relay,
             })
         }
     }
@@ -401,6 +424,11 @@ mod tests {
         assert_eq!(c.serve.dhcp.mode, DhcpMode::Full);
         let c: SiteConfig = toml::from_str("[serve.dhcp]\nmode = \"proxy\"\n").unwrap();
         assert_eq!(c.serve.dhcp.mode, DhcpMode::Proxy);
+        let c: SiteConfig = toml::from_str(
+            "[serve.dhcp]\nrange = [\"10.0.0.3\", \"10.0.0.9\"]\n[[serve.dhcp.relay]]\nrange = [\"10.0.2.3\", \"10.0.2.9\"]\nnetmask = \"255.255.255.0\"\nrouter = \"10.0.2.1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.serve.dhcp.relays.len(), 1);
         assert!(toml::from_str::<SiteConfig>("[serve]\ndhcp = \"maybe\"\n").is_err());
         assert!(toml::from_str::<SiteConfig>("[serve.dhcp]\nrnage = []\n").is_err());
     }
