@@ -1,0 +1,46 @@
+//! The read-only TFTP server of the boot chain (SPEC §6): it hands `undionly.kpxe`,
+//! `ipxe.efi` and any other public file of the site to PXE ROMs and firmware.
+//!
+//! Implemented:
+//! - [RFC 1350](https://www.rfc-editor.org/rfc/rfc1350) — TFTP revision 2: read requests
+//!   in `octet` and `netascii` mode. `netascii` files are sent as stored, byte for byte (the
+//!   site holds boot binaries; a text file is sent with its own line ends). `mail` and other
+//!   modes get ERROR 4. Write requests get ERROR 2 (access violation).
+//! - [RFC 2347](https://www.rfc-editor.org/rfc/rfc2347) — option extension (OACK); unknown
+//!   options are ignored. Requests longer than 512 bytes are dropped.
+//! - [RFC 2348](https://www.rfc-editor.org/rfc/rfc2348) — `blksize` 8..=65464 (larger values
+//!   are clamped to 65464, smaller ones ignored).
+//! - [RFC 2349](https://www.rfc-editor.org/rfc/rfc2349) — `timeout` (1..=255 s) and `tsize`.
+//! - [RFC 7440](https://www.rfc-editor.org/rfc/rfc7440) — `windowsize` 1..=65535.
+//!
+//! Block numbers roll over past 65535 to 0. Each transfer runs on its own UDP port, bound to
+//! the listening socket's IP; a round of blocks is resent when no ACK comes within the
+//! timeout, at most [`TftpConfig::retries`] times in a row, then the transfer is dropped.
+//! Packets from a wrong TID get ERROR 5 and do not disturb the transfer. Duplicate ACKs never
+//! trigger a resend in lockstep (no sorcerer's apprentice). Paths go through
+//! [`crate::serve::public::resolve`]: missing files get ERROR 1, refused ones ERROR 2.
+//! Over [`TftpConfig::max_transfers`] running transfers, requests get ERROR 0 "server busy".
+//! Malformed, truncated and oversized packets are dropped and counted in [`TftpStats`].
+//!
+//! One `info` event `tftp_transfer` is logged per completed transfer (file, client, bytes,
+//! duration_ms, rate_kib_s, blksize, windowsize); refusals (`tftp_refused`) and failures
+//! (`tftp_transfer_failed`) are `warn` events.
+//!
+//! Known limit: when listening on the unspecified address (`0.0.0.0`), transfer sockets
+//! are bound to it as well, so the kernel picks the reply's source address by route; on a
+//! host with several addresses in the clients' subnet, bind to the address clients use.
+//!
+//! The layout follows rs-tftpd: [`packet`] is the pure codec (fuzzed and property-tested),
+//! `options` the negotiation, `window` the sender's bookkeeping, `transfer` one transfer on
+//! its socket, `server` the listening loop.
+
+pub mod packet;
+
+mod options;
+mod server;
+mod stats;
+mod transfer;
+mod window;
+
+pub use server::{MAX_REQUEST_LEN, TftpConfig, TftpServer};
+pub use stats::TftpStats;

@@ -1,0 +1,341 @@
+//! The listening socket: decodes requests, enforces the cap, starts one task per transfer.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::TftpStats;
+use super::options::negotiate;
+use super::packet::{ErrorCode, Mode, Packet, Request};
+use super::transfer::{Transfer, TransferError, rate_kib_s};
+use crate::serve::public;
+
+/// The longest request accepted: RFC 2347 limits a request with its options to 512 bytes.
+pub const MAX_REQUEST_LEN: usize = 512;
+/// How long running transfers get, after the server is told to stop and the grace period
+/// is over, to send their ERROR and return before they are aborted.
+const ABORT_WAIT: Duration = Duration::from_secs(1);
+
+/// Settings of the TFTP server.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    /// The site folder; files are served through [`public::resolve`].
+    pub root: PathBuf,
+    /// Address and port to listen on (port 0 picks a free one).
+    pub bind: SocketAddr,
+    /// Transfers running at once; more requests get ERROR 0 "server busy".
+    pub max_transfers: usize,
+    /// Retransmissions in a row without an acknowledgement before a transfer is dropped.
+    pub retries: u32,
+    /// Retransmission timeout when the client asks for none (RFC 2349 `timeout`).
+    pub default_timeout: Duration,
+    /// After shutdown is requested, how long running transfers may go on before they are
+    /// stopped.
+    pub shutdown_grace: Duration,
+}
+
+impl TftpConfig {
+    /// Settings serving `root` on `bind` with the defaults: 64 transfers, 5 retries, 1 s
+    /// timeout, 5 s shutdown grace.
+    pub fn new(root: impl Into<PathBuf>, bind: SocketAddr) -> TftpConfig {
+        TftpConfig {
+            root: root.into(),
+            bind,
+            max_transfers: 64,
+            retries: 5,
+            default_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A bound, read-only TFTP server; [`TftpServer::run`] serves until cancelled.
+#[derive(Debug)]
+pub struct TftpServer {
+    socket: Arc<UdpSocket>,
+    cfg: TftpConfig,
+    stats: Arc<TftpStats>,
+}
+
+/// What every transfer task shares.
+struct Shared {
+    cfg: TftpConfig,
+    stats: Arc<TftpStats>,
+    local_ip: IpAddr,
+    cancel: CancellationToken,
+}
+
+impl TftpServer {
+    /// Binds the listening socket. Fails on an unusable address or port, or on settings that
+    /// cannot work (no transfers allowed, a zero timeout).
+    pub async fn bind(cfg: TftpConfig) -> io::Result<TftpServer> {
+        if cfg.max_transfers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_transfers must be at least 1",
+            ));
+        }
+        if cfg.default_timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "default_timeout must not be zero",
+            ));
+        }
+        let socket = UdpSocket::bind(cfg.bind).await?;
+        Ok(TftpServer {
+            socket: Arc::new(socket),
+            cfg,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The server's counters, live.
+    pub fn stats(&self) -> Arc<TftpStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves requests until `shutdown` is cancelled, then stops accepting, lets running
+    /// transfers go on for [`TftpConfig::shutdown_grace`], stops the rest, and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let local_ip = match self.socket.local_addr() {
+            Ok(a) => a.ip(),
+            Err(_) => self.cfg.bind.ip(),
+        };
+        let shared = Arc::new(Shared {
+            cfg: self.cfg.clone(),
+            stats: Arc::clone(&self.stats),
+            local_ip,
+            cancel: CancellationToken::new(),
+        });
+        let permits = Arc::new(Semaphore::new(self.cfg.max_transfers));
+        let mut tasks = JoinSet::new();
+        // Room for any UDP datagram, so oversized ones are seen whole and counted.
+        let mut buf = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => {
+                        let bytes = buf.get(..n).unwrap_or_default();
+                        self.dispatch(bytes, from, &shared, &permits, &mut tasks).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "tftp_socket_error", error = %e);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        let grace_end = tokio::time::Instant::now() + self.cfg.shutdown_grace;
+        while tokio::time::timeout_at(grace_end, tasks.join_next())
+            .await
+            .is_ok_and(|t| t.is_some())
+        {}
+        shared.cancel.cancel();
+        let abort_end = tokio::time::Instant::now() + ABORT_WAIT;
+        while tokio::time::timeout_at(abort_end, tasks.join_next())
+            .await
+            .is_ok_and(|t| t.is_some())
+        {}
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Handles one datagram on the listening socket.
+    async fn dispatch(
+        &self,
+        bytes: &[u8],
+        from: SocketAddr,
+        shared: &Arc<Shared>,
+        permits: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        if bytes.len() > MAX_REQUEST_LEN {
+            TftpStats::bump(&self.stats.packets_oversized);
+            return;
+        }
+        match Packet::decode(bytes) {
+            Err(_) => TftpStats::bump(&self.stats.packets_malformed),
+            Ok(Packet::Rrq(req)) => {
+                TftpStats::bump(&self.stats.requests);
+                match Arc::clone(permits).try_acquire_owned() {
+                    Ok(permit) => {
+                        tasks.spawn(serve_read(Arc::clone(shared), req, from, permit));
+                    }
+                    Err(_) => {
+                        TftpStats::bump(&self.stats.requests_busy);
+                        tracing::warn!(
+                            event = "tftp_refused",
+                            client = %from,
+                            file = %req.filename,
+                            reason = "server busy",
+                        );
+                        send_error(&self.socket, from, ErrorCode::NotDefined, "server busy").await;
+                    }
+                }
+            }
+            Ok(Packet::Wrq(req)) => {
+                TftpStats::bump(&self.stats.requests_refused);
+                tracing::warn!(
+                    event = "tftp_refused",
+                    client = %from,
+                    file = %req.filename,
+                    reason = "write request",
+                );
+                send_error(
+                    &self.socket,
+                    from,
+                    ErrorCode::AccessViolation,
+                    "read-only server",
+                )
+                .await;
+            }
+            Ok(_) => TftpStats::bump(&self.stats.packets_unexpected),
+        }
+    }
+}
+
+/// Sends an ERROR, ignoring failure (the peer may be gone; nothing waits on it).
+async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
+    let p = Packet::Error {
+        code,
+        message: message.to_owned(),
+    };
+    let _ = socket.send_to(&p.to_bytes(), to).await;
+}
+
+/// Serves one read request on a new socket, from refusal or negotiation to the log line.
+async fn serve_read(
+    shared: Arc<Shared>,
+    req: Request,
+    client: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let stats = &shared.stats;
+    let socket = match UdpSocket::bind(SocketAddr::new(shared.local_ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            TftpStats::bump(&stats.transfers_failed);
+            tracing::warn!(event = "tftp_transfer_failed", client = %client,
+                file = %req.filename, error = %e, "cannot bind a transfer socket");
+            return;
+        }
+    };
+    let refuse = |code: ErrorCode, reason: String| {
+        let socket = &socket;
+        let req = &req;
+        async move {
+            TftpStats::bump(&stats.requests_refused);
+            tracing::warn!(event = "tftp_refused", client = %client,
+                file = %req.filename, reason = %reason);
+            send_error(socket, client, code, &reason).await;
+        }
+    };
+    if !matches!(req.mode, Mode::Octet | Mode::Netascii) {
+        let reason = format!("unsupported mode {}", req.mode);
+        refuse(ErrorCode::IllegalOperation, reason).await;
+        return;
+    }
+    let root = shared.cfg.root.clone();
+    let name = req.filename.clone();
+    let opened = tokio::task::spawn_blocking(move || open_public(&root, &name)).await;
+    let (file, size) = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err((code, reason))) => {
+            refuse(code, reason).await;
+            return;
+        }
+        Err(e) => {
+            refuse(ErrorCode::NotDefined, format!("internal error: {e}")).await;
+            return;
+        }
+    };
+    let neg = negotiate(&req.options, size, shared.cfg.default_timeout);
+    let (blksize, windowsize) = (neg.blksize, neg.windowsize);
+    let transfer = Transfer {
+        socket,
+        peer: client,
+        file: Arc::new(file),
+        size,
+        neg,
+        retries: shared.cfg.retries,
+        stats: Arc::clone(stats),
+        cancel: shared.cancel.clone(),
+    };
+    match transfer.run().await {
+        Ok(bytes) => {
+            TftpStats::bump(&stats.transfers_completed);
+            stats
+                .bytes_sent
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                event = "tftp_transfer",
+                file = %req.filename,
+                client = %client,
+                bytes,
+                duration_ms = started.elapsed().as_millis() as u64,
+                rate_kib_s = rate_kib_s(bytes, started),
+                blksize,
+                windowsize,
+                "tftp transfer done"
+            );
+        }
+        Err(e) => {
+            TftpStats::bump(&stats.transfers_failed);
+            let level_is_shutdown = matches!(e, TransferError::Shutdown);
+            tracing::warn!(
+                event = "tftp_transfer_failed",
+                file = %req.filename,
+                client = %client,
+                error = %e,
+                shutdown = level_is_shutdown,
+                duration_ms = started.elapsed().as_millis() as u64,
+                blksize,
+                windowsize,
+            );
+        }
+    }
+}
+
+/// Resolves and opens a requested file: the file and its size, or the ERROR to send.
+fn open_public(
+    root: &std::path::Path,
+    name: &str,
+) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
+    let path = public::resolve(root, name).map_err(|d| {
+        let code = if d.is_not_found() {
+            ErrorCode::FileNotFound
+        } else {
+            ErrorCode::AccessViolation
+        };
+        (code, d.to_string())
+    })?;
+    let file = std::fs::File::open(&path).map_err(|e| {
+        let code = match e.kind() {
+            io::ErrorKind::NotFound => ErrorCode::FileNotFound,
+            _ => ErrorCode::AccessViolation,
+        };
+        (code, format!("cannot open: {e}"))
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| (ErrorCode::AccessViolation, format!("cannot stat: {e}")))?;
+    if !meta.is_file() {
+        return Err((ErrorCode::AccessViolation, "not a regular file".to_owned()));
+    }
+    Ok((file, meta.len()))
+}

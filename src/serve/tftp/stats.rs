@@ -1,0 +1,42 @@
+//! Counters of what the TFTP server saw, shared lock-free with whoever reports them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the TFTP server since it was bound. Every field only ever grows.
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    /// Read requests received (well-formed RRQs).
+    pub requests: AtomicU64,
+    /// Transfers whose last block was acknowledged.
+    pub transfers_completed: AtomicU64,
+    /// Transfers that started (OACK or DATA sent) but did not complete.
+    pub transfers_failed: AtomicU64,
+    /// Requests answered with an error: not found, denied, write request, bad mode.
+    pub requests_refused: AtomicU64,
+    /// Requests refused because the cap on concurrent transfers was reached.
+    pub requests_busy: AtomicU64,
+    /// Datagrams dropped because they did not decode.
+    pub packets_malformed: AtomicU64,
+    /// Requests dropped because they were longer than RFC 2347 allows (512 bytes).
+    pub packets_oversized: AtomicU64,
+    /// Well-formed packets that made no sense where they arrived (a DATA on port 69, …).
+    pub packets_unexpected: AtomicU64,
+    /// Packets from a wrong transfer ID (address or port), answered with ERROR 5.
+    pub packets_wrong_tid: AtomicU64,
+    /// Rounds of DATA (or OACKs) sent again after a timeout or a duplicate ACK.
+    pub retransmissions: AtomicU64,
+    /// File bytes of completed transfers.
+    pub bytes_sent: AtomicU64,
+}
+
+impl TftpStats {
+    /// Adds one to `counter`.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter (relaxed; counters are independent).
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
