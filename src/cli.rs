@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::mac::Mac;
+use crate::serve::Listen;
+use crate::serve::logging::LogFormat;
+use crate::site::DhcpMode;
 
 /// Build per-device Alpine apkovl archives for PXE-booted diskless fleets.
 #[derive(Debug, Parser)]
@@ -48,6 +51,8 @@ pub enum Command {
     Show(DeviceArgs),
     /// Show what a rebuild would change in a device's archive.
     Diff(DeviceArgs),
+    /// Serve the boot chain: HTTP and TFTP from the site (settings from [serve] of ovl.toml).
+    Serve(ServeArgs),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -85,4 +90,24 @@ pub struct DeviceArgs {
     /// Use this profile (required when the MAC is not in the inventory).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+}
+
+/// `ovl serve`: flags override `[serve]` of `ovl.toml`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (IP:PORT, port 0 picks a free one), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<Listen>,
+    /// TFTP listen address (IP:PORT, port 0 picks a free one), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    pub tftp: Option<Listen>,
+    /// DHCP mode (only `off` in this build).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dhcp: Option<DhcpMode>,
+    /// Network interface for DHCP.
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// Log lines on stderr as text or as JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 }
