@@ -1,6 +1,7 @@
 //! The project as the server sees it, kept current while serving: `ovl.toml`, `devices.toml`
-//! and `profiles/*` are checked (metadata only) at most once per reload interval; a change
-//! reloads the whole project through [`Project::load`]. A broken reload keeps the last good
+//! and `profiles/*` are checked (metadata only) once per reload interval; a change reloads
+//! the whole project through [`Project::load`] once the files have stayed the same for one
+//! more check (so a file caught half-written, e.g. truncated, is not taken for the new one). A broken reload keeps the last good
 //! project and logs the error (and shows it in `/status`); the next change tries again.
 
 use std::collections::BTreeMap;
@@ -62,7 +63,8 @@ pub struct LiveProject {
     root: PathBuf,
     http_override: Option<String>,
     current: RwLock<Arc<Snapshot>>,
-    seen: Mutex<Fingerprint>,
+    /// What was last loaded (or tried), and a change seen once but not yet stable.
+    seen: Mutex<(Fingerprint, Option<Fingerprint>)>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -80,7 +82,7 @@ impl LiveProject {
             root,
             http_override,
             current: RwLock::new(Arc::new(snapshot)),
-            seen: Mutex::new(seen),
+            seen: Mutex::new((seen, None)),
             last_error: Mutex::new(None),
         }
     }
@@ -104,16 +106,24 @@ impl LiveProject {
             .clone()
     }
 
-    /// Reloads when the project's files changed since the last check; blocking (file system
-    /// reads, planning every device). Returns true when a new project was swapped in.
+    /// Reloads when the project's files changed and then stayed the same since the previous
+    /// check; blocking (file system reads, planning every device). Returns true when a new
+    /// project was swapped in.
     pub fn check(&self) -> bool {
         let now = fingerprint(&self.root);
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if *seen == now {
+            let (loaded, pending) = &mut *seen;
+            if *loaded == now {
+                *pending = None;
                 return false;
             }
-            *seen = now;
+            if pending.as_ref() != Some(&now) {
+                *pending = Some(now);
+                return false;
+            }
+            *loaded = now;
+            *pending = None;
         }
         match self.load() {
             Ok(project) => {

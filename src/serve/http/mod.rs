@@ -32,6 +32,7 @@
 //! [`BootEvents`].
 
 pub mod live;
+mod opened;
 mod respond;
 mod status;
 
@@ -39,7 +40,7 @@ use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,7 +52,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::ServeFile;
+use tower_http::services::ServeDir;
 
 pub use live::{DeviceInfo, LiveProject, Snapshot};
 pub use respond::percent_decode;
@@ -62,6 +63,7 @@ use crate::serve::events::{BootEvents, EventKind};
 use crate::serve::neighbours::Neighbours;
 use crate::serve::public::{self, Denied};
 use crate::site::ConfigsAccess;
+use opened::{OpenedBackend, OpenedFile};
 use respond::{LoggedBody, RequestLog, bytes_response, query_value, status_response};
 
 /// `Cache-Control` of configs, scripts and `/status`: clients must revalidate every time.
@@ -120,6 +122,8 @@ struct Cached {
 struct Shared {
     cfg: HttpConfig,
     live: Arc<LiveProject>,
+    /// The site root with symlinks resolved, to tell whether a file lies in `configs/`.
+    canonical_root: PathBuf,
     events: Arc<BootEvents>,
     local: SocketAddr,
     started: SystemTime,
@@ -140,11 +144,17 @@ impl HttpServer {
     pub async fn bind(cfg: HttpConfig, project: Project) -> io::Result<HttpServer> {
         let listener = TcpListener::bind(cfg.bind).await?;
         let local = listener.local_addr()?;
-        let live =
-            tokio::task::spawn_blocking(move || LiveProject::new(project, Some(local.to_string())))
-                .await
-                .map_err(io::Error::other)?;
+        let (live, canonical_root) = tokio::task::spawn_blocking(move || {
+            let canonical = project.site.root.canonicalize();
+            (
+                LiveProject::new(project, Some(local.to_string())),
+                canonical,
+            )
+        })
+        .await
+        .map_err(io::Error::other)?;
         let shared = Shared {
+            canonical_root: canonical_root?,
             builds: Semaphore::new(cfg.on_demand_builds.max(1)),
             cfg,
             live: Arc::new(live),
@@ -371,15 +381,10 @@ async fn config(
     if let Some(r) = owner_refusal(st, &mac, log) {
         return r;
     }
-    let root = st.live.root().to_path_buf();
-    let rel = format!("configs/{name}");
-    let resolved = tokio::task::spawn_blocking(move || public::resolve(&root, &rel))
-        .await
-        .unwrap_or(Err(Denied::NotFound));
-    match resolved {
-        Ok(real) => {
+    match open_public(st, format!("configs/{name}")).await {
+        Ok((_, _, opened)) => {
             log.kind = Some(EventKind::ConfigServed);
-            no_cache(serve_file(st, &real, req, log).await)
+            no_cache(serve_file(st, opened, req, log).await)
         }
         Err(d) if d.is_not_found() => {
             let snap = st.live.snapshot();
@@ -489,22 +494,26 @@ async fn build_default(st: &Arc<Shared>, mac: Mac, profile: String) -> Result<By
     Ok(bytes)
 }
 
-/// Any other path: a public site file.
-async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) -> Response<Body> {
-    let root = st.live.root().to_path_buf();
-    let rel = path.to_owned();
-    let resolved = tokio::task::spawn_blocking(move || {
-        public::resolve(&root, &rel).map(|real| {
-            let in_configs = root
-                .canonicalize()
-                .ok()
-                .is_some_and(|r| real.parent() == Some(r.join("configs").as_path()));
-            (real, in_configs)
-        })
+/// Resolves a request path and opens the file, on the blocking pool: whether it lies in
+/// `configs/` (symlinks followed) and the opened file, or why it is not served.
+async fn open_public(st: &Arc<Shared>, rel: String) -> Result<(PathBuf, bool, OpenedFile), Denied> {
+    let s = Arc::clone(st);
+    tokio::task::spawn_blocking(move || {
+        let real = public::resolve(s.live.root(), &rel)?;
+        let in_configs = real.parent() == Some(s.canonical_root.join("configs").as_path());
+        let opened = OpenedFile::open(&real).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Denied::NotFound,
+            kind => Denied::Unreadable(kind),
+        })?;
+        Ok((real, in_configs, opened))
     })
     .await
-    .unwrap_or(Err(Denied::NotFound));
-    let (real, in_configs) = match resolved {
+    .unwrap_or(Err(Denied::NotFound))
+}
+
+/// Any other path: a public site file.
+async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) -> Response<Body> {
+    let (real, in_configs, opened) = match open_public(st, path.to_owned()).await {
         Ok(r) => r,
         Err(d) => {
             log.reason = Some(d.to_string());
@@ -517,14 +526,14 @@ async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) 
         }
     };
     if in_configs {
-        // Reached through a symlink or a non-MAC name: the owner rule still holds.
+        // Reached through a symlink or a name that is not MAC.tar.gz: the owner rule holds.
         let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let mac = name
+        let real_mac = name
             .strip_suffix(".tar.gz")
             .and_then(|s| s.parse::<Mac>().ok());
         let owner =
             st.live.snapshot().project.site.config.serve.configs_access == ConfigsAccess::Owner;
-        match mac {
+        match real_mac {
             Some(m) => {
                 log.mac = Some(m);
                 if let Some(r) = owner_refusal(st, &m, log) {
@@ -538,35 +547,32 @@ async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) 
             }
             None => {}
         }
-        return no_cache(serve_file(st, &real, req, log).await);
+        return no_cache(serve_file(st, opened, req, log).await);
     }
     if let Some(kind) = EventKind::of_file(path) {
         log.kind = Some(kind);
         log.mac = attribute(st, log.client);
     }
-    let r = serve_file(st, &real, req, log).await;
+    let r = serve_file(st, opened, req, log).await;
     if path.split('/').find(|c| !c.is_empty()) == Some("configs") {
         return no_cache(r);
     }
     r
 }
 
-/// Streams a resolved file with tower-http (HEAD, Range, ETag, Last-Modified, conditionals).
+/// Streams an opened file with tower-http (HEAD, Range, ETag, Last-Modified, conditionals).
 async fn serve_file(
     st: &Shared,
-    real: &Path,
+    opened: OpenedFile,
     req: Request,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let path: PathBuf = real.to_path_buf();
-    match ServeFile::new(&path)
-        .with_buf_chunk_size(st.cfg.chunk_size)
-        .try_call(req)
-        .await
-    {
+    let mut dir = ServeDir::with_backend(st.live.root(), OpenedBackend::new(opened))
+        .with_buf_chunk_size(st.cfg.chunk_size);
+    match dir.try_call(req).await {
         Ok(r) => r.map(Body::new),
         Err(e) => {
-            log.reason = Some(format!("cannot read {}: {e}", path.display()));
+            log.reason = Some(format!("cannot serve: {e}"));
             status_response(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
