@@ -308,7 +308,14 @@ fn unknown_and_misspelled_configs_are_404() {
 
 #[test]
 fn private_paths_traversal_and_escaping_symlinks_are_refused() {
-    let lab = Lab::new();
+    // Both ways of doing the file system work: in place and on the blocking pool.
+    for offload in [false, true] {
+        let lab = Lab::with("", |c| c.fs_offload = Some(offload));
+        refusals(&lab);
+    }
+}
+
+fn refusals(lab: &Lab) {
     let refused = [
         "/ovl.toml",
         "/devices.toml",

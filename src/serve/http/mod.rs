@@ -89,6 +89,10 @@ pub struct HttpConfig {
     pub on_demand_builds: usize,
     /// Read size when streaming files.
     pub chunk_size: usize,
+    /// Resolve, open and read small files on the blocking pool (`true`) or in place
+    /// (`false`); `None` decides by the site's file system: the pool on NFS, SMB/CIFS, FUSE
+    /// and 9P, in place on local file systems. Large files always stream from the pool.
+    pub fs_offload: Option<bool>,
 }
 
 impl HttpConfig {
@@ -105,6 +109,7 @@ impl HttpConfig {
             on_demand_ttl: Duration::from_secs(10),
             on_demand_builds: 2,
             chunk_size: 256 * 1024,
+            fs_offload: None,
         }
     }
 }
@@ -124,6 +129,8 @@ struct Shared {
     live: Arc<LiveProject>,
     /// The site root with symlinks resolved, to tell whether a file lies in `configs/`.
     canonical_root: PathBuf,
+    /// Do file system work on the blocking pool (see [`HttpConfig::fs_offload`]).
+    offload: bool,
     events: Arc<BootEvents>,
     local: SocketAddr,
     started: SystemTime,
@@ -144,16 +151,19 @@ impl HttpServer {
     pub async fn bind(cfg: HttpConfig, project: Project) -> io::Result<HttpServer> {
         let listener = TcpListener::bind(cfg.bind).await?;
         let local = listener.local_addr()?;
-        let (live, canonical_root) = tokio::task::spawn_blocking(move || {
+        let (live, canonical_root, network) = tokio::task::spawn_blocking(move || {
             let canonical = project.site.root.canonicalize();
+            let network = opened::on_network_fs(&project.site.root);
             (
                 LiveProject::new(project, Some(local.to_string())),
                 canonical,
+                network,
             )
         })
         .await
         .map_err(io::Error::other)?;
         let shared = Shared {
+            offload: cfg.fs_offload.unwrap_or(network),
             canonical_root: canonical_root?,
             builds: Semaphore::new(cfg.on_demand_builds.max(1)),
             cfg,
@@ -497,18 +507,22 @@ async fn build_default(st: &Arc<Shared>, mac: Mac, profile: String) -> Result<By
 /// Resolves a request path and opens the file, on the blocking pool: whether it lies in
 /// `configs/` (symlinks followed) and the opened file, or why it is not served.
 async fn open_public(st: &Arc<Shared>, rel: String) -> Result<(PathBuf, bool, OpenedFile), Denied> {
-    let s = Arc::clone(st);
-    tokio::task::spawn_blocking(move || {
-        let real = public::resolve(s.live.root(), &rel)?;
+    fn work(s: &Shared, rel: &str) -> Result<(PathBuf, bool, OpenedFile), Denied> {
+        let real = public::resolve(s.live.root(), rel)?;
         let in_configs = real.parent() == Some(s.canonical_root.join("configs").as_path());
         let opened = OpenedFile::open(&real).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Denied::NotFound,
             kind => Denied::Unreadable(kind),
         })?;
         Ok((real, in_configs, opened))
-    })
-    .await
-    .unwrap_or(Err(Denied::NotFound))
+    }
+    if !st.offload {
+        return work(st, &rel);
+    }
+    let s = Arc::clone(st);
+    tokio::task::spawn_blocking(move || work(&s, &rel))
+        .await
+        .unwrap_or(Err(Denied::NotFound))
 }
 
 /// Any other path: a public site file.
