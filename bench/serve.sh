@@ -9,7 +9,9 @@
 # Every download is checked by sha256. Servers run in their own process groups (setsid)
 # and are stopped by group id on exit. Needs: curl wrk nginx in.tftpd tftp atftp.
 #
-# Usage: bench/serve.sh            (env: RUNS=5 DURATION=5 OVL=path/to/ovl)
+# Usage: bench/serve.sh   env: RUNS=5 DURATION=5 OVL=path/to/ovl (default: target/release/ovl,
+#        built first unless OVL_NO_BUILD=1 and it exists). The machine's other load shows in
+#        the figures: on a shared 2-core machine, run it twice and compare.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

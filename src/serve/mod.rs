@@ -167,7 +167,8 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
         tasks.spawn(s.run(shutdown.clone()));
     }
     if let Some(s) = http {
-        tracing::info!(event = "listening", service = "http", addr = %s.local_addr(), "listening");
+        tracing::info!(event = "listening", service = "http", addr = %s.local_addr(),
+            fs_offload = s.fs_offload(), "listening");
         tasks.spawn(s.run(shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}

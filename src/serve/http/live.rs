@@ -215,3 +215,64 @@ fn fingerprint(root: &Path) -> Fingerprint {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> (tempfile::TempDir, LiveProject) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        crate::init::write_example(&root).unwrap();
+        let p = Project::load(Site::open(&root).unwrap()).unwrap();
+        (dir, LiveProject::new(p, Some("127.0.0.1:8080".into())))
+    }
+
+    #[test]
+    fn plans_every_device_and_applies_the_override() {
+        let (_d, l) = live();
+        let s = l.snapshot();
+        assert_eq!(s.generation, 1);
+        assert_eq!(s.devices.len(), 5);
+        assert_eq!(s.project.site.config.serve.http, "127.0.0.1:8080");
+        let xl: Mac = "52:54:00:12:34:56".parse().unwrap();
+        let extras = s.script_extras(&xl).unwrap();
+        assert_eq!(extras.kernel_args, vec!["quiet".to_string()]);
+        assert_eq!(extras.mac.as_deref(), Some("52:54:00:12:34:56"));
+        assert!(
+            s.script_extras(&"02:00:00:00:00:01".parse().unwrap())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn reloads_once_the_change_is_stable_and_keeps_the_last_good_project() {
+        let (_d, l) = live();
+        assert!(!l.check(), "nothing changed");
+        let toml = l.root().join("ovl.toml");
+        let good = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, format!("{good}default_profile = \"S\"\n")).unwrap();
+        assert!(!l.check(), "first sight of a change waits one check");
+        assert!(l.check(), "stable: reloaded");
+        let s = l.snapshot();
+        assert_eq!(s.generation, 2);
+        assert_eq!(
+            s.project.site.config.serve.default_profile.as_deref(),
+            Some("S")
+        );
+        assert_eq!(s.project.site.config.serve.http, "127.0.0.1:8080");
+
+        std::fs::write(&toml, "[alpine\n").unwrap();
+        assert!(!l.check());
+        assert!(!l.check(), "broken: not swapped");
+        assert!(l.last_error().unwrap().contains("ovl.toml"));
+        assert_eq!(l.snapshot().generation, 2);
+        assert!(!l.check(), "a broken file is not retried until it changes");
+
+        std::fs::write(&toml, &good).unwrap();
+        assert!(!l.check());
+        assert!(l.check());
+        assert_eq!(l.last_error(), None);
+        assert_eq!(l.snapshot().generation, 3);
+    }
+}

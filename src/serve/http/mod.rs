@@ -184,6 +184,11 @@ impl HttpServer {
         self.shared.local
     }
 
+    /// Whether file system work goes to the blocking pool (see [`HttpConfig::fs_offload`]).
+    pub fn fs_offload(&self) -> bool {
+        self.shared.offload
+    }
+
     /// The boot events recorded so far, live.
     pub fn events(&self) -> Arc<BootEvents> {
         Arc::clone(&self.shared.events)
