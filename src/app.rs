@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use serde_json::json;
 
 use crate::archive;
-use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, WatchArgs};
+use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, ServeArgs, WatchArgs};
 use crate::device::DevicePlan;
 use crate::error::{EXIT_INPUT, EXIT_OK, Error, Result};
 use crate::layer::{self, LayerSource, Node};
@@ -62,6 +62,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Show(a) => show(&project(&cli)?, a, cli.json),
         Command::Diff(a) => diff(&project(&cli)?, a, cli.json),
         Command::Watch(a) => watch(&cli, a),
+        Command::Serve(a) => serve(&cli, a),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "ovl", &mut buf);
@@ -77,6 +78,33 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `ovl serve`: logging, the project, the effective settings, then the servers on a tokio
+/// runtime until SIGINT or SIGTERM.
+fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
+    crate::serve::logging::init(a.log_format).map_err(Error::Env)?;
+    let p = project(cli)?;
+    let flags = crate::serve::Overrides {
+        http: a.http,
+        tftp: a.tftp,
+        dhcp: a.dhcp,
+        interface: a.interface.clone(),
+    };
+    let settings = crate::serve::Settings::resolve(&p.site.config.serve, &flags)?;
+    settings.check()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Env(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        crate::serve::cancel_on_signals(token.clone())?;
+        crate::serve::run(p, settings, token).await
+    })?;
+    // Connections dropped after the grace period may still hold tasks; do not wait on them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(EXIT_OK)
 }
 
 fn init(dir: &std::path::Path, json: bool) -> Result<i32> {

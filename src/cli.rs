@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::mac::Mac;
+use crate::serve::Listen;
+use crate::serve::logging::LogFormat;
+use crate::site::DhcpMode;
 
 /// Build per-device Alpine apkovl archives for PXE-booted diskless fleets.
 #[derive(Debug, Parser)]
@@ -51,6 +54,8 @@ pub enum Command {
     /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
     /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
     Watch(WatchArgs),
+    /// Serve the boot chain: HTTP and TFTP from the site (settings from [serve] of ovl.toml).
+    Serve(ServeArgs),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -88,6 +93,26 @@ pub struct DeviceArgs {
     /// Use this profile (required when the MAC is not in the inventory).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+}
+
+/// `ovl serve`: flags override `[serve]` of `ovl.toml`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (IP:PORT, port 0 picks a free one), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<Listen>,
+    /// TFTP listen address (IP:PORT, port 0 picks a free one), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    pub tftp: Option<Listen>,
+    /// DHCP mode (only `off` in this build).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dhcp: Option<DhcpMode>,
+    /// Network interface for DHCP.
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// Log lines on stderr as text or as JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 }
 
 /// `ovl watch` options.

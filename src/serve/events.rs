@@ -1,0 +1,306 @@
+//! Recent boot events per device, for `/status`: a bounded ring buffer per MAC (boot script
+//! served, kernel/initramfs/modloop served, config served, refused or not found).
+//!
+//! Memory is bounded twice: at most [`BootEvents::per_mac`] events a MAC, and at most
+//! [`BootEvents::max_macs`] MACs (the one updated longest ago is forgotten first). Events
+//! whose device is not known (a kernel fetched by an address with no neighbour entry and no
+//! earlier script request) go into one extra ring of the same size, with their client.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::mac::Mac;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `/boot.ipxe` or `/gpxe-script` served.
+    Script,
+    /// An iPXE binary (`undionly.kpxe`, `ipxe.efi`, …) served over HTTP.
+    Ipxe,
+    /// `vmlinuz-*` served.
+    Kernel,
+    /// `initramfs-*` served.
+    Initramfs,
+    /// `modloop-*` served.
+    Modloop,
+    /// `configs/MAC.tar.gz` served (published, or built on demand for a blank device).
+    ConfigServed,
+    /// `configs/MAC.tar.gz` refused (owner check failed).
+    ConfigRefused,
+    /// `configs/MAC.tar.gz` not found (the device boots stock Alpine).
+    ConfigNotFound,
+}
+
+impl EventKind {
+    /// The boot-chain kind of a plain site file, by its name, or `None` for other files.
+    pub fn of_file(path: &str) -> Option<EventKind> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name.starts_with("vmlinuz") {
+            Some(EventKind::Kernel)
+        } else if name.starts_with("initramfs") {
+            Some(EventKind::Initramfs)
+        } else if name.starts_with("modloop") {
+            Some(EventKind::Modloop)
+        } else if name.ends_with(".kpxe") || name.ends_with(".efi") || name.ends_with(".pxe") {
+            Some(EventKind::Ipxe)
+        } else {
+            None
+        }
+    }
+}
+
+/// One boot event.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootEvent {
+    /// When it ended, in seconds since the Unix epoch.
+    pub time: u64,
+    /// The same time as an HTTP date, for people.
+    pub date: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The requested path.
+    pub file: String,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The HTTP status sent.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// How long the request took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl BootEvent {
+    /// An event that ends now.
+    pub fn now(
+        kind: EventKind,
+        file: String,
+        client: IpAddr,
+        status: u16,
+        bytes: u64,
+        duration_ms: u64,
+    ) -> BootEvent {
+        let now = SystemTime::now();
+        BootEvent {
+            time: now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            date: httpdate::fmt_http_date(now),
+            kind,
+            file,
+            client,
+            status,
+            bytes,
+            duration_ms,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Events by MAC, with a counter of the last update for eviction.
+    by_mac: HashMap<Mac, (u64, VecDeque<BootEvent>)>,
+    /// Events of unknown devices.
+    unattributed: VecDeque<BootEvent>,
+    /// The MAC last named by each client (script `?mac=`, config path), to attribute its
+    /// later kernel and initramfs fetches; bounded like `by_mac`.
+    mac_by_client: HashMap<IpAddr, (u64, Mac)>,
+    tick: u64,
+}
+
+/// The ring buffers of recent boot events; shared between request handlers.
+#[derive(Debug)]
+pub struct BootEvents {
+    /// Events kept per MAC.
+    pub per_mac: usize,
+    /// MACs (and client addresses) remembered.
+    pub max_macs: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Default for BootEvents {
+    /// 20 events a MAC, 4096 MACs.
+    fn default() -> Self {
+        BootEvents::new(20, 4096)
+    }
+}
+
+impl BootEvents {
+    /// Keeps `per_mac` events for each of at most `max_macs` MACs.
+    pub fn new(per_mac: usize, max_macs: usize) -> BootEvents {
+        BootEvents {
+            per_mac: per_mac.max(1),
+            max_macs: max_macs.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one push).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers that `client` asked for `mac`'s script or config.
+    pub fn note_client(&self, client: IpAddr, mac: Mac) {
+        let mut g = self.lock();
+        g.tick += 1;
+        let tick = g.tick;
+        g.mac_by_client.insert(client.to_canonical(), (tick, mac));
+        if g.mac_by_client.len() > self.max_macs
+            && let Some(oldest) = g
+                .mac_by_client
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| *k)
+        {
+            g.mac_by_client.remove(&oldest);
+        }
+    }
+
+    /// The MAC `client` last named, if any.
+    pub fn client_mac(&self, client: IpAddr) -> Option<Mac> {
+        self.lock()
+            .mac_by_client
+            .get(&client.to_canonical())
+            .map(|(_, m)| *m)
+    }
+
+    /// Records an event for `mac`, or as unattributed when `mac` is `None`.
+    pub fn record(&self, mac: Option<Mac>, event: BootEvent) {
+        let mut g = self.lock();
+        g.tick += 1;
+        let tick = g.tick;
+        let ring = match mac {
+            None => &mut g.unattributed,
+            Some(m) => {
+                let entry = g.by_mac.entry(m).or_default();
+                entry.0 = tick;
+                &mut entry.1
+            }
+        };
+        if ring.len() >= self.per_mac {
+            ring.pop_front();
+        }
+        ring.push_back(event);
+        if g.by_mac.len() > self.max_macs
+            && let Some(oldest) = g
+                .by_mac
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| *k)
+        {
+            g.by_mac.remove(&oldest);
+        }
+    }
+
+    /// The events of `mac`, oldest first.
+    pub fn of(&self, mac: &Mac) -> Vec<BootEvent> {
+        self.lock()
+            .by_mac
+            .get(mac)
+            .map(|(_, r)| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every MAC with events, and its events oldest first, in MAC order.
+    pub fn all(&self) -> Vec<(Mac, Vec<BootEvent>)> {
+        let g = self.lock();
+        let mut v: Vec<_> = g
+            .by_mac
+            .iter()
+            .map(|(m, (_, r))| (*m, r.iter().cloned().collect()))
+            .collect();
+        v.sort_by_key(|(m, _)| *m);
+        v
+    }
+
+    /// Events of unknown devices, oldest first.
+    pub fn unattributed(&self) -> Vec<BootEvent> {
+        self.lock().unattributed.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: u64) -> BootEvent {
+        BootEvent::now(
+            EventKind::Kernel,
+            format!("vmlinuz-{n}"),
+            "10.0.0.1".parse().unwrap(),
+            200,
+            n,
+            1,
+        )
+    }
+
+    fn mac(n: u8) -> Mac {
+        Mac([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn keeps_the_last_events_per_mac() {
+        let e = BootEvents::new(3, 10);
+        for n in 0..5 {
+            e.record(Some(mac(1)), ev(n));
+        }
+        let got: Vec<u64> = e.of(&mac(1)).iter().map(|x| x.bytes).collect();
+        assert_eq!(got, vec![2, 3, 4]);
+        assert!(e.of(&mac(2)).is_empty());
+    }
+
+    #[test]
+    fn forgets_the_least_recent_mac() {
+        let e = BootEvents::new(2, 2);
+        e.record(Some(mac(1)), ev(1));
+        e.record(Some(mac(2)), ev(2));
+        e.record(Some(mac(1)), ev(3));
+        e.record(Some(mac(3)), ev(4));
+        let macs: Vec<Mac> = e.all().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(macs, vec![mac(1), mac(3)]);
+    }
+
+    #[test]
+    fn unattributed_ring_is_bounded() {
+        let e = BootEvents::new(2, 2);
+        for n in 0..4 {
+            e.record(None, ev(n));
+        }
+        assert_eq!(e.unattributed().len(), 2);
+    }
+
+    #[test]
+    fn clients_are_remembered_and_bounded() {
+        let e = BootEvents::new(2, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        e.note_client(a, mac(1));
+        assert_eq!(e.client_mac(a), Some(mac(1)));
+        assert_eq!(
+            e.client_mac("::ffff:10.0.0.1".parse().unwrap()),
+            Some(mac(1))
+        );
+        e.note_client("10.0.0.2".parse().unwrap(), mac(2));
+        e.note_client("10.0.0.3".parse().unwrap(), mac(3));
+        assert_eq!(e.client_mac(a), None);
+    }
+
+    #[test]
+    fn file_kinds() {
+        assert_eq!(EventKind::of_file("vmlinuz-lts"), Some(EventKind::Kernel));
+        assert_eq!(
+            EventKind::of_file("/initramfs-lts"),
+            Some(EventKind::Initramfs)
+        );
+        assert_eq!(EventKind::of_file("modloop-virt"), Some(EventKind::Modloop));
+        assert_eq!(EventKind::of_file("undionly.kpxe"), Some(EventKind::Ipxe));
+        assert_eq!(EventKind::of_file("data/readme"), None);
+    }
+}
