@@ -113,6 +113,15 @@ pub struct ServeArgs {
     /// Log lines on stderr as text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
+    /// Also run watch mode: keep the archives current while serving (see `ovl watch`).
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: poll for changes even where inotify works.
+    #[arg(long, requires = "watch")]
+    pub poll: bool,
+    /// With --watch: seconds between two polls.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub poll_interval: std::time::Duration,
 }
 
 /// `ovl watch` options.

@@ -308,3 +308,36 @@ fn dhcp_is_refused_with_exit_2_until_it_lands() {
         .args(["serve", "--http", "off", "--tftp", "off"]));
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
+
+#[test]
+fn serve_watch_keeps_the_served_archive_current() {
+    let s = site();
+    let mut srv = Server::start(&s, &["--http", "127.0.0.1:0", "--tftp", "off", "--watch"]);
+    let http = srv.addr("http");
+    srv.wait_line(&["watching"]);
+    srv.wait_line(&["rebuilt 5 archives", "initial build"]);
+    let url = format!("http://{http}/configs/{MAC}.tar.gz");
+    let fetch = |name: &str| {
+        let p = s.dir.path().join(name);
+        let o = run(Command::new("timeout")
+            .args(["30", "curl", "-sf", "-o"])
+            .arg(&p)
+            .arg(&url));
+        assert!(o.status.success(), "{o:?}");
+        let o = run(Command::new("busybox")
+            .args(["tar", "-zxOf"])
+            .arg(&p)
+            .arg("etc/kiosk/hall.conf"));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(fetch("before.tar.gz").contains("BRIGHTNESS=80"));
+    std::fs::write(
+        s.root.join("overlays/special/hall/etc/kiosk/hall.conf"),
+        "BRIGHTNESS=40\n",
+    )
+    .unwrap();
+    srv.wait_line(&["rebuilt 1 archive", MAC, "updated"]);
+    assert_eq!(fetch("after.tar.gz"), "BRIGHTNESS=40\n");
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(15), Some(0), "{}", srv.seen.join("\n"));
+}
