@@ -341,3 +341,27 @@ fn serve_watch_keeps_the_served_archive_current() {
     srv.signal(libc::SIGTERM);
     assert_eq!(srv.wait_exit(15), Some(0), "{}", srv.seen.join("\n"));
 }
+
+#[test]
+fn tftp_fetches_show_up_as_boot_events_in_status() {
+    let s = site();
+    let mut srv = Server::start(&s, &["--http", "127.0.0.1:0", "--tftp", "127.0.0.1:0"]);
+    let http = srv.addr("http");
+    let tftp = srv.addr("tftp");
+    let out = s.dir.path().join("cfg.tar.gz");
+    let o = run(Command::new("timeout")
+        .args(["30", "curl", "-sf", "-o"])
+        .arg(&out)
+        .arg(format!("tftp://{tftp}/configs/{MAC}.tar.gz")));
+    assert!(o.status.success(), "{o:?}");
+    srv.wait_line(&["tftp_transfer", "configs/"]);
+    let o = run(Command::new("timeout")
+        .args(["30", "curl", "-sf"])
+        .arg(format!("http://{http}/status")));
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = status.to_string();
+    assert!(
+        text.contains(&format!("tftp:configs/{MAC}.tar.gz")),
+        "{text}"
+    );
+}

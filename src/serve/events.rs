@@ -21,7 +21,7 @@ use crate::mac::Mac;
 pub enum EventKind {
     /// `/boot.ipxe` or `/gpxe-script` served.
     Script,
-    /// An iPXE binary (`undionly.kpxe`, `ipxe.efi`, …) served over HTTP.
+    /// An iPXE binary (`undionly.kpxe`, `ipxe.efi`, …) served over HTTP or TFTP.
     Ipxe,
     /// `vmlinuz-*` served.
     Kernel,
@@ -68,7 +68,7 @@ pub struct BootEvent {
     pub file: String,
     /// The client's address.
     pub client: IpAddr,
-    /// The HTTP status sent.
+    /// The HTTP status sent (0 for a TFTP transfer, which has none).
     pub status: u16,
     /// Body bytes sent.
     pub bytes: u64,

@@ -136,17 +136,6 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
     let root = project.site.root.clone();
     let mut tasks = tokio::task::JoinSet::new();
 
-    let tftp = match settings.tftp {
-        Listen::Off => None,
-        Listen::At(addr) => {
-            let cfg = tftp::TftpConfig::new(&root, addr);
-            Some(
-                tftp::TftpServer::bind(cfg)
-                    .await
-                    .map_err(|e| bind_error("tftp", addr, e))?,
-            )
-        }
-    };
     let http = match settings.http {
         Listen::Off => None,
         Listen::At(addr) => {
@@ -155,6 +144,51 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
                 http::HttpServer::bind(cfg, project)
                     .await
                     .map_err(|e| bind_error("http", addr, e))?,
+            )
+        }
+    };
+    let tftp = match settings.tftp {
+        Listen::Off => None,
+        Listen::At(addr) => {
+            let mut cfg = tftp::TftpConfig::new(&root, addr);
+            // TFTP fetches of the boot chain (iPXE binaries, scripts, kernels) become boot
+            // events in /status, attributed like HTTP's: by the client's known MAC.
+            if let Some(events) = http.as_ref().map(|h| h.events()) {
+                cfg.on_transfer = Some(tftp::TransferHook(std::sync::Arc::new(move |t| {
+                    let name = t.file.trim_start_matches('/');
+                    let kind = if name == "boot.ipxe" || name == "gpxe-script" {
+                        Some(events::EventKind::Script)
+                    } else if name.starts_with("configs/") {
+                        Some(events::EventKind::ConfigServed)
+                    } else {
+                        events::EventKind::of_file(name)
+                    };
+                    if let Some(kind) = kind {
+                        let ip = t.client.ip();
+                        let mac = name
+                            .strip_prefix("configs/")
+                            .and_then(|n| n.strip_suffix(".tar.gz"))
+                            .and_then(|m| m.parse().ok())
+                            .or_else(|| events.client_mac(ip));
+                        let ms = u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX);
+                        events.record(
+                            mac,
+                            events::BootEvent::now(
+                                kind,
+                                format!("tftp:{name}"),
+                                ip,
+                                0,
+                                t.bytes,
+                                ms,
+                            ),
+                        );
+                    }
+                })));
+            }
+            Some(
+                tftp::TftpServer::bind(cfg)
+                    .await
+                    .map_err(|e| bind_error("tftp", addr, e))?,
             )
         }
     };

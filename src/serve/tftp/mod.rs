@@ -43,5 +43,5 @@ mod stats;
 mod transfer;
 mod window;
 
-pub use server::{MAX_REQUEST_LEN, TftpConfig, TftpServer};
+pub use server::{MAX_REQUEST_LEN, TftpConfig, TftpServer, TransferDone, TransferHook};
 pub use stats::TftpStats;

@@ -24,6 +24,29 @@ pub const MAX_REQUEST_LEN: usize = 512;
 /// is over, to send their ERROR and return before they are aborted.
 const ABORT_WAIT: Duration = Duration::from_secs(1);
 
+/// A finished transfer, as handed to [`TftpConfig::on_transfer`].
+#[derive(Debug, Clone)]
+pub struct TransferDone {
+    /// The file as the client named it.
+    pub file: String,
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// Called after every completed transfer (e.g. to record boot events).
+#[derive(Clone)]
+pub struct TransferHook(pub Arc<dyn Fn(&TransferDone) + Send + Sync>);
+
+impl std::fmt::Debug for TransferHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferHook")
+    }
+}
+
 /// Settings of the TFTP server.
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
@@ -40,6 +63,8 @@ pub struct TftpConfig {
     /// After shutdown is requested, how long running transfers may go on before they are
     /// stopped.
     pub shutdown_grace: Duration,
+    /// Called after each completed transfer.
+    pub on_transfer: Option<TransferHook>,
 }
 
 impl TftpConfig {
@@ -53,6 +78,7 @@ impl TftpConfig {
             retries: 5,
             default_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            on_transfer: None,
         }
     }
 }
@@ -304,6 +330,14 @@ async fn serve_read(
                 windowsize,
                 "tftp transfer done"
             );
+            if let Some(hook) = &shared.cfg.on_transfer {
+                (hook.0)(&TransferDone {
+                    file: req.filename.clone(),
+                    client,
+                    bytes,
+                    duration: started.elapsed(),
+                });
+            }
         }
         Err(e @ TransferError::ClientError { .. }) => {
             // UEFI firmware asks for `tsize` alone, then aborts with an ERROR and asks
