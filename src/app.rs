@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use serde_json::json;
 
 use crate::archive;
-use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, ServeArgs};
+use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, ServeArgs, WatchArgs};
 use crate::device::DevicePlan;
 use crate::error::{EXIT_INPUT, EXIT_OK, Error, Result};
 use crate::layer::{self, LayerSource, Node};
@@ -20,10 +20,10 @@ use crate::site::Site;
 /// Print to stdout; a closed pipe (`ovl list | head`) ends the program quietly.
 pub fn out(text: &str) {
     let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(EXIT_OK);
-        }
+    if let Err(e) = o.write_all(text.as_bytes()).and_then(|_| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(EXIT_OK);
     }
 }
 
@@ -61,6 +61,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::List => list(&project(&cli)?, cli.json),
         Command::Show(a) => show(&project(&cli)?, a, cli.json),
         Command::Diff(a) => diff(&project(&cli)?, a, cli.json),
+        Command::Watch(a) => watch(&cli, a),
         Command::Serve(a) => serve(&cli, a),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
@@ -412,6 +413,13 @@ fn display_id(name: &str, id: u32) -> String {
     }
 }
 
+/// A published archive read back: does it exist, its listing, its files' contents.
+type Published = (
+    bool,
+    BTreeMap<String, Listed>,
+    BTreeMap<String, std::sync::Arc<[u8]>>,
+);
+
 fn diff(p: &Project, a: &DeviceArgs, json: bool) -> Result<i32> {
     let plan = plan_for(p, a)?;
     let path = p.archive_path(&plan.mac);
@@ -421,11 +429,7 @@ fn diff(p: &Project, a: &DeviceArgs, json: bool) -> Result<i32> {
         .into_iter()
         .map(|l| (l.path.clone(), l))
         .collect();
-    let (exists, old, old_content): (
-        bool,
-        BTreeMap<String, Listed>,
-        BTreeMap<String, std::sync::Arc<[u8]>>,
-    ) = match std::fs::File::open(&path) {
+    let (exists, old, old_content): Published = match std::fs::File::open(&path) {
         Ok(f) => {
             let tree = layer::read_archive(&LayerSource::Archive(path.clone()), &path, f)?;
             let mut m = crate::manifest::Manifest::default();
@@ -528,5 +532,50 @@ fn diff(p: &Project, a: &DeviceArgs, json: bool) -> Result<i32> {
         }
     }
     out(&t);
+    Ok(EXIT_OK)
+}
+
+fn watch(cli: &Cli, a: &WatchArgs) -> Result<i32> {
+    // The site must exist; its contents may be broken and get fixed while watching.
+    let root = match Site::discover(cli.site.as_deref()) {
+        Ok(site) => site.root,
+        Err(Error::Input { loc, .. }) if loc.path.ends_with(crate::site::SITE_FILE) => loc
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        Err(e) => return Err(e),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Error::Env(format!("signal handler: {e}")))?;
+    }
+    let opts = crate::watch::WatchOptions {
+        force_poll: a.poll,
+        poll_interval: a.poll_interval,
+        debounce: std::time::Duration::from_millis(a.debounce),
+        prune: a.prune,
+    };
+    let json = cli.json;
+    crate::watch::run(&root, &opts, stop, &mut |r| {
+        if json {
+            out(&format!(
+                "{}\n",
+                serde_json::to_string(&r).unwrap_or_default()
+            ));
+        } else if let crate::watch::Report::Error { .. } = r {
+            eprintln!("{r}");
+        } else {
+            out(&format!("{r}\n"));
+            if let crate::watch::Report::Rebuild { devices, .. } = &r {
+                for d in devices {
+                    if let Some(e) = &d.error {
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+        }
+    })?;
     Ok(EXIT_OK)
 }

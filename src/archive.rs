@@ -97,8 +97,10 @@ pub enum Published {
 }
 
 /// Publish `bytes` at `path` atomically: never a half-written or empty file at `path`, and an
-/// identical file is left alone (its mtime and ETag stay).
-pub fn publish(path: &Path, bytes: &[u8]) -> Result<Published> {
+/// identical file is left alone (its mtime and ETag stay). The temporary file is written in
+/// `tmp_dir`, which must be on the same file system as `path` (the rename is then atomic), so
+/// that even a `kill -9` never leaves anything but complete files in `path`'s folder.
+pub fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Published> {
     let existed = match std::fs::read(path) {
         Ok(old) if old == bytes => return Ok(Published::Unchanged),
         Ok(_) => true,
@@ -111,10 +113,11 @@ pub fn publish(path: &Path, bytes: &[u8]) -> Result<Published> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("archive");
+    std::fs::create_dir_all(tmp_dir).at(tmp_dir)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".ovl-tmp.{name}."))
-        .tempfile_in(dir)
-        .at(dir)?;
+        .prefix(&format!("{name}."))
+        .tempfile_in(tmp_dir)
+        .at(tmp_dir)?;
     tmp.write_all(bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     // Archives are served to anyone on the boot network; match what a web server expects.
@@ -132,6 +135,22 @@ pub fn publish(path: &Path, bytes: &[u8]) -> Result<Published> {
     } else {
         Published::Created
     })
+}
+
+/// Remove temporary files older than `age` that a killed process left in `tmp_dir`.
+pub fn clean_stale_temps(tmp_dir: &Path, age: std::time::Duration) {
+    let Ok(rd) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|el| el > age));
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,10 +183,17 @@ mod tests {
         // No name, no time in the gzip header.
         assert_eq!(&a[3..8], &[0, 0, 0, 0, 0]);
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.tar.gz");
-        assert_eq!(publish(&p, &a).unwrap(), Published::Created);
-        assert_eq!(publish(&p, &a).unwrap(), Published::Unchanged);
-        assert_eq!(publish(&p, b"other").unwrap(), Published::Updated);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let p = dir.path().join("configs/x.tar.gz");
+        let tmp = dir.path().join(".ovl-tmp");
+        assert_eq!(publish(&p, &a, &tmp).unwrap(), Published::Created);
+        assert_eq!(publish(&p, &a, &tmp).unwrap(), Published::Unchanged);
+        assert_eq!(publish(&p, b"other", &tmp).unwrap(), Published::Updated);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("configs"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 }

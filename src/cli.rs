@@ -51,6 +51,9 @@ pub enum Command {
     Show(DeviceArgs),
     /// Show what a rebuild would change in a device's archive.
     Diff(DeviceArgs),
+    /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
+    /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
+    Watch(WatchArgs),
     /// Serve the boot chain: HTTP and TFTP from the site (settings from [serve] of ovl.toml).
     Serve(ServeArgs),
     /// Print shell completions.
@@ -110,4 +113,31 @@ pub struct ServeArgs {
     /// Log lines on stderr as text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// `ovl watch` options.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Poll for changes even where inotify works (it is automatic on NFS, CIFS/SMB and FUSE).
+    #[arg(long)]
+    pub poll: bool,
+    /// Seconds between two polls (e.g. 0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub poll_interval: std::time::Duration,
+    /// Milliseconds of quiet that end a burst of changes before rebuilding.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub debounce: u64,
+    /// Remove the archives of devices deleted from devices.toml.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.05..=3600.0).contains(&v) {
+        return Err(format!("{s}: expected 0.05 to 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }

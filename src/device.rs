@@ -226,14 +226,14 @@ pub fn plan(
                         .into(),
                 ),
             };
-            if e.path == "etc/apk/world" {
-                if let Kind::File(b) = &kind {
-                    world.extend(
-                        String::from_utf8_lossy(b)
-                            .split_whitespace()
-                            .map(str::to_string),
-                    );
-                }
+            if e.path == "etc/apk/world"
+                && let Kind::File(b) = &kind
+            {
+                world.extend(
+                    String::from_utf8_lossy(b)
+                        .split_whitespace()
+                        .map(str::to_string),
+                );
             }
             m.put(&e.path, kind, e.mode, e.stored.as_ref(), &label)
                 .map_err(dev_err)?;
@@ -355,7 +355,7 @@ pub fn plan(
             .map(|b| {
                 String::from_utf8_lossy(b)
                     .lines()
-                    .filter(|l| !l.split_whitespace().nth(1).is_some_and(|p| p == mount))
+                    .filter(|l| l.split_whitespace().nth(1).is_none_or(|p| p != mount))
                     .map(str::to_string)
                     .collect()
             })

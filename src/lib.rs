@@ -24,3 +24,4 @@ pub mod serve;
 pub mod site;
 pub mod template;
 pub mod tomlfile;
+pub mod watch;

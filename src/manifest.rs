@@ -94,7 +94,7 @@ impl Manifest {
             }
             at += i + 1;
         }
-        let mut entry = match stored {
+        let entry = match stored {
             Some(m) => Entry {
                 kind,
                 mode: m.mode,
@@ -108,26 +108,20 @@ impl Manifest {
             None => Entry::root(kind, mode, origin),
         };
         if let Some(old) = self.entries.get(path) {
-            match (&old.kind, &entry.kind) {
-                (Kind::Dir, Kind::Dir) => {
-                    if stored.is_none() {
-                        // A folder layer has nothing to say about an existing folder's owner.
-                        return Ok(());
-                    }
-                }
-                (Kind::Dir, _) | (_, Kind::Dir) => {
-                    return Err(format!(
-                        "{path} is a {} in {} but a {} in {}",
-                        old.kind.name(),
-                        old.origin,
-                        entry.kind.name(),
-                        origin
-                    ));
-                }
-                _ => {}
+            let old_dir = matches!(old.kind, Kind::Dir);
+            let new_dir = matches!(entry.kind, Kind::Dir);
+            if old_dir && new_dir && stored.is_none() {
+                // A folder layer has nothing to say about an existing folder's owner.
+                return Ok(());
             }
-            if old.explicit && stored.is_none() && matches!(entry.kind, Kind::Dir) {
-                entry = old.clone();
+            if old_dir != new_dir {
+                return Err(format!(
+                    "{path} is a {} in {} but a {} in {}",
+                    old.kind.name(),
+                    old.origin,
+                    entry.kind.name(),
+                    origin
+                ));
             }
         }
         self.entries.insert(path.to_string(), entry);
@@ -156,11 +150,11 @@ impl Manifest {
     /// own (SPEC §4), and give every entry the names that match its ids.
     pub fn finish_ownership(&mut self, ids: &Ids) {
         for (path, e) in self.entries.iter_mut() {
-            if !e.explicit {
-                if let Some((mode, gid)) = alpine_default(path, &e.kind) {
-                    e.mode = mode;
-                    e.gid = gid;
-                }
+            if !e.explicit
+                && let Some((mode, gid)) = alpine_default(path, &e.kind)
+            {
+                e.mode = mode;
+                e.gid = gid;
             }
             if e.user.is_empty() || !e.explicit {
                 e.user = ids.users.name(e.uid);
@@ -314,9 +308,9 @@ fn alpine_default(path: &str, kind: &Kind) -> Option<(u32, u32)> {
         Kind::File(_) => {
             if path == "etc/shadow" || path == "etc/shadow-" {
                 Some((0o640, SHADOW_GID))
-            } else if path.ends_with(".ssh/authorized_keys") {
-                Some((0o600, 0))
-            } else if path.starts_with("etc/ssh/ssh_host_") && path.ends_with("_key") {
+            } else if path.ends_with(".ssh/authorized_keys")
+                || (path.starts_with("etc/ssh/ssh_host_") && path.ends_with("_key"))
+            {
                 Some((0o600, 0))
             } else if path == "etc/sudoers" || path.starts_with("etc/sudoers.d/") {
                 Some((0o440, 0))

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -194,6 +195,12 @@ impl Project {
         Ok(archive::gzip(&tar, self.site.config.build.compression))
     }
 
+    /// Where temporary files are written before being renamed into place (a private folder of
+    /// the site, on the same file system).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.site.root.join(".ovl-tmp")
+    }
+
     /// Where a MAC's archive is published.
     pub fn archive_path(&self, mac: &Mac) -> PathBuf {
         self.site.configs_dir().join(mac.archive_name())
@@ -201,13 +208,28 @@ impl Project {
 
     /// Build and publish the archives of `specs` in parallel; `tick` is called after each.
     pub fn build(&self, specs: &[DeviceSpec], tick: &(dyn Fn() + Sync)) -> Vec<Outcome> {
+        self.build_until(specs, tick, &AtomicBool::new(false))
+    }
+
+    /// Like [`Project::build`], but devices not started when `stop` becomes true are skipped
+    /// (left out of the result); those already started finish and publish atomically.
+    pub fn build_until(
+        &self,
+        specs: &[DeviceSpec],
+        tick: &(dyn Fn() + Sync),
+        stop: &AtomicBool,
+    ) -> Vec<Outcome> {
+        archive::clean_stale_temps(&self.tmp_dir(), Duration::from_secs(60));
         let cache = self.read_layers(specs);
         let mut out: Vec<Outcome> = specs
             .par_iter()
-            .map(|spec| {
+            .filter_map(|spec| {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
                 let r = self.build_one(spec, &cache);
                 tick();
-                r
+                Some(r)
             })
             .collect();
         out.sort_by_key(|o| o.mac);
@@ -225,7 +247,7 @@ impl Project {
                     message: "empty archive; not published".into(),
                 });
             }
-            let state = archive::publish(&path, &bytes)?;
+            let state = archive::publish(&path, &bytes, &self.tmp_dir())?;
             if let Some(nfs_dir) = self
                 .site
                 .config
@@ -267,7 +289,7 @@ impl Project {
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
-                archive::publish(&p, text.as_bytes()).map(|s| (p, s))
+                archive::publish(&p, text.as_bytes(), &self.tmp_dir()).map(|s| (p, s))
             })
             .collect()
     }

@@ -7,3 +7,4 @@ mod bad_input;
 mod commands;
 mod determinism;
 mod oracle;
+mod watch;

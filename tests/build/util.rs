@@ -4,11 +4,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The repository root (the example site).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A site in a temporary folder.
 pub struct TestSite {
     pub dir: tempfile::TempDir,

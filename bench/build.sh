@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmark: build 1,000 devices of one profile (about 300 files / 2 MB each) with ovl, and in
+# the same run pack the same file sets with GNU tar + gzip one device at a time, as a site
+# without ovl would. Prints both wall times, the ratio, and ovl's peak RSS.
+#
+# Usage: bench/build.sh [DEVICES] [FILES] [BYTES]   (defaults 1000 300 2000000)
+set -euo pipefail
+devices=${1:-1000}
+files=${2:-300}
+bytes=${3:-2000000}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+ovl="$repo/target/release/ovl"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+site="$work/site"
+python3 - "$site" "$devices" "$files" "$bytes" <<'PY'
+import os, random, sys
+site, devices, files, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rnd = random.Random(42)
+words = ["server", "option", "enable", "disable", "interface", "eth0", "timeout", "kiosk", "chromium",
+         "listen", "port", "user", "group", "path", "/usr/share", "/etc/conf.d", "true", "false",
+         "include", "log", "level", "debug", "info", "cache", "size", "0x1f", "192.168.0.", "retry"]
+os.makedirs(f"{site}/profiles"); os.makedirs(f"{site}/configs")
+ov = f"{site}/overlays/fleet"
+per = total // files
+for i in range(files):
+    d = f"{ov}/etc/app{i % 17}/sub{i % 5}"
+    os.makedirs(d, exist_ok=True)
+    out, n = [], 0
+    while n < per:
+        line = " ".join(rnd.choice(words) + (str(rnd.randrange(1000)) if rnd.random() < .3 else "") for _ in range(rnd.randrange(3, 12))) + "\n"
+        out.append(line); n += len(line)
+    with open(f"{d}/file{i}.conf", "w") as f:
+        f.write("".join(out)[:per])
+open(f"{site}/ovl.toml", "w").write('[boot]\nserver = "10.0.0.1"\n')
+open(f"{site}/profiles/fleet.toml", "w").write('overlays = ["fleet"]\npackages = ["alpine-base", "openssh"]\nhostname = "f-{{ mac_suffix }}"\n')
+with open(f"{site}/devices.toml", "w") as f:
+    for i in range(devices):
+        f.write(f'[[device]]\nmac = "02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"\nprofile = "fleet"\n')
+PY
+du -sb "$site/overlays/fleet" | awk -v f="$files" '{printf "input: %d files, %.2f MB per device\n", f, $1/1e6}'
+
+now() { date +%s.%N; }
+
+# ovl: all devices, one process, parallel over the cores.
+t0=$(now)
+/usr/bin/time -f "%M" -o "$work/rss" "$ovl" --site "$site" build --all >/dev/null
+t1=$(now)
+ovl_s=$(echo "$t1 - $t0" | bc -l)
+rss_kb=$(cat "$work/rss")
+
+# Peer: GNU tar + gzip -n, one device at a time.
+mkdir -p "$work/peer"
+t0=$(now)
+for i in $(seq 0 $((devices - 1))); do
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$site/overlays/fleet" -c . | gzip -n > "$work/peer/$i.tar.gz"
+done
+t1=$(now)
+tar_s=$(echo "$t1 - $t0" | bc -l)
+
+ovl_mb=$(du -sb "$site/configs" | awk '{print $1/1e6}')
+tar_mb=$(du -sb "$work/peer" | awk '{print $1/1e6}')
+printf "%-28s %10s %12s %14s\n" "" "wall (s)" "output (MB)" "peak RSS (MB)"
+printf "%-28s %10.2f %12.1f %14.1f\n" "ovl build --all" "$ovl_s" "$ovl_mb" "$(echo "$rss_kb/1024" | bc -l)"
+printf "%-28s %10.2f %12.1f %14s\n" "tar | gzip -n (loop)" "$tar_s" "$tar_mb" "-"
+printf "ratio ovl/tar: %.2f  (goal <= 0.5)   devices: %d   cores: %d\n" "$(echo "$ovl_s / $tar_s" | bc -l)" "$devices" "$(nproc)"
