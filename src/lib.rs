@@ -20,6 +20,7 @@ pub mod mac;
 pub mod manifest;
 pub mod pipeline;
 pub mod profile;
+pub mod export;
 pub mod serve;
 pub mod site;
 pub mod template;

@@ -8,6 +8,7 @@
 //!
 //! DHCP is not part of this build yet: any mode but `off` is refused (exit 2).
 
+pub mod dhcp;
 pub mod events;
 pub mod http;
 pub mod logging;
