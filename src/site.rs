@@ -185,6 +185,9 @@ pub struct DhcpConfig {
     pub lease_time: Option<u32>,
     /// Boot file by client architecture (option 93), e.g. `{ "0" = "undionly.kpxe", "7" = "ipxe.efi" }`.
     pub boot_files: BTreeMap<String, String>,
+    /// The script URL iPXE is sent to (default `HTTP_BASE/boot.ipxe`), e.g.
+    /// `tftp://192.168.0.2/boot.ipxe` where iPXE should fetch the static script over TFTP.
+    pub script_url: Option<String>,
 }
 
 fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConfig, D::Error> {
@@ -227,6 +230,7 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConf
                 lease_time: Option<u32>,
                 #[serde(default)]
                 boot_files: BTreeMap<String, String>,
+                script_url: Option<String>,
             }
             let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
             Ok(DhcpConfig {
@@ -237,6 +241,7 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConf
                 dns: t.dns,
                 lease_time: t.lease_time,
                 boot_files: t.boot_files,
+                script_url: t.script_url,
             })
         }
     }
@@ -322,6 +327,17 @@ impl Site {
                     ),
                 ));
             }
+        }
+        if let Some(url) = &c.serve.dhcp.script_url
+            && (!url.contains("://") || url.chars().any(char::is_whitespace))
+        {
+            return Err(Error::at_path(
+                &path,
+                format!(
+                    "[serve.dhcp] script_url = {url:?}: expected a URL such as \
+                     http://192.168.0.2/boot.ipxe or tftp://192.168.0.2/boot.ipxe"
+                ),
+            ));
         }
         if let Some(nfs) = &c.boot.nfs
             && !nfs.contains(":/")

@@ -105,10 +105,14 @@ pub fn server_ip(site: &Site, interface: Option<&str>) -> Result<(Ipv4Addr, Opti
     }
 }
 
-/// The iPXE script URL devices are sent to: `Site::http_base()` + `/boot.ipxe`, with the
-/// address the HTTP server really listens on (`http`), and the server address standing in
-/// when the host would be iPXE's `${next-server}`.
+/// The iPXE script URL devices are sent to: `[serve.dhcp] script_url` when set, else
+/// `Site::http_base()` + `/boot.ipxe` with the address the HTTP server really listens on
+/// (`http`), and the server address standing in when the host would be iPXE's
+/// `${next-server}`.
 pub fn script_url(site: &Site, http: Option<SocketAddr>, server_ip: Ipv4Addr) -> String {
+    if let Some(url) = &site.config.serve.dhcp.script_url {
+        return url.clone();
+    }
     let mut site = site.clone();
     if let Some(a) = http {
         site.config.serve.http = a.to_string();
@@ -325,5 +329,8 @@ mod tests {
         );
         let (_d, s) = site("[boot]\nserver = \"pxe.example\"\n");
         assert_eq!(script_url(&s, None, ip), "http://pxe.example/boot.ipxe");
+        let (_d, s) =
+            site("[serve.dhcp]\nmode = \"proxy\"\nscript_url = \"tftp://10.0.0.1/boot.ipxe\"\n");
+        assert_eq!(script_url(&s, None, ip), "tftp://10.0.0.1/boot.ipxe");
     }
 }
