@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use serde_json::json;
 
 use crate::archive;
-use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, ServeArgs, WatchArgs};
+use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, ExportArgs, ServeArgs, WatchArgs};
 use crate::device::DevicePlan;
 use crate::error::{EXIT_INPUT, EXIT_OK, Error, Result};
 use crate::layer::{self, LayerSource, Node};
@@ -63,6 +63,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff(&project(&cli)?, a, cli.json),
         Command::Watch(a) => watch(&cli, a),
         Command::Serve(a) => serve(&cli, a),
+        Command::Export(a) => export(&project(&cli)?, a, cli.json),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "ovl", &mut buf);
@@ -130,6 +131,18 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     served?;
     // Connections dropped after the grace period may still hold tasks; do not wait on them.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(EXIT_OK)
+}
+
+/// `ovl export FORMAT`: the site's DHCP configuration for another DHCP server, on stdout.
+fn export(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
+    let cfg = crate::serve::site_dhcp::export_config(p, a.interface.as_deref())?;
+    let text = crate::export::export(a.format, &cfg);
+    if json {
+        out_json(&json!({ "format": a.format.name(), "config": text }));
+    } else {
+        out(&text);
+    }
     Ok(EXIT_OK)
 }
 

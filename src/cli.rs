@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::export::ExportFormat;
 use crate::mac::Mac;
 use crate::serve::Listen;
 use crate::serve::logging::LogFormat;
@@ -54,8 +55,12 @@ pub enum Command {
     /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
     /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
     Watch(WatchArgs),
-    /// Serve the boot chain: HTTP and TFTP from the site (settings from [serve] of ovl.toml).
+    /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
+    /// ovl.toml).
     Serve(ServeArgs),
+    /// Print the DHCP configuration for a site's own DHCP server (dnsmasq, ISC dhcpd or Kea):
+    /// pool, PXE boot files, the iPXE script URL and the inventory's reservations.
+    Export(ExportArgs),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -104,10 +109,12 @@ pub struct ServeArgs {
     /// TFTP listen address (IP:PORT, port 0 picks a free one), or `off`.
     #[arg(long, value_name = "ADDR|off")]
     pub tftp: Option<Listen>,
-    /// DHCP mode (only `off` in this build).
+    /// DHCP: `off`, `proxy` (PXE boot information beside the site's DHCP server) or `full`
+    /// (address pool from [serve.dhcp] of ovl.toml; needs --interface).
     #[arg(long, value_enum, value_name = "MODE")]
     pub dhcp: Option<DhcpMode>,
-    /// Network interface for DHCP.
+    /// Network interface for DHCP (its IPv4 address is the server's unless [boot] server is
+    /// one).
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
     /// Log lines on stderr as text or as JSON objects.
@@ -122,6 +129,22 @@ pub struct ServeArgs {
     /// With --watch: seconds between two polls.
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     pub poll_interval: std::time::Duration,
+}
+
+/// `ovl export` options.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The DHCP server to write for: dnsmasq, isc-dhcpd or kea.
+    #[arg(value_name = "FORMAT", value_parser = parse_export_format)]
+    pub format: ExportFormat,
+    /// Interface whose IPv4 address is the boot server's when [boot] server is not one
+    /// (default: [serve] interface).
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+}
+
+fn parse_export_format(s: &str) -> Result<ExportFormat, String> {
+    s.parse()
 }
 
 /// `ovl watch` options.

@@ -28,6 +28,17 @@ pub enum ExportFormat {
     Kea,
 }
 
+impl ExportFormat {
+    /// The format's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Dnsmasq => "dnsmasq",
+            ExportFormat::IscDhcpd => "isc-dhcpd",
+            ExportFormat::Kea => "kea",
+        }
+    }
+}
+
 impl FromStr for ExportFormat {
     type Err = String;
 

@@ -187,6 +187,9 @@ pub struct DhcpConfig {
     pub boot_files: BTreeMap<String, String>,
     /// Pools of other subnets (VLANs) whose requests arrive through a DHCP relay (giaddr).
     pub relays: Vec<RelayPool>,
+    /// The script URL iPXE is sent to (default `HTTP_BASE/boot.ipxe`), e.g.
+    /// `tftp://192.168.0.2/boot.ipxe` where iPXE should fetch the static script over TFTP.
+    pub script_url: Option<String>,
 }
 
 /// `[[serve.dhcp.relay]]`: a pool for a subnet reached through a DHCP relay; requests whose
@@ -249,6 +252,7 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConf
                 boot_files: BTreeMap<String, String>,
                 #[serde(default)]
                 relay: Vec<RelayPool>,
+                script_url: Option<String>,
             }
             let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
             Ok(DhcpConfig {
@@ -260,6 +264,7 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpConf
                 lease_time: t.lease_time,
                 boot_files: t.boot_files,
                 relays: t.relay,
+                script_url: t.script_url,
             })
         }
     }
@@ -345,6 +350,17 @@ impl Site {
                     ),
                 ));
             }
+        }
+        if let Some(url) = &c.serve.dhcp.script_url
+            && (!url.contains("://") || url.chars().any(char::is_whitespace))
+        {
+            return Err(Error::at_path(
+                &path,
+                format!(
+                    "[serve.dhcp] script_url = {url:?}: expected a URL such as \
+                     http://192.168.0.2/boot.ipxe or tftp://192.168.0.2/boot.ipxe"
+                ),
+            ));
         }
         if let Some(nfs) = &c.boot.nfs
             && !nfs.contains(":/")

@@ -404,7 +404,7 @@ fn relevant(root: &Path, p: &Path) -> bool {
         .unwrap_or_default();
     if matches!(
         first.as_str(),
-        "configs" | ".ovl-tmp" | ".git" | "target" | "gpxe-script" | "boot.ipxe"
+        "configs" | ".ovl-tmp" | ".ovl-state" | ".git" | "target" | "gpxe-script" | "boot.ipxe"
     ) {
         return false;
     }

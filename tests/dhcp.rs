@@ -1428,3 +1428,134 @@ fn exported_kea_config_serves_like_ovl() {
     );
     check_exported_behaviour(&lab, "kea");
 }
+
+/// `ovl serve --dhcp full` as users run it: the built binary in the server namespace, its
+/// settings from `ovl.toml` and the fixed address from `devices.toml`.
+#[test]
+fn the_ovl_binary_serves_full_dhcp_with_fixed_addresses_from_the_inventory() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let site = lab.path("site");
+    let ovl = env!("CARGO_BIN_EXE_ovl");
+    let out = Command::new(ovl).arg("init").arg(&site).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // No [boot] server: the address comes from --interface.
+    std::fs::write(
+        site.join("ovl.toml"),
+        "[serve]\nconfigs_access = \"owner\"\n\
+         [serve.dhcp]\nrange = [\"10.213.1.100\", \"10.213.1.150\"]\n\
+         netmask = \"255.255.255.0\"\nrouter = \"10.213.1.1\"\nlease_time = 300\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("devices.toml"),
+        "[[device]]\nmac = \"52:54:00:2c:00:01\"\nprofile = \"S\"\nhostname = \"fixed-one\"\n\
+         ip = \"10.213.1.50\"\n\n[[device]]\nmac = \"52:54:00:2c:00:02\"\nprofile = \"S\"\n",
+    )
+    .unwrap();
+    let out = Command::new(ovl)
+        .arg("--site")
+        .arg(&site)
+        .args(["build", "--all"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let log = lab.path("serve.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.server_ns, ovl, "--site"])
+        .arg(&site)
+        .args([
+            "serve",
+            "--dhcp",
+            "full",
+            "--interface",
+            SERVER_IF,
+            "--http",
+            "10.213.1.1:8080",
+            "--tftp",
+            "10.213.1.1:69",
+            "--log-format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn ovl serve");
+    let server = KillOnDrop(child);
+    let listening = wait_log(&log, "\"service\":\"dhcp\"", 15);
+    assert!(
+        listening.contains("\"script_url\":\"http://10.213.1.1:8080/boot.ipxe\""),
+        "{listening}"
+    );
+
+    // The known MAC gets its fixed address, the other one a pool address.
+    lab.set_client_mac("52:54:00:2c:00:01");
+    let (script, ulog) = udhcpc_script(&lab, "fixed");
+    let out = udhcpc(&lab, &script, &[]);
+    assert!(
+        out.status.success(),
+        "{out:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let bound = last_event(&ulog, "bound");
+    assert_eq!(bound["ip"], "10.213.1.50");
+    assert_eq!(bound["router"], "10.213.1.1");
+    assert_eq!(bound["lease"], "300");
+
+    // The lease is a neighbour source: the owner gets its archive, /status shows the lease.
+    let curl = |url: &str| -> String {
+        let out = lab.client(
+            10,
+            &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        curl("http://10.213.1.1:8080/configs/52:54:00:2c:00:01.tar.gz"),
+        "200"
+    );
+    assert_eq!(
+        curl("http://10.213.1.1:8080/configs/52:54:00:2c:00:02.tar.gz"),
+        "403"
+    );
+    let status = lab.client(10, &["curl", "-s", "http://10.213.1.1:8080/status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let dev = status["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["mac"] == "52:54:00:2c:00:01"))
+        .expect("device in /status")
+        .clone();
+    assert_eq!(dev["lease"], "10.213.1.50", "{dev}");
+
+    lab.set_client_mac("52:54:00:2c:00:02");
+    let (script, ulog) = udhcpc_script(&lab, "pool");
+    let out = udhcpc(&lab, &script, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let ip: Ipv4Addr = last_event(&ulog, "bound")["ip"].parse().unwrap();
+    assert!(
+        (Ipv4Addr::new(10, 213, 1, 100)..=Ipv4Addr::new(10, 213, 1, 150)).contains(&ip),
+        "{ip}"
+    );
+
+    // SIGTERM: a clean exit with the leases on disk, in the site's private state folder.
+    signal(&server, libc::SIGTERM);
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ovl serve did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let leases = std::fs::read_to_string(site.join(".ovl-state/dhcp-leases.json")).unwrap();
+    assert!(
+        leases.contains("10.213.1.50") && leases.contains(&ip.to_string()),
+        "{leases}"
+    );
+}

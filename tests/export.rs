@@ -240,3 +240,147 @@ fn format_names() {
             .contains("dnsmasq, isc-dhcpd or kea")
     );
 }
+
+/// The example site (`ovl init`) with a pool: `dhcp = "off"` becomes a `[serve.dhcp]` table.
+fn example_site(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let site = dir.path().join("site");
+    let out = Command::new(env!("CARGO_BIN_EXE_ovl"))
+        .arg("init")
+        .arg(&site)
+        .output()
+        .expect("ovl init");
+    assert!(out.status.success(), "{out:?}");
+    let toml_path = site.join("ovl.toml");
+    let text = std::fs::read_to_string(&toml_path).expect("ovl.toml");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("dhcp ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &toml_path,
+        format!(
+            "{text}\n[serve.dhcp]\nrange = [\"192.168.0.100\", \"192.168.0.200\"]\n\
+             netmask = \"255.255.255.0\"\nrouter = \"192.168.0.1\"\ndns = [\"192.168.0.1\"]\n"
+        ),
+    )
+    .expect("write ovl.toml");
+    site
+}
+
+/// `ovl --site SITE export FORMAT`: stdout, checked for success.
+fn cli_export(site: &Path, format: &str, json: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovl"));
+    cmd.arg("--site").arg(site);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.args(["export", format]).output().expect("ovl export");
+    assert!(
+        out.status.success(),
+        "ovl export {format}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn cli_dnsmasq_export_of_the_example_site_passes_dnsmasq_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = example_site(&dir);
+    let text = cli_export(&site, "dnsmasq", false);
+    let l = lines(&text);
+    for expected in [
+        "dhcp-range=192.168.0.100,192.168.0.200,255.255.255.0,600",
+        "dhcp-boot=tag:ipxe,http://192.168.0.2/boot.ipxe",
+        "dhcp-host=52:54:00:12:34:56,192.168.0.50,kiosk-hall",
+        // Effective host names: the profile's template for devices without their own.
+        "dhcp-host=52:54:00:ab:cd:10,xl-abcd10",
+    ] {
+        assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&cli_export(&site, "dnsmasq", true)).expect("--json is JSON");
+    assert_eq!(json["format"], "dnsmasq");
+    assert_eq!(json["config"], text.as_str());
+    if have("dnsmasq") {
+        let out = check(
+            &["dnsmasq", "--test", "-C"],
+            &write(&dir, "dnsmasq.conf", &text),
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("syntax check OK"));
+    }
+}
+
+#[test]
+fn cli_isc_dhcpd_export_of_the_example_site_passes_dhcpd_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = example_site(&dir);
+    let text = cli_export(&site, "isc-dhcpd", false);
+    let l = lines(&text);
+    for expected in [
+        "range 192.168.0.100 192.168.0.200;",
+        "host lab-bench {",
+        "fixed-address 192.168.0.60;",
+    ] {
+        assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
+    }
+    if have("dhcpd") {
+        let leases = write(&dir, "dhcpd.leases", "");
+        let pid = dir.path().join("dhcpd.pid");
+        check(
+            &[
+                "dhcpd",
+                "-4",
+                "-t",
+                "-lf",
+                leases.to_str().unwrap(),
+                "-pf",
+                pid.to_str().unwrap(),
+                "-cf",
+            ],
+            &write(&dir, "dhcpd.conf", &text),
+        );
+    }
+}
+
+#[test]
+fn cli_kea_export_of_the_example_site_passes_kea_dhcp4_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = example_site(&dir);
+    let text = cli_export(&site, "kea", false);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let subnet = &doc["Dhcp4"]["subnet4"][0];
+    assert_eq!(subnet["subnet"], "192.168.0.0/24");
+    assert_eq!(subnet["pools"][0]["pool"], "192.168.0.100 - 192.168.0.200");
+    assert_eq!(subnet["reservations"].as_array().map(Vec::len), Some(5));
+    if have("kea-dhcp4") {
+        check(&["kea-dhcp4", "-t"], &write(&dir, "kea-dhcp4.conf", &text));
+    }
+}
+
+#[test]
+fn cli_export_without_a_server_address_names_ovl_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = example_site(&dir);
+    let toml_path = site.join("ovl.toml");
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(&toml_path, text.replace("server = \"192.168.0.2\"", "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovl"))
+        .arg("--site")
+        .arg(&site)
+        .args(["export", "kea"])
+        .output()
+        .expect("ovl export");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ovl.toml") && err.contains("[boot] server"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ovl"))
+        .args(["export", "bind"])
+        .output()
+        .expect("ovl export");
+    assert_eq!(out.status.code(), Some(2));
+}

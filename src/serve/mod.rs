@@ -6,7 +6,9 @@
 //! until the token is cancelled ([`cancel_on_signals`]: SIGINT, SIGTERM), then lets running
 //! transfers finish for a few seconds and returns.
 //!
-//! DHCP is not part of this build yet: any mode but `off` is refused (exit 2).
+//! DHCP (`proxy` or `full`) is configured from the site by [`site_dhcp::dhcp_config`]; its
+//! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
+//! `/status`).
 
 pub mod dhcp;
 pub mod events;
@@ -14,11 +16,13 @@ pub mod http;
 pub mod logging;
 pub mod neighbours;
 pub mod public;
+pub mod site_dhcp;
 pub mod tftp;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -105,18 +109,17 @@ impl Settings {
         })
     }
 
-    /// Refuses settings this build cannot serve: DHCP on, or nothing to serve.
+    /// Refuses settings that cannot be served: full DHCP without an interface, or nothing
+    /// to serve.
     pub fn check(&self) -> Result<()> {
-        if self.dhcp != DhcpMode::Off {
-            let mode = match self.dhcp {
-                DhcpMode::Proxy => "proxy",
-                _ => "full",
-            };
-            return Err(Error::Usage(format!(
-                "DHCP is not available in this build yet (dhcp = {mode}); use --dhcp off"
-            )));
+        if self.dhcp == DhcpMode::Full && self.interface.is_none() {
+            return Err(Error::Usage(
+                "full DHCP needs the interface to serve: pass --interface IF or set [serve] \
+                 interface in ovl.toml"
+                    .into(),
+            ));
         }
-        if self.http == Listen::Off && self.tftp == Listen::Off {
+        if self.http == Listen::Off && self.tftp == Listen::Off && self.dhcp == DhcpMode::Off {
             return Err(Error::Usage(
                 "nothing to serve: HTTP, TFTP and DHCP are all off".into(),
             ));
@@ -135,11 +138,16 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
     settings.check()?;
     let root = project.site.root.clone();
     let mut tasks = tokio::task::JoinSet::new();
+    // The DHCP configuration needs the project and the HTTP address; read both first.
+    let dhcp_project = (settings.dhcp != DhcpMode::Off).then(|| project.clone());
 
+    // The lease table exists once DHCP is bound, after HTTP: HTTP asks it through this slot.
+    let leases = Arc::new(neighbours::LateLeases::default());
     let http = match settings.http {
         Listen::Off => None,
         Listen::At(addr) => {
-            let cfg = http::HttpConfig::new(addr);
+            let mut cfg = http::HttpConfig::new(addr);
+            cfg.neighbours.push(leases.clone());
             Some(
                 http::HttpServer::bind(cfg, project)
                     .await
@@ -192,7 +200,27 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
             )
         }
     };
-    tracing::info!(event = "serving", site = %root.display(), dhcp = "off",
+    let dhcp = match &dhcp_project {
+        None => None,
+        Some(p) => {
+            let http_addr = http.as_ref().map(http::HttpServer::local_addr);
+            let cfg =
+                site_dhcp::dhcp_config(p, settings.dhcp, settings.interface.as_deref(), http_addr)?;
+            let addr = std::net::SocketAddr::from((cfg.bind_ip, cfg.server_port));
+            let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
+            let server = dhcp::DhcpServer::bind(cfg)
+                .await
+                .map_err(|e| bind_error("dhcp", addr, e))?;
+            leases.set(server.leases());
+            Some((server, addr, mode, server_ip, url))
+        }
+    };
+    let mode = match settings.dhcp {
+        DhcpMode::Off => "off",
+        DhcpMode::Proxy => "proxy",
+        DhcpMode::Full => "full",
+    };
+    tracing::info!(event = "serving", site = %root.display(), dhcp = mode,
         interface = settings.interface.as_deref().unwrap_or(""), "ovl serve");
     if let Some(s) = tftp {
         let addr = s
@@ -205,6 +233,17 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
         tracing::info!(event = "listening", service = "http", addr = %s.local_addr(),
             fs_offload = s.fs_offload(), "listening");
         tasks.spawn(s.run(shutdown.clone()));
+    }
+    if let Some((s, addr, mode, server_ip, url)) = dhcp {
+        tracing::info!(event = "listening", service = "dhcp", addr = %addr, mode = %mode,
+            server_ip = %server_ip, script_url = %url,
+            interface = settings.interface.as_deref().unwrap_or("*"), "listening");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = s.run(token).await {
+                tracing::error!(event = "dhcp_server_error", error = %e);
+            }
+        });
     }
     while tasks.join_next().await.is_some() {}
     tracing::info!(event = "stopped", "ovl serve stopped");
@@ -266,7 +305,13 @@ mod tests {
         .unwrap();
         assert_eq!(s.http, Listen::Off);
         assert_eq!(s.interface.as_deref(), Some("br0"));
-        assert_eq!(s.check().unwrap_err().exit_code(), 2);
+        assert!(s.check().is_ok());
+        let full = Settings {
+            dhcp: DhcpMode::Full,
+            interface: None,
+            ..s
+        };
+        assert_eq!(full.check().unwrap_err().exit_code(), 2);
     }
 
     #[test]

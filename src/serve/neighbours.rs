@@ -2,22 +2,65 @@
 //! privacy") and for attributing boot events to devices.
 //!
 //! A [`NeighbourSource`] answers "which MAC is at this address now?". [`ProcArp`] reads the
-//! kernel's IPv4 neighbour table (`/proc/net/arp`); the DHCP server's lease table will be a
-//! second source. [`Neighbours`] asks its sources in order and takes the first answer.
+//! kernel's IPv4 neighbour table (`/proc/net/arp`); the DHCP server's lease table
+//! ([`LeaseTable`], or [`LateLeases`] when it is bound after the HTTP server) is a second
+//! source, which also knows each device's leased address (`/status`). [`Neighbours`] asks
+//! its sources in order and takes the first answer.
 //! [`StaticNeighbours`] is a fixed table, for tests and for sites that pin addresses.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::mac::Mac;
+use crate::serve::dhcp::LeaseTable;
 
 /// A source of IP → MAC knowledge.
 pub trait NeighbourSource: Send + Sync + fmt::Debug {
     /// The MAC currently at `ip`, if this source knows it.
     fn mac_of(&self, ip: IpAddr) -> Option<Mac>;
+
+    /// The address this source knows `mac` to hold now (a DHCP lease); `None` by default.
+    fn address_of(&self, _mac: &Mac) -> Option<IpAddr> {
+        None
+    }
+}
+
+impl NeighbourSource for LeaseTable {
+    fn mac_of(&self, ip: IpAddr) -> Option<Mac> {
+        let IpAddr::V4(v4) = ip.to_canonical() else {
+            return None;
+        };
+        self.mac_for_ip(v4).map(Mac)
+    }
+
+    fn address_of(&self, mac: &Mac) -> Option<IpAddr> {
+        self.lease_for_mac(&mac.0).map(IpAddr::V4)
+    }
+}
+
+/// A lease table that arrives later: empty until [`LateLeases::set`] (the DHCP server is
+/// bound after the HTTP server, whose neighbour sources are fixed when it binds).
+#[derive(Debug, Default)]
+pub struct LateLeases(OnceLock<Arc<LeaseTable>>);
+
+impl LateLeases {
+    /// Fills the slot; a second call is ignored.
+    pub fn set(&self, leases: Arc<LeaseTable>) {
+        let _ = self.0.set(leases);
+    }
+}
+
+impl NeighbourSource for LateLeases {
+    fn mac_of(&self, ip: IpAddr) -> Option<Mac> {
+        self.0.get().and_then(|l| l.mac_of(ip))
+    }
+
+    fn address_of(&self, mac: &Mac) -> Option<IpAddr> {
+        self.0.get().and_then(|l| l.address_of(mac))
+    }
 }
 
 /// The kernel's IPv4 neighbour (ARP) table, read from `/proc/net/arp` on every question
@@ -112,6 +155,11 @@ impl Neighbours {
         self.sources.iter().find_map(|s| s.mac_of(ip))
     }
 
+    /// The address `mac` holds by a source's knowledge (its DHCP lease), if any.
+    pub fn address_of(&self, mac: &Mac) -> Option<IpAddr> {
+        self.sources.iter().find_map(|s| s.address_of(mac))
+    }
+
     /// Does `ip` belong to `mac`? True when any source says so (a lease and a neighbour
     /// entry may briefly disagree after a device moves; either is proof enough).
     pub fn owns(&self, ip: IpAddr, mac: &Mac) -> bool {
@@ -180,5 +228,17 @@ garbage line\n\
         assert!(n.owns(ip, &a));
         assert!(n.owns(ip, &b));
         assert!(!n.owns("10.0.0.6".parse().unwrap(), &a));
+        assert_eq!(n.address_of(&a), None);
+    }
+
+    #[test]
+    fn an_empty_late_lease_table_knows_nothing() {
+        let late = Arc::new(LateLeases::default());
+        let n = Neighbours::new(vec![late.clone()]);
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(n.mac_of(ip), None);
+        late.set(Arc::new(LeaseTable::new()));
+        assert_eq!(n.mac_of(ip), None);
+        assert_eq!(n.address_of(&Mac([2, 0, 0, 0, 0, 1])), None);
     }
 }

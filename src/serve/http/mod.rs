@@ -7,7 +7,7 @@
 //!   otherwise the static `${net0/mac}` form.
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
-//!   neighbour entry ([`Neighbours`]) is that MAC gets it; others get 403. A published file
+//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A published file
 //!   is served as a file; a missing one is a real 404, except that with
 //!   `[serve] default_profile` a MAC the inventory does not know gets that profile's archive,
 //!   built on demand through the pipeline and cached in memory (bounded, per project
@@ -340,7 +340,7 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
 async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
     let s = Arc::clone(st);
     let doc = tokio::task::spawn_blocking(move || {
-        status::document(&s.live, &s.events, s.local, s.started)
+        status::document(&s.live, &s.events, &s.cfg.neighbours, s.local, s.started)
     })
     .await;
     let Ok(doc) = doc else {

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::live::LiveProject;
 use crate::serve::events::BootEvents;
+use crate::serve::neighbours::Neighbours;
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -15,10 +16,12 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `/status` document. Blocking: it stats every device's archive.
+/// The `/status` document. Blocking: it stats every device's archive. `lease` is the
+/// address the DHCP server leased to the device (null without one).
 pub fn document(
     live: &LiveProject,
     events: &BootEvents,
+    neighbours: &Neighbours,
     http: std::net::SocketAddr,
     started: SystemTime,
 ) -> Value {
@@ -50,6 +53,7 @@ pub fn document(
                 "profile": d.profile,
                 "hostname": info.and_then(|i| i.hostname.clone()).or_else(|| d.hostname.clone()),
                 "ip": d.ip,
+                "lease": neighbours.address_of(&d.mac),
                 "archive": archive,
                 "error": info.and_then(|i| i.error.clone()),
                 "events": events.of(&d.mac),
