@@ -276,27 +276,45 @@ fn a_port_in_use_exits_3_naming_the_address() {
 }
 
 #[test]
-fn dhcp_is_refused_with_exit_2_until_it_lands() {
+fn bad_dhcp_and_listen_settings_are_refused() {
     let s = site();
-    for mode in ["proxy", "full"] {
-        let o = run(Command::new("timeout")
-            .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
-            .arg(&s.root)
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--tftp",
-                "off",
-                "--dhcp",
-                mode,
-            ]));
-        assert_eq!(o.status.code(), Some(2), "{o:?}");
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("DHCP is not available in this build yet"),
-            "{o:?}"
-        );
-    }
+    // Full DHCP needs an interface (usage, 2) and a pool (invalid ovl.toml, 1).
+    let o = run(Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
+        .arg(&s.root)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--tftp",
+            "off",
+            "--dhcp",
+            "full",
+        ]));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--interface"),
+        "{o:?}"
+    );
+    let o = run(Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
+        .arg(&s.root)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--tftp",
+            "off",
+            "--dhcp",
+            "full",
+            "--interface",
+            "lo",
+        ]));
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("range"),
+        "{o:?}"
+    );
     let o = run(Command::new("timeout")
         .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
         .arg(&s.root)
