@@ -873,6 +873,14 @@ fn bios_pxe_boots_a_known_device_to_its_apkovl() {
         .find(|v| v["file"] == format!("/configs/{BIOS_MAC}.tar.gz"))
         .expect("the config request in the log");
     assert_eq!(served["status"], 200, "{served}");
+    assert_eq!(served["complete"], true, "{served}");
+    for f in ["/vmlinuz-lts", "/initramfs-lts"] {
+        let done = log_events(&log, "http_request")
+            .into_iter()
+            .find(|v| v["file"] == f)
+            .expect("logged");
+        assert_eq!(done["complete"], true, "{done}");
+    }
 }
 
 /// A MAC the inventory does not know gets a real 404 for its apkovl (a stock Alpine boot);

@@ -249,7 +249,16 @@ async fn handle(
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, Body::new(LoggedBody::new(body, log)))
+    let expected = if log.method == Method::HEAD {
+        Some(0)
+    } else {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
+    Response::from_parts(parts, Body::new(LoggedBody::new(body, log, expected)))
 }
 
 async fn route(
