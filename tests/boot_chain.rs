@@ -874,6 +874,25 @@ fn bios_pxe_boots_a_known_device_to_its_apkovl() {
         .expect("the config request in the log");
     assert_eq!(served["status"], 200, "{served}");
     assert_eq!(served["complete"], true, "{served}");
+    // /status shows the device's lease from ovl's own DHCP server.
+    let out = run(
+        20,
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &lab.ns,
+            "curl",
+            "-sf",
+            &format!("http://{SERVER}/status"),
+        ],
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("/status JSON");
+    let dev = status["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["mac"] == BIOS_MAC))
+        .expect("the device in /status");
+    assert_eq!(dev["lease"], "10.214.0.50", "{dev}");
     for f in ["/vmlinuz-lts", "/initramfs-lts"] {
         let done = log_events(&log, "http_request")
             .into_iter()
