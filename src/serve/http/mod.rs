@@ -7,8 +7,8 @@
 //!   otherwise the static `${net0/mac}` form.
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
-//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A published file
-//!   is served as a file; a missing one is a real 404, except that with
+//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
+//!   published file is served as a file; a missing one is a real 404, except that with
 //!   `[serve] default_profile` a MAC the inventory does not know gets that profile's archive,
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
