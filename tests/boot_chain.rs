@@ -448,6 +448,13 @@ fn boot_files() -> &'static BootFiles {
             let tmp = initramfs.with_extension(format!("tmp{}", std::process::id()));
             fs::write(&tmp, bytes).expect("write initramfs");
             fs::rename(&tmp, &initramfs).expect("publish initramfs");
+            // Older initramfs images (another /init, another kernel) are not needed again.
+            for e in fs::read_dir(cache_dir()).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("initramfs-") && e.path() != initramfs {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
         }
         BootFiles { vmlinuz, initramfs }
     })
