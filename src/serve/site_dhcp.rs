@@ -346,6 +346,56 @@ mod tests {
     }
 
     #[test]
+    fn the_example_site_gives_full_and_proxy_configurations() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        crate::init::write_example(&root).unwrap();
+        let toml_path = root.join(SITE_FILE);
+        let text = std::fs::read_to_string(&toml_path).unwrap();
+        let text = text.replace("server = \"192.168.0.2\"", "");
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("dhcp ="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(
+            &toml_path,
+            format!("{text}[serve.dhcp]\nrange = [\"127.0.0.10\", \"127.0.0.20\"]\n"),
+        )
+        .unwrap();
+        let project = Project::load(Site::open(&root).unwrap()).unwrap();
+        let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let cfg = dhcp_config(&project, DhcpMode::Full, Some("lo"), Some(http)).unwrap();
+        assert_eq!(cfg.mode, Mode::Full);
+        assert_eq!(cfg.server_ip, Ipv4Addr::LOCALHOST);
+        assert_eq!(cfg.interface.as_deref(), Some("lo"));
+        assert_eq!(cfg.ipxe_script_url, "http://127.0.0.1:8080/boot.ipxe");
+        assert_eq!(
+            cfg.pools[0].netmask,
+            Ipv4Addr::new(255, 0, 0, 0),
+            "lo's mask"
+        );
+        assert_eq!(cfg.pools[0].lease_time, DEFAULT_LEASE_TIME);
+        assert_eq!(
+            cfg.fixed.get(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            Some(&Ipv4Addr::new(192, 168, 0, 50))
+        );
+        assert_eq!(cfg.fixed.len(), 2);
+        assert_eq!(cfg.lease_file, root.join(".ovl-state/dhcp-leases.json"));
+        assert!(root.join(STATE_DIR).is_dir());
+        // Full mode needs an interface (usage) and a range (input).
+        let e = dhcp_config(&project, DhcpMode::Full, None, None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let proxy = dhcp_config(&project, DhcpMode::Proxy, Some("lo"), None).unwrap();
+        assert!(proxy.pools.is_empty() && proxy.fixed.is_empty());
+        assert_eq!(proxy.mode, Mode::Proxy);
+        // Proxy without an interface or an IPv4 [boot] server: no address to announce.
+        let e = dhcp_config(&project, DhcpMode::Proxy, None, None).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("ovl.toml"), "{e}");
+    }
+
+    #[test]
     fn script_url_uses_the_listening_address() {
         let (_d, s) = site("");
         let ip = Ipv4Addr::new(10, 0, 0, 1);

@@ -560,6 +560,11 @@ fn log_events_in_isolation() {
         .with_max_level(tracing::Level::INFO)
         .with_writer(out.clone())
         .finish();
+    // With a single registered dispatcher, tracing-core asks only the *current thread's*
+    // default when a callsite registers: another test thread reaching the engine's log
+    // callsite first would cache "never" for everyone and this test would see no events.
+    // A second (silent) dispatcher makes registrations ask every dispatcher, this one too.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     tracing::subscriber::with_default(subscriber, || {
         // Other tests' threads may have cached "no subscriber is interested" for these
         // callsites; recompute with this one registered.

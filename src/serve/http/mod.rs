@@ -7,8 +7,8 @@
 //!   otherwise the static `${net0/mac}` form.
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
-//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A published file
-//!   is served as a file; a missing one is a real 404, except that with
+//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
+//!   published file is served as a file; a missing one is a real 404, except that with
 //!   `[serve] default_profile` a MAC the inventory does not know gets that profile's archive,
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
@@ -274,7 +274,16 @@ async fn handle(
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, Body::new(LoggedBody::new(body, log)))
+    let expected = if log.method == Method::HEAD {
+        Some(0)
+    } else {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
+    Response::from_parts(parts, Body::new(LoggedBody::new(body, log, expected)))
 }
 
 async fn route(

@@ -188,15 +188,20 @@ impl RequestLog {
 pub struct LoggedBody {
     inner: Body,
     bytes: u64,
+    /// The response's `Content-Length`: hyper stops polling a body once that many bytes are
+    /// out and drops it without asking for its end, so reaching it counts as complete.
+    expected: Option<u64>,
     log: Option<RequestLog>,
 }
 
 impl LoggedBody {
-    /// Wraps `inner`; `log` is written once, at the end.
-    pub fn new(inner: Body, log: RequestLog) -> LoggedBody {
+    /// Wraps `inner` of a response announcing `expected` bytes; `log` is written once, at
+    /// the end.
+    pub fn new(inner: Body, log: RequestLog, expected: Option<u64>) -> LoggedBody {
         LoggedBody {
             inner,
             bytes: 0,
+            expected,
             log: Some(log),
         }
     }
@@ -253,7 +258,7 @@ impl HttpBody for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
+        let complete = self.inner.is_end_stream() || self.expected == Some(self.bytes);
         self.finish(complete);
     }
 }
