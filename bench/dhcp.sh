@@ -2,7 +2,8 @@
 # Benchmark: DORA exchanges/s and drops of `ovl serve --dhcp full` and of dnsmasq, in the same
 # run, with perfdhcp (Kea's load generator, acting as a relay from 10.215.1.2) in a pair of
 # network namespaces this script creates and removes. No traffic leaves the namespaces.
-# For 200 and 1,000 simulated clients, a ladder of request rates, 5 s each, fresh leases per run.
+# For 200 and 1,000 simulated clients, a ladder of request rates, 5 s each (plus 1 s, -W, for
+# the replies still in flight when sending stops), fresh leases per run.
 #
 # Usage (root): bench/dhcp.sh [RATES...]   (default: 250 500 1000 2000 4000)
 set -euo pipefail
@@ -60,7 +61,7 @@ stop_server() { kill -TERM -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/nu
 # perfdhcp output → "rate drops"
 measure() { # $1 clients $2 rate
   local out
-  out=$(timeout 30 ip netns exec "$cli" perfdhcp -4 -l 10.215.1.2 -r "$2" -R "$1" -p 5 10.215.1.1 2>&1 || true)
+  out=$(timeout 30 ip netns exec "$cli" perfdhcp -4 -l 10.215.1.2 -r "$2" -R "$1" -p 5 -W 1000000 10.215.1.1 2>&1 || true)
   local rate drops
   rate=$(printf '%s\n' "$out" | awk '/^Rate:/ {print $2; exit}')
   drops=$(printf '%s\n' "$out" | awk '/^drops:/ {s += $2} END {print s + 0}')

@@ -15,6 +15,8 @@ use super::stats::DhcpStats;
 
 /// Largest datagram read; larger ones are truncated and then fail to decode.
 const MAX_DATAGRAM: usize = 65_535;
+/// Receive buffer asked for each socket.
+const RECV_BUFFER: usize = 4 << 20;
 /// Requests already waiting that are decided together before one lease save.
 const MAX_BATCH: usize = 255;
 
@@ -186,6 +188,9 @@ fn bind_udp(cfg: &DhcpConfig, port: u16) -> io::Result<UdpSocket> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_address(true)?;
     sock.set_broadcast(true)?;
+    // Room for the requests that arrive while one batch's leases are being saved (a boot
+    // storm after a power cut); the kernel caps it at net.core.rmem_max.
+    let _ = sock.set_recv_buffer_size(RECV_BUFFER);
     if let Some(ifname) = &cfg.interface {
         sock.bind_device(Some(ifname.as_bytes()))
             .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {ifname}: {e}")))?;
