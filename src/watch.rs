@@ -335,6 +335,32 @@ pub fn affected(
         .filter(|m| !new.inventory.devices.contains_key(m))
         .copied()
         .collect();
+    // Each device's capture folder and layers, worked out once (they read the captures
+    // folder) and only when a layer path changed.
+    let device_inputs = || -> BTreeMap<Mac, (PathBuf, Vec<LayerSource>)> {
+        new.inventory
+            .devices
+            .iter()
+            .map(|(mac, d)| {
+                let spec = DeviceSpec {
+                    mac: *mac,
+                    profile: d.profile.clone(),
+                    device: Some(d.clone()),
+                };
+                let sources = new
+                    .profiles
+                    .get(&d.profile)
+                    .ok()
+                    .and_then(|p| device::layer_sources(&new.site, p, &spec).ok())
+                    .unwrap_or_default();
+                (
+                    *mac,
+                    (new.site.captures_dir().join(mac.to_string()), sources),
+                )
+            })
+            .collect()
+    };
+    let mut inputs: Option<BTreeMap<Mac, (PathBuf, Vec<LayerSource>)>> = None;
     for path in changed {
         let cause = rel(path);
         if path == &root.join(SITE_FILE) {
@@ -364,25 +390,12 @@ pub fn affected(
                 }
             }
         } else {
-            for (mac, d) in &new.inventory.devices {
-                let spec = DeviceSpec {
-                    mac: *mac,
-                    profile: d.profile.clone(),
-                    device: Some(d.clone()),
-                };
-                let capture_dir = new.site.captures_dir().join(mac.to_string());
-                let hit = path.starts_with(&capture_dir)
-                    || new
-                        .profiles
-                        .get(&d.profile)
-                        .ok()
-                        .and_then(|p| device::layer_sources(&new.site, p, &spec).ok())
-                        .is_some_and(|sources| {
-                            sources.iter().any(|s| match s {
-                                LayerSource::Folder(f) => path.starts_with(f),
-                                LayerSource::Archive(a) => path == a,
-                            })
-                        });
+            for (mac, (capture_dir, sources)) in inputs.get_or_insert_with(device_inputs) {
+                let hit = path.starts_with(&*capture_dir)
+                    || sources.iter().any(|s| match s {
+                        LayerSource::Folder(f) => path.starts_with(f),
+                        LayerSource::Archive(a) => path == a,
+                    });
                 if hit {
                     out.entry(*mac).or_default().insert(cause.clone());
                 }
