@@ -275,55 +275,35 @@ fn a_port_in_use_exits_3_naming_the_address() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(&taken), "{o:?}");
 }
 
+/// `ovl serve ARGS` on `s`, which must exit by itself within 30 s.
+fn serve_once(s: &Site, args: &[&str]) -> Output {
+    run(Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
+        .arg(&s.root)
+        .arg("serve")
+        .args(args))
+}
+
 #[test]
 fn bad_dhcp_and_listen_settings_are_refused() {
     let s = site();
+    let full = ["--http", "127.0.0.1:0", "--tftp", "off", "--dhcp", "full"];
     // Full DHCP needs an interface (usage, 2) and a pool (invalid ovl.toml, 1).
-    let o = run(Command::new("timeout")
-        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
-        .arg(&s.root)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--tftp",
-            "off",
-            "--dhcp",
-            "full",
-        ]));
+    let o = serve_once(&s, &full);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--interface"),
         "{o:?}"
     );
-    let o = run(Command::new("timeout")
-        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
-        .arg(&s.root)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--tftp",
-            "off",
-            "--dhcp",
-            "full",
-            "--interface",
-            "lo",
-        ]));
+    let o = serve_once(&s, &[&full[..], &["--interface", "lo"]].concat());
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("range"),
         "{o:?}"
     );
-    let o = run(Command::new("timeout")
-        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
-        .arg(&s.root)
-        .args(["serve", "--http", "nowhere"]));
+    let o = serve_once(&s, &["--http", "nowhere"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
-    let o = run(Command::new("timeout")
-        .args(["30", env!("CARGO_BIN_EXE_ovl"), "--site"])
-        .arg(&s.root)
-        .args(["serve", "--http", "off", "--tftp", "off"]));
+    let o = serve_once(&s, &["--http", "off", "--tftp", "off"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
 
