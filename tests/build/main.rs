@@ -6,5 +6,6 @@ mod util;
 mod bad_input;
 mod commands;
 mod determinism;
+mod golden;
 mod oracle;
 mod watch;

@@ -1,0 +1,228 @@
+//! Golden archives: the example site and a richer test site build to exactly these bytes.
+//!
+//! The sha256 values were recorded from the code before the architecture rework (issue #8);
+//! any change to them is a change of behaviour and must be deliberate (and documented).
+
+use sha2::{Digest, Sha256};
+
+use crate::util::{TestSite, python_tar};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `name sha256` of every file in `configs/` and of the boot scripts, sorted by name.
+fn digests(site: &TestSite) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(site.path("configs"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            format!("{name} {}", sha256_hex(&std::fs::read(&p).unwrap()))
+        })
+        .collect();
+    for script in ["boot.ipxe", "gpxe-script"] {
+        v.push(format!(
+            "{script} {}",
+            sha256_hex(&std::fs::read(site.path(script)).unwrap())
+        ));
+    }
+    v.sort();
+    v
+}
+
+fn assert_digests(site: &TestSite, expected: &[&str]) {
+    let got = digests(site);
+    let got_ref: Vec<&str> = got.iter().map(String::as_str).collect();
+    assert_eq!(
+        got_ref,
+        expected,
+        "archive bytes changed:\n{}",
+        got.join("\n")
+    );
+}
+
+#[test]
+fn example_site_archives_are_byte_identical_to_the_recorded_ones() {
+    let site = TestSite::example();
+    site.ovl(&["build", "--all"]).ok();
+    assert_digests(
+        &site,
+        &[
+            "52:54:00:12:34:56.tar.gz 8793209e835d58f5e4392de471af74ba9ac80432db02d8db09b0639e7c39ee28",
+            "52:54:00:ab:cd:01.tar.gz c2b13655f5e927d93b1ec046f2edb628348e5c849b455b2c0e7202bf3b6cb849",
+            "52:54:00:ab:cd:02.tar.gz 9b3927b9433d5ac7eadfab6c26db4a51ada581fb47ecdffa542e49811c1c6b0a",
+            "52:54:00:ab:cd:10.tar.gz c40f8402cbc0356837fe75383681aa4ca5aa9f8c5bcaf486b1932c66828b1c75",
+            "52:54:00:ab:cd:20.tar.gz a054a32ba973152c0656b75e5dc25361076529ac083f6a7133f7d26d200638d3",
+            "boot.ipxe 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
+            "gpxe-script 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
+        ],
+    );
+}
+
+/// Every kind of input the pipeline knows: templates with vars, inline files, permissions by
+/// user name, keys, services with removals, symlinks, executable bits, long names, an lbu
+/// archive layer with stored owners and a hard link, a device capture, device layers, the NFS
+/// round trip, repositories, resolv.conf, and an ad-hoc `--profile --mac` build.
+fn rich_site() -> TestSite {
+    let site = TestSite::new();
+    site.write(
+        "ovl.toml",
+        "[alpine]\nversion = \"v3.19\"\nflavor = \"virt\"\n\
+         [boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe\"\nkernel_args = [\"console=ttyS0\"]\n\
+         [build]\ncompression = 9\nmtime = 1234567890\n",
+    );
+    site.write(
+        "sshkeys.pub",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGolden admin\n",
+    );
+    let long = format!("opt/{}/{}/file.txt", "d".repeat(90), "e".repeat(80));
+    site.write(&format!("overlays/base/{long}"), "deep\n");
+    site.write("overlays/base/usr/local/bin/tool", "#!/bin/sh\necho hi\n")
+        .chmod("overlays/base/usr/local/bin/tool", 0o755);
+    site.symlink(
+        "overlays/base/etc/localtime",
+        "/usr/share/zoneinfo/Europe/Paris",
+    );
+    site.symlink(
+        "overlays/base/etc/ssl/cert.pem",
+        "certs/ca-certificates.crt",
+    );
+    site.write("overlays/base/etc/ssh/ssh_host_ed25519_key", "PRIVATE\n");
+    site.write("overlays/base/etc/ssh/ssh_host_ed25519_key.pub", "PUBLIC\n");
+    site.write("overlays/base/etc/shadow", "root:*:::::::\n");
+    site.write("overlays/base/etc/sudoers", "root ALL=(ALL) ALL\n");
+    site.write(
+        "overlays/base/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nkiosk:x:1234:1235::/home/kiosk:/bin/sh\n",
+    );
+    site.write("overlays/base/etc/group", "root:x:0:root\nkiosk:x:1235:\n");
+    site.write(
+        "overlays/base/etc/app.conf.j2",
+        "host={{ hostname }} mac={{ mac }} ip={{ ip }} screen={{ vars.screen }} http={{ site.http }}\n",
+    );
+    site.write("overlays/base/etc/skipme~", "editor leftover\n");
+    site.write("overlays/xl/home/kiosk/.xinitrc", "exec chromium\n");
+    site.write("overlays/hall/etc/kiosk/hall.conf", "hall\n");
+    python_tar(
+        &site.path("captures/ref/ref.apkovl.tar.gz"),
+        r#"[("etc/", "d", "", 0o755, 0, 0, ""),
+            ("etc/chrony/", "d", "", 0o750, 100, 101, ""),
+            ("etc/chrony/chrony.keys", "f", "1 SHA1 HEX:00\n", 0o640, 100, 101, ""),
+            ("etc/apk/world", "f", "htop\nopenssh\n", 0o644, 0, 0, ""),
+            ("etc/runlevels/default/chronyd", "l", "", 0o777, 0, 0, "/etc/init.d/chronyd"),
+            ("./etc/hard", "h", "", 0o644, 0, 0, "etc/apk/world")]"#,
+    );
+    python_tar(
+        &site.path("captures/52:54:00:12:34:57/kiosk-b.apkovl.tar.gz"),
+        r#"[("etc/", "d", "", 0o755, 0, 0, ""),
+            ("etc/motd", "f", "captured motd\n", 0o644, 0, 0, ""),
+            ("etc/apk/world", "f", "nano\n", 0o644, 0, 0, ""),
+            ("root/", "d", "", 0o700, 0, 0, ""),
+            ("root/.profile", "f", "export A=1\n", 0o600, 0, 0, "")]"#,
+    );
+    site.write(
+        "profiles/S.toml",
+        r#"description = "small"
+overlays = ["base", "captures/ref/ref.apkovl.tar.gz"]
+packages = ["openssh", "!htop", "vim"]
+hostname = "s-{{ mac_suffix }}"
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIS admin@s"]
+kernel_args = ["quiet"]
+modules = ["e1000"]
+[services]
+default = ["sshd", "chronyd"]
+boot = ["!syslog"]
+[network]
+interfaces = """
+auto lo
+iface lo inet loopback
+auto eth0
+iface eth0 inet dhcp
+    hostname {{ hostname }}
+"""
+resolv_conf = "nameserver 10.9.0.1\n"
+[files."etc/motd"]
+content = "Welcome to {{ hostname }} ({{ profile }})\n"
+[files."etc/raw"]
+content = "{{ literal }}\n"
+template = false
+mode = "0640"
+group = "kiosk"
+[permissions."usr/local/bin/tool"]
+mode = "0700"
+user = "kiosk"
+group = "kiosk"
+[vars]
+screen = "landscape"
+"#,
+    );
+    site.write(
+        "profiles/XL.toml",
+        r#"extends = "S"
+overlays = ["xl"]
+packages = ["chromium", "!vim"]
+repositories = ["{{ site.alpine.mirror }}/{{ site.alpine.version }}/main", "{{ site.alpine.mirror }}/{{ site.alpine.version }}/community"]
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIXL admin@xl"]
+[services]
+default = ["!chronyd", "local"]
+[permissions."home/kiosk"]
+user = "kiosk"
+group = "kiosk"
+mode = "0750"
+"#,
+    );
+    site.write(
+        "devices.toml",
+        r#"[[device]]
+mac = "52:54:00:12:34:56"
+profile = "S"
+
+[[device]]
+mac = "52-54-00-12-34-57"
+profile = "XL"
+hostname = "kiosk-b"
+ip = "10.9.0.57"
+overlays = ["hall"]
+[device.vars]
+screen = "portrait"
+
+[[device]]
+mac = "525400123458"
+profile = "XL"
+"#,
+    );
+    site
+}
+
+#[test]
+fn rich_site_archives_are_byte_identical_to_the_recorded_ones() {
+    let site = rich_site();
+    site.ovl(&["build", "--all"]).ok();
+    site.ovl(&["build", "--profile", "S", "--mac", "02:00:00:00:00:99"])
+        .ok();
+    // The capture and the device layer are really in play.
+    let show = site
+        .ovl(&["show", "--json", "--mac", "52:54:00:12:34:57"])
+        .ok()
+        .stdout;
+    assert!(
+        show.contains("captures/52:54:00:12:34:57/kiosk-b.apkovl.tar.gz"),
+        "{show}"
+    );
+    assert!(
+        show.contains("overlays/hall") || show.contains("\"hall\""),
+        "{show}"
+    );
+    assert_digests(
+        &site,
+        &[
+            "02:00:00:00:00:99.tar.gz 9f6ccf7d980cddacb33932f36c073c8806742f0cd9885709cf0a06ed01ff8715",
+            "52:54:00:12:34:56.tar.gz 2068832231a2649754b25c3965d276a25582d14a9c8e8b105f5f950b92005cbb",
+            "52:54:00:12:34:57.tar.gz 95233d350ba9c11ca7ca1f73017fa4c2567652b3e09741615894cf88680ee771",
+            "52:54:00:12:34:58.tar.gz 4ce0baf1b6ccabdcac34cb57434acd65caec511002a419b3efc0460a867eaa85",
+            "boot.ipxe ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
+            "gpxe-script ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
+        ],
+    );
+}
