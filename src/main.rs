@@ -2,5 +2,5 @@ use clap::Parser;
 
 fn main() {
     let cli = ovl::cli::Cli::parse();
-    std::process::exit(ovl::app::run(cli));
+    std::process::exit(ovl::cli::run::run(cli));
 }

@@ -1262,8 +1262,8 @@ fn bind_refuses_an_invalid_configuration() {
 
 // ---- the exported configurations, run by the real servers ----
 
-fn export_site() -> ovl::export::DhcpExport {
-    ovl::export::DhcpExport {
+fn export_site() -> ovl::serve::dhcp::export::DhcpExport {
+    ovl::serve::dhcp::export::DhcpExport {
         server_ip: SERVER_IP,
         subnet: Ipv4Addr::new(10, 213, 1, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
@@ -1274,7 +1274,7 @@ fn export_site() -> ovl::export::DhcpExport {
         router: Some(SERVER_IP),
         dns: vec![SERVER_IP],
         lease_time: 600,
-        hosts: vec![ovl::export::ExportHost {
+        hosts: vec![ovl::serve::dhcp::export::ExportHost {
             mac: [0x52, 0x54, 0x00, 0x2b, 0x00, 0x01],
             hostname: "kiosk-hall".into(),
             ip: Some(Ipv4Addr::new(10, 213, 1, 50)),
@@ -1354,7 +1354,7 @@ fn exported_dnsmasq_config_serves_like_ovl() {
     }
     let lab = Lab::new();
     let conf = lab.path("dnsmasq.conf");
-    std::fs::write(&conf, ovl::export::dnsmasq(&export_site())).unwrap();
+    std::fs::write(&conf, ovl::serve::dhcp::export::dnsmasq(&export_site())).unwrap();
     let leases = lab.path("dnsmasq.leases");
     let pid = lab.path("dnsmasq.pid");
     let _server = spawn_in(
@@ -1383,7 +1383,7 @@ fn exported_isc_dhcpd_config_serves_like_ovl() {
     }
     let lab = Lab::new();
     let conf = lab.path("dhcpd.conf");
-    std::fs::write(&conf, ovl::export::isc_dhcpd(&export_site())).unwrap();
+    std::fs::write(&conf, ovl::serve::dhcp::export::isc_dhcpd(&export_site())).unwrap();
     let leases = lab.path("dhcpd.leases");
     std::fs::write(&leases, "").unwrap();
     let pid = lab.path("dhcpd.pid");
@@ -1414,7 +1414,7 @@ fn exported_kea_config_serves_like_ovl() {
     let lab = Lab::new();
     // Keep Kea's files in the test folder: leases, lock and pid files.
     let mut doc: serde_json::Value =
-        serde_json::from_str(&ovl::export::kea(&export_site())).unwrap();
+        serde_json::from_str(&ovl::serve::dhcp::export::kea(&export_site())).unwrap();
     doc["Dhcp4"]["lease-database"]["name"] =
         lab.path("kea-leases4.csv").display().to_string().into();
     doc["Dhcp4"]["interfaces-config"]["interfaces"] = serde_json::json!([SERVER_IF]);

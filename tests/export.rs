@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use ovl::export::{DhcpExport, ExportFormat, ExportHost, export};
 use ovl::serve::dhcp::default_boot_files;
+use ovl::serve::dhcp::export::{DhcpExport, ExportFormat, ExportHost, export};
 
 fn site() -> DhcpExport {
     DhcpExport {

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ovl::build::project::{Project, Selection};
 use ovl::mac::Mac;
-use ovl::pipeline::{Project, Selection};
 use ovl::serve::http::{HttpConfig, HttpServer};
 use ovl::serve::neighbours::{Neighbours, StaticNeighbours};
 use ovl::site::Site;
@@ -43,7 +43,7 @@ impl Lab {
     fn with(serve_toml: &str, adjust: impl FnOnce(&mut HttpConfig)) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("site");
-        ovl::init::write_example(&root).unwrap();
+        ovl::site::example::write_example(&root).unwrap();
         if !serve_toml.is_empty() {
             // [serve] is the last table of the example: drop its keys that we set, append.
             let toml = std::fs::read_to_string(root.join("ovl.toml")).unwrap();

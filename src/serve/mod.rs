@@ -6,7 +6,7 @@
 //! until the token is cancelled ([`cancel_on_signals`]: SIGINT, SIGTERM), then lets running
 //! transfers finish for a few seconds and returns.
 //!
-//! DHCP (`proxy` or `full`) is configured from the site by [`site_dhcp::dhcp_config`]; its
+//! DHCP (`proxy` or `full`) is configured from the site by [`dhcp::site::dhcp_config`]; its
 //! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
 //! `/status`).
 
@@ -16,7 +16,6 @@ pub mod http;
 pub mod logging;
 pub mod neighbours;
 pub mod public;
-pub mod site_dhcp;
 pub mod tftp;
 
 use std::fmt;
@@ -26,8 +25,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::build::project::Project;
 use crate::error::{Error, Result};
-use crate::pipeline::Project;
 use crate::site::{DhcpMode, ServeConfig};
 
 /// Where a service listens: an address, or `off`.
@@ -204,8 +203,12 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
         None => None,
         Some(p) => {
             let http_addr = http.as_ref().map(http::HttpServer::local_addr);
-            let cfg =
-                site_dhcp::dhcp_config(p, settings.dhcp, settings.interface.as_deref(), http_addr)?;
+            let cfg = dhcp::site::dhcp_config(
+                p,
+                settings.dhcp,
+                settings.interface.as_deref(),
+                http_addr,
+            )?;
             let addr = std::net::SocketAddr::from((cfg.bind_ip, cfg.server_port));
             let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
             let server = dhcp::DhcpServer::bind(cfg)

@@ -32,10 +32,12 @@
 
 pub mod config;
 pub mod engine;
+pub mod export;
 pub mod leases;
 pub mod packet;
 pub mod pxe;
 pub mod server;
+pub mod site;
 pub mod stats;
 
 pub use config::{

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use crate::bootscript::ScriptExtras;
+use crate::build::bootscript::ScriptExtras;
+use crate::build::project::{Project, Selection};
 use crate::error::Result;
 use crate::mac::Mac;
-use crate::pipeline::{Project, Selection};
 use crate::site::Site;
 
 /// What the server knows of one inventory device, computed once per load.
@@ -223,7 +223,7 @@ mod tests {
     fn live() -> (tempfile::TempDir, LiveProject) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("site");
-        crate::init::write_example(&root).unwrap();
+        crate::site::example::write_example(&root).unwrap();
         let p = Project::load(Site::open(&root).unwrap()).unwrap();
         (dir, LiveProject::new(p, Some("127.0.0.1:8080".into())))
     }

@@ -2,7 +2,7 @@
 //!
 //! What it serves, by path (after percent-decoding; empty components collapse):
 //! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
-//!   [`crate::bootscript::script`] from the current project. With `?mac=MAC` naming an
+//!   [`crate::build::bootscript::script`] from the current project. With `?mac=MAC` naming an
 //!   inventory device, its profile's kernel arguments and modules and the literal MAC;
 //!   otherwise the static `${net0/mac}` form.
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
@@ -57,8 +57,8 @@ use tower_http::services::ServeDir;
 pub use live::{DeviceInfo, LiveProject, Snapshot};
 pub use respond::percent_decode;
 
+use crate::build::project::Project;
 use crate::mac::Mac;
-use crate::pipeline::Project;
 use crate::serve::events::{BootEvents, EventKind};
 use crate::serve::neighbours::Neighbours;
 use crate::serve::public::{self, Denied};
@@ -335,7 +335,7 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
         None => log.mac = attribute(st, log.client),
     }
     log.kind = Some(EventKind::Script);
-    let text = crate::bootscript::script(&snap.project.site, &extras);
+    let text = crate::build::bootscript::script(&snap.project.site, &extras);
     bytes_response(
         req.method(),
         req.headers(),

@@ -8,13 +8,13 @@ use std::time::Instant;
 use clap::CommandFactory;
 use serde_json::json;
 
-use crate::archive;
+use crate::build::archive;
+use crate::build::layer::{self, LayerSource, Node};
+use crate::build::manifest::{Kind, Listed};
+use crate::build::plan::DevicePlan;
+use crate::build::project::{OutcomeResult, Project, Selection, millis};
 use crate::cli::{BuildArgs, Cli, Command, DeviceArgs, ExportArgs, ServeArgs, WatchArgs};
-use crate::device::DevicePlan;
 use crate::error::{EXIT_INPUT, EXIT_OK, Error, Result};
-use crate::layer::{self, LayerSource, Node};
-use crate::manifest::{Kind, Listed};
-use crate::pipeline::{OutcomeResult, Project, Selection, millis};
 use crate::site::Site;
 
 /// Print to stdout; a closed pipe (`ovl list | head`) ends the program quietly.
@@ -136,8 +136,8 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
 
 /// `ovl export FORMAT`: the site's DHCP configuration for another DHCP server, on stdout.
 fn export(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
-    let cfg = crate::serve::site_dhcp::export_config(p, a.interface.as_deref())?;
-    let text = crate::export::export(a.format, &cfg);
+    let cfg = crate::serve::dhcp::site::export_config(p, a.interface.as_deref())?;
+    let text = crate::serve::dhcp::export::export(a.format, &cfg);
     if json {
         out_json(&json!({ "format": a.format.name(), "config": text }));
     } else {
@@ -147,7 +147,7 @@ fn export(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
 }
 
 fn init(dir: &std::path::Path, json: bool) -> Result<i32> {
-    let written = crate::init::write_example(dir)?;
+    let written = crate::site::example::write_example(dir)?;
     if json {
         out_json(&json!({ "site": dir, "files": written }));
     } else {
@@ -177,7 +177,7 @@ fn check(p: &Project, json: bool) -> Result<i32> {
         .collect();
     let sample: crate::mac::Mac = crate::mac::Mac([0x02, 0, 0, 0, 0, 0x01]);
     for name in &unused {
-        specs.push(crate::device::DeviceSpec {
+        specs.push(crate::build::plan::DeviceSpec {
             mac: sample,
             profile: name.clone(),
             device: None,
@@ -471,7 +471,7 @@ fn diff(p: &Project, a: &DeviceArgs, json: bool) -> Result<i32> {
     let (exists, old, old_content): Published = match std::fs::File::open(&path) {
         Ok(f) => {
             let tree = layer::read_archive(&LayerSource::Archive(path.clone()), &path, f)?;
-            let mut m = crate::manifest::Manifest::default();
+            let mut m = crate::build::manifest::Manifest::default();
             let mut content = BTreeMap::new();
             for e in tree.entries {
                 let kind = match e.node {

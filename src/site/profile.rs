@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, IoContext, Result};
-use crate::tomlfile;
+use crate::site::toml_file;
 
 /// The runlevels a profile can name, in boot order.
 pub const RUNLEVELS: [&str; 4] = ["sysinit", "boot", "default", "shutdown"];
@@ -270,7 +270,7 @@ impl Profiles {
                     continue;
                 }
                 validate_name(&path, &name)?;
-                let file: ProfileFile = tomlfile::load(&path)?;
+                let file: ProfileFile = toml_file::load(&path)?;
                 raw.insert(name, (path, file));
             }
         }

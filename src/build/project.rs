@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::archive::{self, Published};
-use crate::bootscript::{self, ScriptExtras};
-use crate::device::{self, DevicePlan, DeviceSpec, LayerCache};
+use crate::build::archive::{self, Published};
+use crate::build::bootscript::{self, ScriptExtras};
+use crate::build::layer::LayerTree;
+use crate::build::plan::{self, DevicePlan, DeviceSpec, LayerCache};
 use crate::error::{Error, Result};
-use crate::inventory::Inventory;
-use crate::layer::LayerTree;
 use crate::mac::Mac;
-use crate::profile::Profiles;
 use crate::site::Site;
+use crate::site::inventory::Inventory;
+use crate::site::profile::Profiles;
 
 /// A site with its profiles and inventory read and checked.
 #[derive(Debug, Clone)]
@@ -162,7 +162,7 @@ impl Project {
         let mut sources = BTreeSet::new();
         for s in specs {
             if let Ok(p) = self.profiles.get(&s.profile)
-                && let Ok(list) = device::layer_sources(&self.site, p, s)
+                && let Ok(list) = plan::layer_sources(&self.site, p, s)
             {
                 sources.extend(list);
             }
@@ -180,7 +180,7 @@ impl Project {
     /// Plan one device.
     pub fn plan(&self, spec: &DeviceSpec, cache: &LayerCache) -> Result<DevicePlan> {
         let profile = self.profiles.get(&spec.profile).map_err(Error::Usage)?;
-        device::plan(&self.site, profile, spec, cache)
+        plan::plan(&self.site, profile, spec, cache)
     }
 
     /// The archive bytes of a plan.

@@ -14,9 +14,9 @@ use std::ffi::CStr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::build::project::{Project, Selection};
 use crate::error::{Error, Result};
-use crate::export::{DhcpExport, ExportHost};
-use crate::pipeline::{Project, Selection};
+use crate::serve::dhcp::export::{DhcpExport, ExportHost};
 use crate::serve::dhcp::{DhcpConfig, Mode, Pool, default_boot_files};
 use crate::site::{DhcpMode, SITE_FILE, Site};
 
@@ -349,7 +349,7 @@ mod tests {
     fn the_example_site_gives_full_and_proxy_configurations() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("site");
-        crate::init::write_example(&root).unwrap();
+        crate::site::example::write_example(&root).unwrap();
         let toml_path = root.join(SITE_FILE);
         let text = std::fs::read_to_string(&toml_path).unwrap();
         let text = text.replace("server = \"192.168.0.2\"", "");

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::export::ExportFormat;
 use crate::mac::Mac;
 use crate::serve::Listen;
+use crate::serve::dhcp::export::ExportFormat;
 use crate::serve::logging::LogFormat;
 use crate::site::DhcpMode;
 

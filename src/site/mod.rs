@@ -1,6 +1,11 @@
 //! The site: the one folder that TFTP, HTTP and NFS serve, found like cargo finds
 //! `Cargo.toml`, and its settings file `ovl.toml` (SPEC §2).
 
+pub mod example;
+pub mod inventory;
+pub mod profile;
+pub mod toml_file;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -8,7 +13,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
-use crate::tomlfile;
 
 /// The settings file at the root of every site.
 pub const SITE_FILE: &str = "ovl.toml";
@@ -311,7 +315,7 @@ impl Site {
 
     /// Open the site rooted at `root` and read its `ovl.toml`.
     pub fn open(root: &Path) -> Result<Site> {
-        let config: SiteConfig = tomlfile::load(&root.join(SITE_FILE))?;
+        let config: SiteConfig = toml_file::load(&root.join(SITE_FILE))?;
         let site = Site {
             root: root.to_path_buf(),
             config,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::ids::{Ids, SHADOW_GID};
-use crate::layer::StoredMeta;
+use crate::build::layer::StoredMeta;
+use crate::build::owners::{Ids, SHADOW_GID};
 
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]

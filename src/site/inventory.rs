@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use crate::error::{Error, Location, Result};
 use crate::mac::Mac;
-use crate::profile::Profiles;
-use crate::tomlfile;
+use crate::site::profile::Profiles;
+use crate::site::toml_file;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +87,7 @@ impl Inventory {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        let file: DevicesFile = tomlfile::parse(path, &text)?;
+        let file: DevicesFile = toml_file::parse(path, &text)?;
         let at = |offset: usize| Location::at_offset(path, &text, offset);
         let mut devices = BTreeMap::new();
         let mut hostnames: BTreeMap<String, Location> = BTreeMap::new();

@@ -8,8 +8,8 @@ use std::path::Path;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 
+use crate::build::manifest::{Kind, Manifest};
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{Kind, Manifest};
 
 /// Write `m` as an uncompressed tar: GNU headers, relative names, folders with a trailing
 /// `/`, parents first, every entry with time `mtime`, ids and names from the manifest.

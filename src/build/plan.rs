@@ -10,15 +10,15 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::Serialize;
 
+use crate::build::layer::{LayerSource, LayerTree, Node};
+use crate::build::manifest::{Kind, Manifest};
+use crate::build::owners::Ids;
+use crate::build::template;
 use crate::error::{Error, Result};
-use crate::ids::Ids;
-use crate::inventory::{Device, valid_hostname};
-use crate::layer::{LayerSource, LayerTree, Node};
 use crate::mac::Mac;
-use crate::manifest::{Kind, Manifest};
-use crate::profile::{Declared, PermDecl, Profile, RUNLEVELS};
 use crate::site::Site;
-use crate::template;
+use crate::site::inventory::{Device, valid_hostname};
+use crate::site::profile::{Declared, PermDecl, Profile, RUNLEVELS};
 
 /// Where a device's `lbu commit` lands on the NFS share, seen from the device.
 pub const NFS_MOUNTPOINT: &str = "media/pxe";

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::archive::Published;
-use crate::device::{self, DeviceSpec};
+use crate::build::archive::Published;
+use crate::build::layer::{LayerSource, is_temporary_name};
+use crate::build::plan::{self, DeviceSpec};
+use crate::build::project::{OutcomeResult, Project, Selection, millis};
 use crate::error::{Error, Result};
-use crate::inventory::Device;
-use crate::layer::{LayerSource, is_temporary_name};
 use crate::mac::Mac;
-use crate::pipeline::{OutcomeResult, Project, Selection, millis};
+use crate::site::inventory::Device;
 use crate::site::{DEVICES_FILE, SITE_FILE, Site};
 
 /// How `ovl watch` runs.
@@ -351,7 +351,7 @@ pub fn affected(
                     .profiles
                     .get(&d.profile)
                     .ok()
-                    .and_then(|p| device::layer_sources(&new.site, p, &spec).ok())
+                    .and_then(|p| plan::layer_sources(&new.site, p, &spec).ok())
                     .unwrap_or_default();
                 (
                     *mac,

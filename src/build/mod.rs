@@ -1,0 +1,10 @@
+//! The build pipeline: layers → device plan (manifest) → archive → publish.
+
+pub mod archive;
+pub mod bootscript;
+pub mod layer;
+pub mod manifest;
+pub mod owners;
+pub mod plan;
+pub mod project;
+pub mod template;

@@ -1,0 +1,6 @@
+//! The command line: argument definitions and one runner per command.
+
+mod args;
+pub mod run;
+
+pub use args::*;
