@@ -76,18 +76,6 @@ impl fmt::Display for Mac {
     }
 }
 
-impl From<mac_address::MacAddress> for Mac {
-    fn from(m: mac_address::MacAddress) -> Self {
-        Mac(m.bytes())
-    }
-}
-
-impl From<Mac> for mac_address::MacAddress {
-    fn from(m: Mac) -> Self {
-        mac_address::MacAddress::new(m.0)
-    }
-}
-
 impl serde::Serialize for Mac {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -9,7 +9,7 @@ use flate2::Compression;
 use flate2::read::GzDecoder;
 
 use crate::build::manifest::{Kind, Manifest};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// Write `m` as an uncompressed tar: GNU headers, relative names, folders with a trailing
 /// `/`, parents first, every entry with time `mtime`, ids and names from the manifest.
@@ -84,75 +84,6 @@ pub fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
-/// What publishing did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Published {
-    /// There was no file before.
-    Created,
-    /// The file was replaced with different bytes.
-    Updated,
-    /// The file already held exactly these bytes and was not touched.
-    Unchanged,
-}
-
-/// Publish `bytes` at `path` atomically: never a half-written or empty file at `path`, and an
-/// identical file is left alone (its mtime and ETag stay). The temporary file is written in
-/// `tmp_dir`, which must be on the same file system as `path` (the rename is then atomic), so
-/// that even a `kill -9` never leaves anything but complete files in `path`'s folder.
-pub fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Published> {
-    let existed = match std::fs::read(path) {
-        Ok(old) if old == bytes => return Ok(Published::Unchanged),
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).at(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("archive");
-    std::fs::create_dir_all(tmp_dir).at(tmp_dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{name}."))
-        .tempfile_in(tmp_dir)
-        .at(tmp_dir)?;
-    tmp.write_all(bytes).at(tmp.path())?;
-    tmp.as_file().sync_all().at(tmp.path())?;
-    // Archives are served to anyone on the boot network; match what a web server expects.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .at(tmp.path())?;
-    }
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(if existed {
-        Published::Updated
-    } else {
-        Published::Created
-    })
-}
-
-/// Remove temporary files older than `age` that a killed process left in `tmp_dir`.
-pub fn clean_stale_temps(tmp_dir: &Path, age: std::time::Duration) {
-    let Ok(rd) = std::fs::read_dir(tmp_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|el| el > age));
-        if old {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,9 +116,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("configs/x.tar.gz");
         let tmp = dir.path().join(".ovl-tmp");
-        assert_eq!(publish(&p, &a, &tmp).unwrap(), Published::Created);
-        assert_eq!(publish(&p, &a, &tmp).unwrap(), Published::Unchanged);
-        assert_eq!(publish(&p, b"other", &tmp).unwrap(), Published::Updated);
+        assert_eq!(
+            crate::build::publish::publish(&p, &a, &tmp).unwrap(),
+            crate::build::publish::Published::Created
+        );
+        assert_eq!(
+            crate::build::publish::publish(&p, &a, &tmp).unwrap(),
+            crate::build::publish::Published::Unchanged
+        );
+        assert_eq!(
+            crate::build::publish::publish(&p, b"other", &tmp).unwrap(),
+            crate::build::publish::Published::Updated
+        );
         assert_eq!(
             std::fs::read_dir(dir.path().join("configs"))
                 .unwrap()

@@ -7,4 +7,5 @@ pub mod manifest;
 pub mod owners;
 pub mod plan;
 pub mod project;
+pub mod publish;
 pub mod template;

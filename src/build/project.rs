@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::build::archive::{self, Published};
+use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
 use crate::build::layer::LayerTree;
 use crate::build::plan::{self, DevicePlan, DeviceSpec, LayerCache};
+use crate::build::publish::{self, Published};
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
@@ -219,7 +220,7 @@ impl Project {
         tick: &(dyn Fn() + Sync),
         stop: &AtomicBool,
     ) -> Vec<Outcome> {
-        archive::clean_stale_temps(&self.tmp_dir(), Duration::from_secs(60));
+        publish::clean_stale_temps(&self.tmp_dir(), Duration::from_secs(60));
         let cache = self.read_layers(specs);
         let mut out: Vec<Outcome> = specs
             .par_iter()
@@ -247,7 +248,7 @@ impl Project {
                     message: "empty archive; not published".into(),
                 });
             }
-            let state = archive::publish(&path, &bytes, &self.tmp_dir())?;
+            let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
             if let Some(nfs_dir) = self
                 .site
                 .config
@@ -289,7 +290,7 @@ impl Project {
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
-                archive::publish(&p, text.as_bytes(), &self.tmp_dir()).map(|s| (p, s))
+                publish::publish(&p, text.as_bytes(), &self.tmp_dir()).map(|s| (p, s))
             })
             .collect()
     }

@@ -270,12 +270,14 @@ fn build(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
                 ..
             } => {
                 let s = match state {
-                    archive::Published::Created => "created",
-                    archive::Published::Updated => "updated",
-                    archive::Published::Unchanged => "unchanged",
+                    crate::build::publish::Published::Created => "created",
+                    crate::build::publish::Published::Updated => "updated",
+                    crate::build::publish::Published::Unchanged => "unchanged",
                 };
                 *counts.entry(s).or_default() += 1;
-                if !matches!(state, archive::Published::Unchanged) || outcomes.len() <= 20 {
+                if !matches!(state, crate::build::publish::Published::Unchanged)
+                    || outcomes.len() <= 20
+                {
                     text.push_str(&format!(
                         "{s:9} {} {:10} {hostname} ({bytes} bytes)\n",
                         o.mac, o.profile

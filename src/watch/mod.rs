@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::build::archive::Published;
 use crate::build::layer::{LayerSource, is_temporary_name};
 use crate::build::plan::{self, DeviceSpec};
 use crate::build::project::{OutcomeResult, Project, Selection, millis};
+use crate::build::publish::Published;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::inventory::Device;

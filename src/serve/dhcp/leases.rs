@@ -5,7 +5,7 @@
 //! seconds supplied by the caller, so the decision core stays pure and testable.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -196,18 +196,10 @@ impl LeaseTable {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".leases")
-            .suffix(".tmp")
-            .tempfile_in(dir)?;
-        tmp.write_all(&json)?;
-        tmp.write_all(b"\n")?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Best effort: makes the rename itself durable.
-            let _ = d.sync_all();
-        }
+        let mut bytes = json;
+        bytes.push(b'\n');
+        crate::build::publish::write_atomic(path, &bytes, dir, ".leases", None)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(())
     }
 }
