@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod bootscript;
+pub(crate) mod compare;
 pub mod layer;
 pub mod manifest;
 pub mod owners;

@@ -1,6 +1,140 @@
-//! The command line: argument definitions and one runner per command.
+//! The command line: flags parsed into plain data by clap, then dispatched to the library.
+//! Help text, the man page and shell completions all come from these definitions. Each
+//! command has its own module holding its arguments and its `run`; results go to stdout
+//! (text or JSON, written by `output`), diagnostics to stderr.
+//!
+//! Exit codes (SPEC §7): 0 success, 1 invalid input, 2 usage, 3 environment.
 
-mod args;
-pub mod run;
+mod build;
+mod check;
+mod completions;
+mod diff;
+mod export;
+mod init;
+mod list;
+mod output;
+mod serve;
+mod show;
+mod watch;
 
-pub use args::*;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::build::plan::DevicePlan;
+use crate::build::project::Project;
+use crate::error::Result;
+use crate::mac::Mac;
+use crate::site::Site;
+
+/// Build per-device Alpine apkovl archives for PXE-booted diskless fleets.
+#[derive(Debug, Parser)]
+#[command(name = "ovl", version, about, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The site folder (default: $OVL_SITE, else the nearest parent folder holding ovl.toml).
+    #[arg(long, global = true, env = "OVL_SITE", value_name = "DIR")]
+    site: Option<PathBuf>,
+    /// Print results as JSON on stdout (diagnostics stay on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// The command.
+    #[command(subcommand)]
+    command: Command,
+}
+
+const LONG_ABOUT: &str = "Build per-device Alpine apkovl archives for PXE-booted diskless fleets.\n\n\
+Device profiles (profiles/NAME.toml) are merged with overlay trees (overlays/NAME/) and the\n\
+inventory (devices.toml) into configs/MAC.tar.gz, the archive Alpine's initramfs fetches with\n\
+apkovl=http://SERVER/configs/${net0/mac}.tar.gz.";
+
+const AFTER_HELP: &str =
+    "Exit codes: 0 success, 1 invalid input, 2 usage, 3 environment (I/O, permissions, ports).";
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a new site with example profiles, overlays and inventory.
+    Init(init::InitArgs),
+    /// Validate everything: settings, profiles, inventory, and every template for every device.
+    Check,
+    /// Build and publish archives (configs/MAC.tar.gz) and the iPXE boot script.
+    Build(build::BuildArgs),
+    /// List the inventory's devices with their archive's state (built, stale, missing).
+    List,
+    /// Show a device's resolved settings and file tree, with the layer of each file.
+    Show(DeviceArgs),
+    /// Show what a rebuild would change in a device's archive.
+    Diff(DeviceArgs),
+    /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
+    /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
+    Watch(watch::WatchArgs),
+    /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
+    /// ovl.toml).
+    Serve(serve::ServeArgs),
+    /// Print the DHCP configuration for a site's own DHCP server (dnsmasq, ISC dhcpd or Kea):
+    /// pool, PXE boot files, the iPXE script URL and the inventory's reservations.
+    Export(export::ExportArgs),
+    /// Print shell completions.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
+}
+
+/// A device, for `show` and `diff`.
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    /// The device's MAC (any common spelling).
+    #[arg(long, value_name = "MAC")]
+    mac: Mac,
+    /// Use this profile (required when the MAC is not in the inventory).
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+}
+
+impl DeviceArgs {
+    /// The device's plan: from the inventory, or with `--profile`.
+    fn plan(&self, p: &Project) -> Result<DevicePlan> {
+        let spec = p.spec(self.mac, self.profile.as_deref())?;
+        let cache = p.read_layers(std::slice::from_ref(&spec));
+        p.plan(&spec, &cache)
+    }
+}
+
+/// Run `cli`; returns the exit code. A failed command prints `error: …` on stderr (and, with
+/// `--json`, `{"error", "kind"}` on stdout) and exits with its error's code.
+pub fn run(cli: Cli) -> i32 {
+    let json = cli.json;
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                output::json(&output::error_json(&e));
+            }
+            output::error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+/// The site's project: `--site`, `$OVL_SITE` or the nearest parent holding `ovl.toml`.
+fn project(cli: &Cli) -> Result<Project> {
+    Project::load(Site::discover(cli.site.as_deref())?)
+}
+
+/// Run the command; returns the exit code of a run that could complete.
+fn dispatch(cli: Cli) -> Result<i32> {
+    let json = cli.json;
+    match &cli.command {
+        Command::Init(a) => init::run(a, json),
+        Command::Check => check::run(&project(&cli)?, json),
+        Command::Build(a) => build::run(&project(&cli)?, a, json),
+        Command::List => list::run(&project(&cli)?, json),
+        Command::Show(a) => show::run(&project(&cli)?, a, json),
+        Command::Diff(a) => diff::run(&project(&cli)?, a, json),
+        Command::Watch(a) => watch::run(cli.site.as_deref(), a, json),
+        Command::Serve(a) => serve::run(a, || project(&cli)),
+        Command::Export(a) => export::run(&project(&cli)?, a, json),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man => completions::man(),
+    }
+}

@@ -1,0 +1,82 @@
+//! `ovl check`: plan every device of the inventory, and every profile no device uses, and
+//! report every error found (each once).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::build::plan::DeviceSpec;
+use crate::build::project::{Project, Selection};
+use crate::cli::output;
+use crate::error::{EXIT_OK, Error, Result};
+use crate::mac::Mac;
+
+/// The made-up MAC unused profiles are planned for, so that their errors show.
+const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
+
+/// Check the whole site; the exit code is the highest of the errors found.
+pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
+    let errors = site_errors(p)?;
+    if json {
+        output::json(&json!({
+            "ok": errors.is_empty(),
+            "profiles": p.profiles.by_name.len(),
+            "devices": p.inventory.devices.len(),
+            "errors": errors.iter().map(output::error_json).collect::<Vec<_>>(),
+        }));
+    } else if errors.is_empty() {
+        output::text(&format!(
+            "ok: {} profiles, {} devices, every template renders\n",
+            p.profiles.by_name.len(),
+            p.inventory.devices.len()
+        ));
+    }
+    for e in &errors {
+        output::error(e);
+    }
+    Ok(errors.iter().map(Error::exit_code).max().unwrap_or(EXIT_OK))
+}
+
+/// Every error of the site, without repeats: each device planned, each unused profile
+/// planned for [`SAMPLE_MAC`], and hostnames two inventory devices share.
+fn site_errors(p: &Project) -> Result<Vec<Error>> {
+    let mut specs = p.select(&Selection {
+        all: true,
+        ..Default::default()
+    })?;
+    let used: BTreeSet<&str> = specs.iter().map(|s| s.profile.as_str()).collect();
+    let unused: Vec<String> = p
+        .profiles
+        .by_name
+        .keys()
+        .filter(|n| !used.contains(n.as_str()))
+        .cloned()
+        .collect();
+    specs.extend(unused.into_iter().map(|profile| DeviceSpec {
+        mac: SAMPLE_MAC,
+        profile,
+        device: None,
+    }));
+    let cache = p.read_layers(&specs);
+    let mut errors = Vec::new();
+    let mut hostnames: BTreeMap<String, Mac> = BTreeMap::new();
+    for spec in &specs {
+        match p.plan(spec, &cache) {
+            Ok(plan) => {
+                if spec.device.is_some()
+                    && let Some(other) =
+                        hostnames.insert(plan.hostname.to_ascii_lowercase(), plan.mac)
+                {
+                    errors.push(Error::Device {
+                        mac: plan.mac.to_string(),
+                        message: format!("hostname {} is also {}'s", plan.hostname, other),
+                    });
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut seen = BTreeSet::new();
+    errors.retain(|e| seen.insert(e.to_string()));
+    Ok(errors)
+}

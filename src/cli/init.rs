@@ -1,0 +1,33 @@
+//! `ovl init DIR`: write a new example site.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::cli::output;
+use crate::error::{EXIT_OK, Result};
+
+/// `ovl init` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The folder to create (must not hold an ovl.toml yet).
+    dir: PathBuf,
+}
+
+/// Write the example site into `a.dir` and say what to do next.
+pub(crate) fn run(a: &InitArgs, json: bool) -> Result<i32> {
+    let dir = &a.dir;
+    let written = crate::site::example::write_example(dir)?;
+    if json {
+        output::json(&json!({ "site": dir, "files": written }));
+    } else {
+        output::text(&format!(
+            "created site {} ({} files)\nnext: cd {} && ovl check && ovl build --all\n",
+            dir.display(),
+            written.len(),
+            dir.display()
+        ));
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,102 @@
+//! `ovl serve`: the boot chain (DHCP, TFTP, HTTP) on a tokio runtime until SIGINT or
+//! SIGTERM, optionally with watch mode on its own thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::build::project::Project;
+use crate::cli::watch::parse_seconds;
+use crate::error::{EXIT_OK, Error, Result};
+use crate::serve::logging::LogFormat;
+use crate::serve::{Listen, Overrides, Settings};
+use crate::site::DhcpMode;
+
+/// `ovl serve`: flags override `[serve]` of `ovl.toml`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// HTTP listen address (IP:PORT, port 0 picks a free one), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    http: Option<Listen>,
+    /// TFTP listen address (IP:PORT, port 0 picks a free one), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    tftp: Option<Listen>,
+    /// DHCP: `off`, `proxy` (PXE boot information beside the site's DHCP server) or `full`
+    /// (address pool from [serve.dhcp] of ovl.toml; needs --interface).
+    #[arg(long, value_enum, value_name = "MODE")]
+    dhcp: Option<DhcpMode>,
+    /// Network interface for DHCP (its IPv4 address is the server's unless [boot] server is
+    /// one).
+    #[arg(long, value_name = "IF")]
+    interface: Option<String>,
+    /// Log lines on stderr as text or as JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
+    /// Also run watch mode: keep the archives current while serving (see `ovl watch`).
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: poll for changes even where inotify works.
+    #[arg(long, requires = "watch")]
+    poll: bool,
+    /// With --watch: seconds between two polls.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    poll_interval: Duration,
+}
+
+/// Logging, then the project (from `project`), the effective settings, then the servers until
+/// SIGINT or SIGTERM.
+pub(crate) fn run(a: &ServeArgs, project: impl FnOnce() -> Result<Project>) -> Result<i32> {
+    crate::serve::logging::init(a.log_format).map_err(Error::Env)?;
+    let p = project()?;
+    let flags = Overrides {
+        http: a.http,
+        tftp: a.tftp,
+        dhcp: a.dhcp,
+        interface: a.interface.clone(),
+    };
+    let settings = Settings::resolve(&p.site.config.serve, &flags)?;
+    settings.check()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Env(format!("cannot start the runtime: {e}")))?;
+    // Watch mode runs on its own thread over the same pipeline; the servers read what it
+    // publishes (archives are renamed into place, so a download never sees half a file).
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = a.watch.then(|| spawn_watch(a, &p, stop.clone()));
+    let served = rt.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        crate::serve::cancel_on_signals(token.clone())?;
+        crate::serve::run(p, settings, token).await
+    });
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        match w.join() {
+            Ok(r) => r?,
+            Err(_) => return Err(Error::Env("watch mode stopped unexpectedly".into())),
+        }
+    }
+    served?;
+    // Connections dropped after the grace period may still hold tasks; do not wait on them.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(EXIT_OK)
+}
+
+/// Watch mode on its own thread until `stop`, its reports logged as `watch` events.
+fn spawn_watch(a: &ServeArgs, p: &Project, stop: Arc<AtomicBool>) -> JoinHandle<Result<()>> {
+    let root = p.site.root.clone();
+    let opts = crate::watch::WatchOptions {
+        force_poll: a.poll,
+        poll_interval: a.poll_interval,
+        ..Default::default()
+    };
+    std::thread::spawn(move || {
+        crate::watch::run(&root, &opts, stop, &mut |r| match &r {
+            crate::watch::Report::Error { .. } => tracing::warn!(event = "watch_error", "{r}"),
+            _ => tracing::info!(event = "watch", "{r}"),
+        })
+    })
+}
