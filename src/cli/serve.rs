@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::build::project::Project;
 use crate::cli::watch::parse_seconds;
@@ -27,14 +27,14 @@ pub(crate) struct ServeArgs {
     /// DHCP: `off`, `proxy` (PXE boot information beside the site's DHCP server) or `full`
     /// (address pool from [serve.dhcp] of ovl.toml; needs --interface).
     #[arg(long, value_enum, value_name = "MODE")]
-    dhcp: Option<DhcpMode>,
+    dhcp: Option<DhcpArg>,
     /// Network interface for DHCP (its IPv4 address is the server's unless [boot] server is
     /// one).
     #[arg(long, value_name = "IF")]
     interface: Option<String>,
     /// Log lines on stderr as text or as JSON objects.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
-    log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text, value_name = "FORMAT")]
+    log_format: LogFormatArg,
     /// Also run watch mode: keep the archives current while serving (see `ovl watch`).
     #[arg(long)]
     watch: bool,
@@ -46,15 +46,54 @@ pub(crate) struct ServeArgs {
     poll_interval: Duration,
 }
 
+/// `--dhcp`: the command line's spelling of [`DhcpMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DhcpArg {
+    /// No DHCP server.
+    Off,
+    /// PXE proxyDHCP beside the site's own DHCP server.
+    Proxy,
+    /// Full DHCP server with an address pool.
+    Full,
+}
+
+impl From<DhcpArg> for DhcpMode {
+    fn from(a: DhcpArg) -> DhcpMode {
+        match a {
+            DhcpArg::Off => DhcpMode::Off,
+            DhcpArg::Proxy => DhcpMode::Proxy,
+            DhcpArg::Full => DhcpMode::Full,
+        }
+    }
+}
+
+/// `--log-format`: the command line's spelling of [`LogFormat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    /// `2026-01-01T00:00:00Z  INFO listening service="http" addr=…`.
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{…}}`, one object a line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(a: LogFormatArg) -> LogFormat {
+        match a {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
 /// Logging, then the project (from `project`), the effective settings, then the servers until
 /// SIGINT or SIGTERM.
 pub(crate) fn run(a: &ServeArgs, project: impl FnOnce() -> Result<Project>) -> Result<i32> {
-    crate::serve::logging::init(a.log_format).map_err(Error::Env)?;
+    crate::serve::logging::init(a.log_format.into()).map_err(Error::Env)?;
     let p = project()?;
     let flags = Overrides {
         http: a.http,
         tftp: a.tftp,
-        dhcp: a.dhcp,
+        dhcp: a.dhcp.map(DhcpMode::from),
         interface: a.interface.clone(),
     };
     let settings = Settings::resolve(&p.site.config.serve, &flags)?;

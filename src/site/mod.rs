@@ -115,9 +115,7 @@ impl Default for BuildConfig {
 }
 
 /// DHCP server mode.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DhcpMode {
     /// No DHCP server.
