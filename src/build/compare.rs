@@ -256,3 +256,53 @@ fn changes(old: &Listed, new: &Listed) -> Vec<Change> {
     }
     what
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(m: &Manifest, path: &str) -> Listed {
+        by_path(m).remove(path).unwrap()
+    }
+
+    #[test]
+    fn changes_are_named_in_a_fixed_order() {
+        let mut old = Manifest::default();
+        old.put(
+            "etc/a",
+            Kind::File(Arc::from(&b"1\n"[..])),
+            0o644,
+            None,
+            "x",
+        )
+        .unwrap();
+        let mut new = Manifest::default();
+        new.put("etc/a", Kind::Symlink("b".into()), 0o777, None, "y")
+            .unwrap();
+        let what = changes(&listed(&old, "etc/a"), &listed(&new, "etc/a"));
+        assert_eq!(
+            what,
+            [Change::Type, Change::Content, Change::Target, Change::Mode]
+        );
+        let names: Vec<_> = what.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            serde_json::to_value(&what).unwrap(),
+            serde_json::json!(names)
+        );
+        assert!(changes(&listed(&old, "etc"), &listed(&new, "etc")).is_empty());
+    }
+
+    #[test]
+    fn only_text_files_get_a_unified_diff() {
+        let c = |old: &[u8], new: &[u8]| Changed {
+            path: "etc/motd".into(),
+            what: vec![Change::Content],
+            old: Some(Arc::from(old)),
+            new: Some(Arc::from(new)),
+        };
+        let d = c(b"a\nb\n", b"a\nc\n").unified_diff().unwrap();
+        assert!(d.starts_with("--- a/etc/motd\n+++ b/etc/motd\n"), "{d}");
+        assert!(d.contains("-b\n+c\n"), "{d}");
+        assert_eq!(c(b"\xff", b"a").unified_diff(), None);
+    }
+}

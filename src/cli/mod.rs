@@ -138,3 +138,24 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Man => completions::man(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn show_and_diff_take_a_mac_in_any_spelling() {
+        let cli = Cli::try_parse_from(["ovl", "diff", "--mac", "52-54-00-AB-CD-01"]).unwrap();
+        let Command::Diff(a) = cli.command else {
+            panic!("not diff: {cli:?}")
+        };
+        assert_eq!(a.mac.to_string(), "52:54:00:ab:cd:01");
+    }
+}

@@ -139,3 +139,25 @@ fn spawn_watch(a: &ServeArgs, p: &Project, stop: Arc<AtomicBool>) -> JoinHandle<
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--dhcp MODE` is spelled as `dhcp = "MODE"` in ovl.toml.
+    #[test]
+    fn dhcp_flag_spells_modes_as_ovl_toml() {
+        for a in DhcpArg::value_variants() {
+            let flag = a.to_possible_value().unwrap();
+            let toml = serde_json::to_value(DhcpMode::from(*a)).unwrap();
+            assert_eq!(toml, flag.get_name());
+        }
+    }
+
+    #[test]
+    fn log_formats_map_one_to_one() {
+        assert_eq!(LogFormat::from(LogFormatArg::Text), LogFormat::Text);
+        assert_eq!(LogFormat::from(LogFormatArg::Json), LogFormat::Json);
+        assert_eq!(LogFormat::default(), LogFormatArg::Text.into());
+    }
+}
