@@ -9,6 +9,7 @@ use std::sync::Arc;
 use flate2::read::GzDecoder;
 
 use crate::error::{Error, IoContext, Result};
+use crate::site::layout::{OVERLAYS_DIR, TMP_DIR};
 
 /// Total uncompressed bytes an lbu archive layer may hold.
 pub const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
@@ -24,24 +25,29 @@ pub enum LayerSource {
     Archive(PathBuf),
 }
 
+/// A layer as written in a profile or the inventory that names no layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "layer {0:?}: use a folder name under overlays/ or a site-relative path to an lbu archive, without `..`"
+)]
+pub struct BadLayer(pub String);
+
 impl LayerSource {
     /// Parse a layer as written in a profile or the inventory: a path ending in `.tar.gz` or
     /// `.tgz` is an archive relative to the site; anything else a folder under `overlays/`.
-    pub fn parse(site_root: &Path, spec: &str) -> std::result::Result<LayerSource, String> {
+    pub fn parse(site_root: &Path, spec: &str) -> std::result::Result<LayerSource, BadLayer> {
         let s = spec.trim();
         if s.is_empty()
             || s.starts_with('/')
             || s.split('/').any(|c| c == ".." || c == "." || c.is_empty())
             || s.contains('\\')
         {
-            return Err(format!(
-                "layer {spec:?}: use a folder name under overlays/ or a site-relative path to an lbu archive, without `..`"
-            ));
+            return Err(BadLayer(spec.to_string()));
         }
         if s.ends_with(".tar.gz") || s.ends_with(".tgz") {
             Ok(LayerSource::Archive(site_root.join(s)))
         } else {
-            Ok(LayerSource::Folder(site_root.join("overlays").join(s)))
+            Ok(LayerSource::Folder(site_root.join(OVERLAYS_DIR).join(s)))
         }
     }
 
@@ -106,13 +112,16 @@ pub struct LayerTree {
     pub entries: Vec<LayerEntry>,
 }
 
+/// Layer trees read once per run and shared between devices (a failed read is shared too).
+pub type LayerCache = std::collections::HashMap<LayerSource, Result<Arc<LayerTree>>>;
+
 /// Is this file name an editor's or tool's temporary file, never part of a layer?
 pub fn is_temporary_name(name: &str) -> bool {
     name.ends_with('~')
         || name.ends_with(".swp")
         || name.ends_with(".swx")
         || name.starts_with(".#")
-        || name.starts_with(".ovl-tmp")
+        || name.starts_with(TMP_DIR)
         || (name.starts_with('#') && name.ends_with('#'))
 }
 

@@ -33,6 +33,39 @@ impl Kind {
     }
 }
 
+/// Two layers (or declarations) disagree on whether a path is a folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Collision {
+    /// A path put below something that is not a folder.
+    #[error("{origin} puts {path} under {parent}, which is a {parent_kind} from {parent_origin}")]
+    UnderNonFolder {
+        /// The layer putting `path`.
+        origin: String,
+        /// The path put.
+        path: String,
+        /// Its parent, already in the manifest.
+        parent: String,
+        /// What the parent is (`file` or `symlink`).
+        parent_kind: &'static str,
+        /// The layer the parent came from.
+        parent_origin: String,
+    },
+    /// A folder replaced by a file or link, or the reverse.
+    #[error("{path} is a {old_kind} in {old_origin} but a {new_kind} in {origin}")]
+    KindChange {
+        /// The path.
+        path: String,
+        /// What it was.
+        old_kind: &'static str,
+        /// The layer it came from.
+        old_origin: String,
+        /// What it would become.
+        new_kind: &'static str,
+        /// The layer putting it.
+        origin: String,
+    },
+}
+
 /// One path of the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -72,7 +105,7 @@ impl Manifest {
         mode: u32,
         stored: Option<&StoredMeta>,
         origin: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Collision> {
         let mut at = 0;
         while let Some(i) = path[at..].find('/') {
             let parent = &path[..at + i];
@@ -81,11 +114,13 @@ impl Manifest {
                     kind: Kind::Dir, ..
                 }) => {}
                 Some(e) => {
-                    return Err(format!(
-                        "{origin} puts {path} under {parent}, which is a {} from {}",
-                        e.kind.name(),
-                        e.origin
-                    ));
+                    return Err(Collision::UnderNonFolder {
+                        origin: origin.to_string(),
+                        path: path.to_string(),
+                        parent: parent.to_string(),
+                        parent_kind: e.kind.name(),
+                        parent_origin: e.origin.clone(),
+                    });
                 }
                 None => {
                     self.entries
@@ -115,13 +150,13 @@ impl Manifest {
                 return Ok(());
             }
             if old_dir != new_dir {
-                return Err(format!(
-                    "{path} is a {} in {} but a {} in {}",
-                    old.kind.name(),
-                    old.origin,
-                    entry.kind.name(),
-                    origin
-                ));
+                return Err(Collision::KindChange {
+                    path: path.to_string(),
+                    old_kind: old.kind.name(),
+                    old_origin: old.origin.clone(),
+                    new_kind: entry.kind.name(),
+                    origin: origin.to_string(),
+                });
             }
         }
         self.entries.insert(path.to_string(), entry);
@@ -346,7 +381,8 @@ mod tests {
                 None,
                 "overlays/b",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overlays/b") && e.contains("overlays/a"), "{e}");
         let e = m
             .put(
@@ -356,7 +392,8 @@ mod tests {
                 None,
                 "overlays/b",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dir"), "{e}");
     }
 

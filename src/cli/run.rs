@@ -284,9 +284,9 @@ fn build(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
                     ));
                 }
             }
-            OutcomeResult::Failed { error, code: c, .. } => {
+            OutcomeResult::Failed { error } => {
                 *counts.entry("failed").or_default() += 1;
-                code = code.max(*c);
+                code = code.max(error.exit_code());
                 eprintln!("error: {error}");
             }
         }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, IoContext, Result};
+use crate::site::layout::PROFILE_EXTENSION;
 use crate::site::toml_file;
 
 /// The runlevels a profile can name, in boot order.
@@ -234,6 +235,22 @@ pub struct Profile {
     pub vars: toml::Table,
 }
 
+/// A profile name that no `profiles/NAME.toml` defines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown profile `{name}`{} (known: {})",
+    near.as_ref().map(|n| format!("; did you mean `{n}`?")).unwrap_or_default(),
+    known.join(", ")
+)]
+pub struct UnknownProfile {
+    /// The name asked for.
+    pub name: String,
+    /// A known name close to it.
+    pub near: Option<String>,
+    /// Every known name, sorted.
+    pub known: Vec<String>,
+}
+
 /// All profiles of a site, resolved.
 #[derive(Debug, Clone, Default)]
 pub struct Profiles {
@@ -253,7 +270,7 @@ impl Profiles {
                 .at(dir)?;
             paths.sort();
             for path in paths {
-                if path.extension().is_none_or(|e| e != "toml") {
+                if path.extension().is_none_or(|e| e != PROFILE_EXTENSION) {
                     continue;
                 }
                 let Some(name) = path
@@ -282,18 +299,17 @@ impl Profiles {
     }
 
     /// The profile called `name`, or an error listing the known ones.
-    pub fn get(&self, name: &str) -> std::result::Result<&Profile, String> {
+    pub fn get(&self, name: &str) -> std::result::Result<&Profile, UnknownProfile> {
         self.by_name.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+            let known: Vec<String> = self.by_name.keys().cloned().collect();
             let near = known
                 .iter()
-                .find(|k| strsim::jaro_winkler(k, name) > 0.8 || k.eq_ignore_ascii_case(name));
-            match near {
-                Some(n) => format!(
-                    "unknown profile `{name}`; did you mean `{n}`? (known: {})",
-                    known.join(", ")
-                ),
-                None => format!("unknown profile `{name}` (known: {})", known.join(", ")),
+                .find(|k| strsim::jaro_winkler(k, name) > 0.8 || k.eq_ignore_ascii_case(name))
+                .cloned();
+            UnknownProfile {
+                name: name.to_string(),
+                near,
+                known,
             }
         })
     }
