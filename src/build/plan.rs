@@ -17,7 +17,8 @@ use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
 use crate::site::layout::CAPTURES_DIR;
-use crate::site::profile::{Declared, PermDecl, Profile, RUNLEVELS};
+use crate::site::profile::{Declared, Profile, RUNLEVELS};
+use crate::site::profile_file::PermDecl;
 
 #[doc(no_inline)]
 pub use crate::build::settings::{DeviceSpec, layer_sources};

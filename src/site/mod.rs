@@ -8,6 +8,7 @@ pub mod example;
 pub mod inventory;
 pub mod layout;
 pub mod profile;
+pub mod profile_file;
 pub mod toml_file;
 
 use std::net::SocketAddr;
