@@ -17,7 +17,7 @@ pub struct ScriptExtras {
 }
 
 /// The kernel command line of a device (everything after the kernel URL).
-pub fn cmdline(site: &Site, extras: &ScriptExtras) -> String {
+pub(crate) fn cmdline(site: &Site, extras: &ScriptExtras) -> String {
     let c = &site.config;
     let base = site.http_base();
     let flavor = &c.alpine.flavor;

@@ -12,9 +12,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::site::layout::{OVERLAYS_DIR, TMP_DIR};
 
 /// Total uncompressed bytes an lbu archive layer may hold.
-pub const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
 /// Entries an lbu archive layer may hold.
-pub const MAX_ARCHIVE_ENTRIES: usize = 200_000;
+pub(crate) const MAX_ARCHIVE_ENTRIES: usize = 200_000;
 
 /// Where a layer comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,7 +35,10 @@ pub struct BadLayer(pub String);
 impl LayerSource {
     /// Parse a layer as written in a profile or the inventory: a path ending in `.tar.gz` or
     /// `.tgz` is an archive relative to the site; anything else a folder under `overlays/`.
-    pub fn parse(site_root: &Path, spec: &str) -> std::result::Result<LayerSource, BadLayer> {
+    pub(crate) fn parse(
+        site_root: &Path,
+        spec: &str,
+    ) -> std::result::Result<LayerSource, BadLayer> {
         let s = spec.trim();
         if s.is_empty()
             || s.starts_with('/')
@@ -52,7 +55,7 @@ impl LayerSource {
     }
 
     /// The path read.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             LayerSource::Folder(p) | LayerSource::Archive(p) => p,
         }
@@ -116,7 +119,7 @@ pub struct LayerTree {
 pub type LayerCache = std::collections::HashMap<LayerSource, Result<Arc<LayerTree>>>;
 
 /// Is this file name an editor's or tool's temporary file, never part of a layer?
-pub fn is_temporary_name(name: &str) -> bool {
+pub(crate) fn is_temporary_name(name: &str) -> bool {
     name.ends_with('~')
         || name.ends_with(".swp")
         || name.ends_with(".swx")
@@ -127,7 +130,7 @@ pub fn is_temporary_name(name: &str) -> bool {
 
 impl LayerTree {
     /// Read a layer from disk.
-    pub fn read(source: &LayerSource) -> Result<LayerTree> {
+    pub(crate) fn read(source: &LayerSource) -> Result<LayerTree> {
         match source {
             LayerSource::Folder(p) => read_folder(source, p),
             LayerSource::Archive(p) => {
@@ -281,7 +284,7 @@ fn member_name(archive: &Path, raw: &[u8]) -> Result<Option<String>> {
 }
 
 /// Does a relative symlink target, resolved from the link's folder, climb above the root?
-pub fn link_escapes(link_path: &str, target: &str) -> bool {
+pub(crate) fn link_escapes(link_path: &str, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
     }
@@ -302,7 +305,11 @@ pub fn link_escapes(link_path: &str, target: &str) -> bool {
 }
 
 /// Read an lbu archive (gzip-compressed tar) from `reader`.
-pub fn read_archive(source: &LayerSource, path: &Path, reader: impl Read) -> Result<LayerTree> {
+pub(crate) fn read_archive(
+    source: &LayerSource,
+    path: &Path,
+    reader: impl Read,
+) -> Result<LayerTree> {
     let mut ar = tar::Archive::new(GzDecoder::new(reader));
     let bad = |e| unreadable(path, e);
     let mut entries: Vec<LayerEntry> = Vec::new();

@@ -24,7 +24,7 @@ pub enum Kind {
 
 impl Kind {
     /// `dir`, `file` or `symlink`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Kind::Dir => "dir",
             Kind::File(_) => "file",
@@ -98,7 +98,7 @@ pub struct Manifest {
 impl Manifest {
     /// Put `kind` at `path` (later wins), creating missing parent folders. A file or link where
     /// a folder is, or the reverse, is a collision between layers: the error names both.
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         path: &str,
         kind: Kind,
@@ -164,14 +164,14 @@ impl Manifest {
     }
 
     /// Remove `path` (and, for a folder, everything below it).
-    pub fn remove(&mut self, path: &str) {
+    pub(crate) fn remove(&mut self, path: &str) {
         let prefix = format!("{path}/");
         self.entries
             .retain(|k, _| k != path && !k.starts_with(&prefix));
     }
 
     /// The content of a regular file at `path`.
-    pub fn file(&self, path: &str) -> Option<&[u8]> {
+    pub(crate) fn file(&self, path: &str) -> Option<&[u8]> {
         match self.entries.get(path) {
             Some(Entry {
                 kind: Kind::File(b),
@@ -183,7 +183,7 @@ impl Manifest {
 
     /// Apply Alpine's ownership and mode conventions to entries that did not come with their
     /// own (SPEC §4), and give every entry the names that match its ids.
-    pub fn finish_ownership(&mut self, ids: &Ids) {
+    pub(crate) fn finish_ownership(&mut self, ids: &Ids) {
         for (path, e) in self.entries.iter_mut() {
             if !e.explicit
                 && let Some((mode, gid)) = alpine_default(path, &e.kind)
@@ -201,7 +201,7 @@ impl Manifest {
     }
 
     /// Find a symlink that, following links inside this manifest, comes back to itself.
-    pub fn find_link_loop(&self) -> Option<Vec<String>> {
+    pub(crate) fn find_link_loop(&self) -> Option<Vec<String>> {
         for (start, e) in &self.entries {
             if !matches!(e.kind, Kind::Symlink(_)) {
                 continue;
@@ -230,7 +230,7 @@ impl Manifest {
 
     /// A listing of every entry, for `ovl show` and the tests that compare it with what
     /// busybox tar extracts.
-    pub fn listing(&self) -> Vec<Listed> {
+    pub(crate) fn listing(&self) -> Vec<Listed> {
         self.entries
             .iter()
             .map(|(path, e)| Listed {

@@ -20,14 +20,14 @@ use crate::site::layout::CAPTURES_DIR;
 use crate::site::profile::{Declared, Profile, RUNLEVELS};
 use crate::site::profile_file::PermDecl;
 
-#[doc(no_inline)]
-pub use crate::build::settings::{DeviceSpec, layer_sources};
+pub use crate::build::settings::DeviceSpec;
+pub(crate) use crate::build::settings::layer_sources;
 
 /// Where a device's `lbu commit` lands on the NFS share, seen from the device.
-pub const NFS_MOUNTPOINT: &str = "media/pxe";
+pub(crate) const NFS_MOUNTPOINT: &str = "media/pxe";
 
 /// The default `etc/network/interfaces`.
-pub const DEFAULT_INTERFACES: &str =
+pub(crate) const DEFAULT_INTERFACES: &str =
     "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n";
 
 /// A device resolved: settings and manifest. Serializes as its settings (`ovl show --json`);
@@ -52,7 +52,7 @@ impl std::ops::Deref for DevicePlan {
 
 /// Build the manifest of a device with `settings` and `profile` from `layers` (read
 /// beforehand; a layer missing from the cache is read now).
-pub fn plan(
+pub(crate) fn plan(
     site: &Site,
     profile: &Profile,
     settings: DeviceSettings,

@@ -296,11 +296,6 @@ impl Project {
 }
 
 /// Time since `start` in milliseconds, for reports.
-pub fn millis(start: Instant) -> u64 {
+pub(crate) fn millis(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A duration in seconds with millisecond precision, for human reports.
-pub fn secs(d: Duration) -> String {
-    format!("{:.3}s", d.as_secs_f64())
 }

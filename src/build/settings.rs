@@ -61,7 +61,7 @@ pub struct DeviceSettings {
 }
 
 /// Resolve the settings of `spec`, whose profile is `profile`.
-pub fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Result<DeviceSettings> {
+pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Result<DeviceSettings> {
     let mut vars = profile.vars.clone();
     if let Some(d) = &spec.device {
         for (k, v) in &d.vars {
@@ -96,7 +96,7 @@ pub fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Result<Devi
 impl DeviceSettings {
     /// The template context of the device's files: `mac`, `mac_suffix`, `profile`, `ip`,
     /// `hostname`, `vars` and `site`.
-    pub fn context(&self, site: &Site) -> Value {
+    pub(crate) fn context(&self, site: &Site) -> Value {
         context(
             site,
             self.mac,
@@ -170,7 +170,7 @@ fn context(
 
 /// The layers of one device, in order, as sources: the profile chain's, the device's own,
 /// then its capture.
-pub fn layer_sources(
+pub(crate) fn layer_sources(
     site: &Site,
     profile: &Profile,
     spec: &DeviceSpec,
@@ -197,7 +197,7 @@ pub fn layer_sources(
 /// A device's capture: the newest `*.apkovl.tar.gz` in `captures/MAC/` (the one named after
 /// `hostname`, when there is one), ignoring lbu's `*.new`, dated backups
 /// (`HOST.YYYYMMDDhhmmss.tar.gz`) and encrypted `*.apkovl.tar.gz.CIPHER`.
-pub fn find_capture(site: &Site, mac: &Mac, hostname: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn find_capture(site: &Site, mac: &Mac, hostname: Option<&str>) -> Option<PathBuf> {
     let dir = site.captures_dir().join(mac.to_string());
     let mut found: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&dir)
         .ok()?

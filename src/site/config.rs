@@ -92,7 +92,7 @@ pub struct BuildConfig {
 
 /// The fixed entry time used when neither `SOURCE_DATE_EPOCH` nor `[build] mtime` is set:
 /// 2000-01-01T00:00:00Z.
-pub const DEFAULT_MTIME: u64 = 946_684_800;
+pub(crate) const DEFAULT_MTIME: u64 = 946_684_800;
 
 impl Default for BuildConfig {
     fn default() -> Self {

@@ -62,7 +62,7 @@ pub struct Inventory {
 }
 
 /// Is `h` a valid host name (RFC 1123 labels)?
-pub fn valid_hostname(h: &str) -> bool {
+pub(crate) fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {
@@ -76,7 +76,7 @@ pub fn valid_hostname(h: &str) -> bool {
 
 impl Inventory {
     /// Read `path` (a missing file is an empty inventory) and check it against `profiles`.
-    pub fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
+    pub(crate) fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

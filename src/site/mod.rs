@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub use config::{
-    AlpineConfig, BootConfig, BuildConfig, ConfigsAccess, DEFAULT_MTIME, DhcpMode, DhcpSettings,
-    RelayPool, ServeConfig, SiteConfig,
+    AlpineConfig, BootConfig, BuildConfig, ConfigsAccess, DhcpMode, DhcpSettings, RelayPool,
+    ServeConfig, SiteConfig,
 };
 pub use layout::{DEVICES_FILE, SITE_FILE};
 
@@ -72,37 +72,33 @@ impl Site {
     }
 
     /// `ovl.toml`.
-    pub fn site_file(&self) -> PathBuf {
+    pub(crate) fn site_file(&self) -> PathBuf {
         self.root.join(SITE_FILE)
     }
     /// `profiles/`.
-    pub fn profiles_dir(&self) -> PathBuf {
+    pub(crate) fn profiles_dir(&self) -> PathBuf {
         self.root.join(layout::PROFILES_DIR)
     }
-    /// `overlays/`.
-    pub fn overlays_dir(&self) -> PathBuf {
-        self.root.join(layout::OVERLAYS_DIR)
-    }
     /// `devices.toml`.
-    pub fn devices_file(&self) -> PathBuf {
+    pub(crate) fn devices_file(&self) -> PathBuf {
         self.root.join(DEVICES_FILE)
     }
     /// `captures/`.
-    pub fn captures_dir(&self) -> PathBuf {
+    pub(crate) fn captures_dir(&self) -> PathBuf {
         self.root.join(layout::CAPTURES_DIR)
     }
     /// `configs/`, where archives are published.
-    pub fn configs_dir(&self) -> PathBuf {
+    pub(crate) fn configs_dir(&self) -> PathBuf {
         self.root.join(layout::CONFIGS_DIR)
     }
     /// `.ovl-tmp/`, where files are written before being renamed into place.
-    pub fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join(layout::TMP_DIR)
     }
 
     /// `path` relative to the site root, for listings and messages (`path` itself when it is
     /// outside the site).
-    pub fn relative(&self, path: &Path) -> String {
+    pub(crate) fn relative(&self, path: &Path) -> String {
         path.strip_prefix(&self.root)
             .unwrap_or(path)
             .display()
@@ -110,7 +106,7 @@ impl Site {
     }
 
     /// The entry mtime of archives: `SOURCE_DATE_EPOCH`, else `[build] mtime`.
-    pub fn mtime(&self) -> u64 {
+    pub(crate) fn mtime(&self) -> u64 {
         std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|v| v.trim().parse().ok())
@@ -120,7 +116,7 @@ impl Site {
     /// Base URL devices use for HTTP, e.g. `http://192.168.0.2` or `http://10.0.0.1:8080`.
     /// Without `[boot] server` and with a wildcard listen address, iPXE's `${next-server}`
     /// (the DHCP server's siaddr) stands in for the host.
-    pub fn http_base(&self) -> String {
+    pub(crate) fn http_base(&self) -> String {
         let listen: Option<SocketAddr> = self.config.serve.http.parse().ok();
         let host = match (&self.config.boot.server, listen) {
             (Some(s), _) => s.clone(),

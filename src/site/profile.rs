@@ -15,7 +15,7 @@ use crate::site::profile_file::{FileDecl, PermDecl, ProfileFile, ServicesDecl};
 pub const RUNLEVELS: [&str; 4] = ["sysinit", "boot", "default", "shutdown"];
 
 /// Alpine's own diskless defaults for each runlevel.
-pub fn default_services(level: &str) -> &'static [&'static str] {
+pub(crate) fn default_services(level: &str) -> &'static [&'static str] {
     match level {
         "sysinit" => &["devfs", "dmesg", "mdev", "hwdrivers", "modloop"],
         "boot" => &[
@@ -109,7 +109,7 @@ pub struct Profiles {
 
 impl Profiles {
     /// Read and resolve every `profiles/*.toml`.
-    pub fn load(dir: &Path) -> Result<Profiles> {
+    pub(crate) fn load(dir: &Path) -> Result<Profiles> {
         let mut raw: RawProfiles = BTreeMap::new();
         if dir.is_dir() {
             let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -148,7 +148,7 @@ impl Profiles {
     }
 
     /// The profile called `name`, or an error listing the known ones.
-    pub fn get(&self, name: &str) -> std::result::Result<&Profile, UnknownProfile> {
+    pub(crate) fn get(&self, name: &str) -> std::result::Result<&Profile, UnknownProfile> {
         self.by_name.get(name).ok_or_else(|| {
             let known: Vec<String> = self.by_name.keys().cloned().collect();
             let near = known
@@ -164,7 +164,7 @@ impl Profiles {
     }
 
     /// Names of profiles whose chain includes `name` (itself included).
-    pub fn descendants_of(&self, name: &str) -> BTreeSet<String> {
+    pub(crate) fn descendants_of(&self, name: &str) -> BTreeSet<String> {
         self.by_name
             .values()
             .filter(|p| p.chain.iter().any(|c| c == name))
@@ -406,7 +406,7 @@ fn check_word(path: &Path, what: &str, w: &str) -> Result<()> {
 
 /// Normalise a device path as written in a profile (`/etc/motd` or `etc/motd`) to the
 /// archive's relative form, refusing `..`, `.` and empty components.
-pub fn check_rel_path(file: &Path, what: &str, p: &str) -> Result<String> {
+pub(crate) fn check_rel_path(file: &Path, what: &str, p: &str) -> Result<String> {
     let rel = p.trim_start_matches('/').trim_end_matches('/');
     if rel.is_empty()
         || rel
