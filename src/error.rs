@@ -1,8 +1,18 @@
 //! Errors of the build pipeline, each carrying the place that caused it, and the exit codes
 //! they map to (SPEC §7: 0 success, 1 invalid input, 2 usage, 3 environment).
+//!
+//! [`Error`] is split by phase: invalid input at a [`Location`] (a TOML key, a template line),
+//! invalid input concerning one device, I/O and environment problems, and usage errors. It is
+//! `Clone` (an I/O error is shared behind an [`Arc`]), so one failed layer read can be reported
+//! by every device that uses it. Narrower typed errors (`manifest::Collision`,
+//! `layer::BadLayer`, `profile::UnknownProfile`) are turned into an [`Error`] where the place
+//! they concern is known.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 /// Exit code of a successful run.
 pub const EXIT_OK: i32 = 0;
@@ -54,7 +64,7 @@ impl fmt::Display for Location {
 }
 
 /// Everything that can go wrong while reading a site and building archives.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Invalid input at a known place (TOML syntax, unknown key, bad value, template error).
     #[error("{loc}: {message}")]
@@ -77,9 +87,9 @@ pub enum Error {
     Io {
         /// The file or folder.
         path: PathBuf,
-        /// The system's error.
+        /// The system's error, shared so that the error can be cloned.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     /// The site or its environment is unusable (no site found, …).
     #[error("{0}")]
@@ -90,19 +100,27 @@ pub enum Error {
 }
 
 impl Error {
-    /// An input error at `loc`.
-    pub fn input(loc: Location, message: impl Into<String>) -> Self {
+    /// An input error at `loc`; `message` is a string or a typed error.
+    pub fn input(loc: Location, message: impl fmt::Display) -> Self {
         Error::Input {
             loc,
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 
-    /// An input error naming only a path.
-    pub fn at_path(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+    /// An input error naming only a path; `message` is a string or a typed error.
+    pub fn at_path(path: impl Into<PathBuf>, message: impl fmt::Display) -> Self {
         Error::Input {
             loc: Location::path(path),
-            message: message.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// An input error concerning the device `mac`; `message` is a string or a typed error.
+    pub fn device(mac: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Device {
+            mac: mac.to_string(),
+            message: message.to_string(),
         }
     }
 
@@ -110,7 +128,7 @@ impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            source: Arc::new(source),
         }
     }
 
@@ -132,6 +150,17 @@ impl Error {
             Error::Env(_) => "environment",
             Error::Usage(_) => "usage",
         }
+    }
+}
+
+/// The JSON form of an error, as `ovl build --json` and `ovl check --json` print it:
+/// `{"error": "<message with its location>", "kind": "<kind>"}`.
+impl Serialize for Error {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Error", 2)?;
+        st.serialize_field("error", &self.to_string())?;
+        st.serialize_field("kind", self.kind())?;
+        st.end()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// Write `m` as an uncompressed tar: GNU headers, relative names, folders with a trailing
 /// `/`, parents first, every entry with time `mtime`, ids and names from the manifest.
-pub fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
+pub(crate) fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
     let size: usize = m
         .entries
         .values()
@@ -60,7 +60,7 @@ pub fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
 }
 
 /// gzip `data` at `level` with a header that holds no name and no time.
-pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     let mut enc = flate2::GzBuilder::new().mtime(0).write(
         Vec::with_capacity(data.len() / 3 + 64),
         Compression::new(level),
@@ -71,7 +71,7 @@ pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
 }
 
 /// The uncompressed tar inside a published archive, if it exists and is readable.
-pub fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -3,6 +3,7 @@
 //! `ssh_key=`, `ip=dhcp`), with a retry loop around every fetch (SPEC §1).
 
 use crate::site::Site;
+use crate::site::layout::CONFIGS_DIR;
 
 /// Per-device additions to the script (from a known MAC's profile).
 #[derive(Debug, Clone, Default)]
@@ -16,7 +17,7 @@ pub struct ScriptExtras {
 }
 
 /// The kernel command line of a device (everything after the kernel URL).
-pub fn cmdline(site: &Site, extras: &ScriptExtras) -> String {
+pub(crate) fn cmdline(site: &Site, extras: &ScriptExtras) -> String {
     let c = &site.config;
     let base = site.http_base();
     let flavor = &c.alpine.flavor;
@@ -37,7 +38,7 @@ pub fn cmdline(site: &Site, extras: &ScriptExtras) -> String {
     });
     let mut args = vec![
         format!("initrd=initramfs-{flavor}"),
-        format!("apkovl={base}/configs/{mac}.tar.gz"),
+        format!("apkovl={base}/{CONFIGS_DIR}/{mac}.tar.gz"),
         "ip=dhcp".to_string(),
         format!("modloop={base}/modloop-{flavor}"),
         format!("alpine_repo={repo}"),

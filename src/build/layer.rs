@@ -9,11 +9,12 @@ use std::sync::Arc;
 use flate2::read::GzDecoder;
 
 use crate::error::{Error, IoContext, Result};
+use crate::site::layout::{OVERLAYS_DIR, TMP_DIR};
 
 /// Total uncompressed bytes an lbu archive layer may hold.
-pub const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
 /// Entries an lbu archive layer may hold.
-pub const MAX_ARCHIVE_ENTRIES: usize = 200_000;
+pub(crate) const MAX_ARCHIVE_ENTRIES: usize = 200_000;
 
 /// Where a layer comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,29 +25,37 @@ pub enum LayerSource {
     Archive(PathBuf),
 }
 
+/// A layer as written in a profile or the inventory that names no layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "layer {0:?}: use a folder name under overlays/ or a site-relative path to an lbu archive, without `..`"
+)]
+pub struct BadLayer(pub String);
+
 impl LayerSource {
     /// Parse a layer as written in a profile or the inventory: a path ending in `.tar.gz` or
     /// `.tgz` is an archive relative to the site; anything else a folder under `overlays/`.
-    pub fn parse(site_root: &Path, spec: &str) -> std::result::Result<LayerSource, String> {
+    pub(crate) fn parse(
+        site_root: &Path,
+        spec: &str,
+    ) -> std::result::Result<LayerSource, BadLayer> {
         let s = spec.trim();
         if s.is_empty()
             || s.starts_with('/')
             || s.split('/').any(|c| c == ".." || c == "." || c.is_empty())
             || s.contains('\\')
         {
-            return Err(format!(
-                "layer {spec:?}: use a folder name under overlays/ or a site-relative path to an lbu archive, without `..`"
-            ));
+            return Err(BadLayer(spec.to_string()));
         }
         if s.ends_with(".tar.gz") || s.ends_with(".tgz") {
             Ok(LayerSource::Archive(site_root.join(s)))
         } else {
-            Ok(LayerSource::Folder(site_root.join("overlays").join(s)))
+            Ok(LayerSource::Folder(site_root.join(OVERLAYS_DIR).join(s)))
         }
     }
 
     /// The path read.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             LayerSource::Folder(p) | LayerSource::Archive(p) => p,
         }
@@ -106,19 +115,22 @@ pub struct LayerTree {
     pub entries: Vec<LayerEntry>,
 }
 
+/// Layer trees read once per run and shared between devices (a failed read is shared too).
+pub type LayerCache = std::collections::HashMap<LayerSource, Result<Arc<LayerTree>>>;
+
 /// Is this file name an editor's or tool's temporary file, never part of a layer?
-pub fn is_temporary_name(name: &str) -> bool {
+pub(crate) fn is_temporary_name(name: &str) -> bool {
     name.ends_with('~')
         || name.ends_with(".swp")
         || name.ends_with(".swx")
         || name.starts_with(".#")
-        || name.starts_with(".ovl-tmp")
+        || name.starts_with(TMP_DIR)
         || (name.starts_with('#') && name.ends_with('#'))
 }
 
 impl LayerTree {
     /// Read a layer from disk.
-    pub fn read(source: &LayerSource) -> Result<LayerTree> {
+    pub(crate) fn read(source: &LayerSource) -> Result<LayerTree> {
         match source {
             LayerSource::Folder(p) => read_folder(source, p),
             LayerSource::Archive(p) => {
@@ -154,59 +166,7 @@ fn read_folder(source: &LayerSource, root: &Path) -> Result<LayerTree> {
                 None => Error::at_path(path, "could not walk the overlay"),
             }
         })?;
-        let path = item.path();
-        let rel = path
-            .strip_prefix(root)
-            .map_err(|_| Error::at_path(path, "path outside its overlay"))?;
-        let Some(rel) = rel.to_str() else {
-            return Err(Error::at_path(path, "file name is not valid UTF-8"));
-        };
-        let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
-        let meta = item.metadata().map_err(|e| {
-            Error::io(
-                path,
-                e.into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("metadata")),
-            )
-        })?;
-        let ft = meta.file_type();
-        let (rel, node, mode) = if ft.is_dir() {
-            (rel, Node::Dir, 0o755)
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(path).at(path)?;
-            let Some(t) = target.to_str() else {
-                return Err(Error::at_path(path, "symlink target is not valid UTF-8"));
-            };
-            (rel, Node::Symlink(t.to_string()), 0o777)
-        } else if ft.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            let bytes = std::fs::read(path).at(path)?;
-            match rel.strip_suffix(".j2") {
-                Some(stem) if !stem.is_empty() && !stem.ends_with('/') => {
-                    let text = String::from_utf8(bytes)
-                        .map_err(|_| Error::at_path(path, "template is not valid UTF-8"))?;
-                    (stem.to_string(), Node::Template(text.into()), mode)
-                }
-                _ => (rel, Node::File(bytes.into()), mode),
-            }
-        } else {
-            return Err(Error::at_path(
-                path,
-                "special file (device, fifo or socket) in an overlay: only files, folders and symlinks can be archived",
-            ));
-        };
-        entries.push(LayerEntry {
-            path: rel,
-            node,
-            mode,
-            stored: None,
-            source: path.to_path_buf(),
-        });
+        entries.push(folder_entry(root, &item)?);
     }
     // A template and a plain file landing on the same path in one layer is ambiguous.
     let mut seen = std::collections::HashMap::new();
@@ -226,6 +186,63 @@ fn read_folder(source: &LayerSource, root: &Path) -> Result<LayerTree> {
     Ok(LayerTree {
         source: source.clone(),
         entries,
+    })
+}
+
+/// One file, folder or symlink of a folder layer rooted at `root`.
+fn folder_entry(root: &Path, item: &walkdir::DirEntry) -> Result<LayerEntry> {
+    let path = item.path();
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| Error::at_path(path, "path outside its overlay"))?;
+    let Some(rel) = rel.to_str() else {
+        return Err(Error::at_path(path, "file name is not valid UTF-8"));
+    };
+    let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
+    let meta = item.metadata().map_err(|e| {
+        Error::io(
+            path,
+            e.into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("metadata")),
+        )
+    })?;
+    let ft = meta.file_type();
+    let (rel, node, mode) = if ft.is_dir() {
+        (rel, Node::Dir, 0o755)
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(path).at(path)?;
+        let Some(t) = target.to_str() else {
+            return Err(Error::at_path(path, "symlink target is not valid UTF-8"));
+        };
+        (rel, Node::Symlink(t.to_string()), 0o777)
+    } else if ft.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        let bytes = std::fs::read(path).at(path)?;
+        match rel.strip_suffix(".j2") {
+            Some(stem) if !stem.is_empty() && !stem.ends_with('/') => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| Error::at_path(path, "template is not valid UTF-8"))?;
+                (stem.to_string(), Node::Template(text.into()), mode)
+            }
+            _ => (rel, Node::File(bytes.into()), mode),
+        }
+    } else {
+        return Err(Error::at_path(
+            path,
+            "special file (device, fifo or socket) in an overlay: only files, folders and symlinks can be archived",
+        ));
+    };
+    Ok(LayerEntry {
+        path: rel,
+        node,
+        mode,
+        stored: None,
+        source: path.to_path_buf(),
     })
 }
 
@@ -267,7 +284,7 @@ fn member_name(archive: &Path, raw: &[u8]) -> Result<Option<String>> {
 }
 
 /// Does a relative symlink target, resolved from the link's folder, climb above the root?
-pub fn link_escapes(link_path: &str, target: &str) -> bool {
+pub(crate) fn link_escapes(link_path: &str, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
     }
@@ -288,14 +305,13 @@ pub fn link_escapes(link_path: &str, target: &str) -> bool {
 }
 
 /// Read an lbu archive (gzip-compressed tar) from `reader`.
-pub fn read_archive(source: &LayerSource, path: &Path, reader: impl Read) -> Result<LayerTree> {
+pub(crate) fn read_archive(
+    source: &LayerSource,
+    path: &Path,
+    reader: impl Read,
+) -> Result<LayerTree> {
     let mut ar = tar::Archive::new(GzDecoder::new(reader));
-    let bad = |e: std::io::Error| {
-        Error::at_path(
-            path,
-            format!("not a readable gzip-compressed tar archive: {e}"),
-        )
-    };
+    let bad = |e| unreadable(path, e);
     let mut entries: Vec<LayerEntry> = Vec::new();
     let mut total: u64 = 0;
     for item in ar.entries().map_err(bad)? {
@@ -310,84 +326,8 @@ pub fn read_archive(source: &LayerSource, path: &Path, reader: impl Read) -> Res
         let Some(name) = member_name(path, &raw)? else {
             continue;
         };
-        let h = item.header();
-        let stored = StoredMeta {
-            mode: h.mode().map_err(bad)? & 0o7777,
-            uid: u32::try_from(h.uid().map_err(bad)?)
-                .map_err(|_| Error::at_path(path, format!("member {name}: uid out of range")))?,
-            gid: u32::try_from(h.gid().map_err(bad)?)
-                .map_err(|_| Error::at_path(path, format!("member {name}: gid out of range")))?,
-            user: h.username().ok().flatten().unwrap_or("").to_string(),
-            group: h.groupname().ok().flatten().unwrap_or("").to_string(),
-        };
-        let kind = h.entry_type();
-        let node = match kind {
-            tar::EntryType::Directory => Node::Dir,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = item.size();
-                total = total.saturating_add(size);
-                if total > MAX_ARCHIVE_BYTES {
-                    return Err(Error::at_path(
-                        path,
-                        format!("more than {MAX_ARCHIVE_BYTES} bytes uncompressed"),
-                    ));
-                }
-                let mut buf = Vec::with_capacity(usize::try_from(size.min(1 << 24)).unwrap_or(0));
-                item.read_to_end(&mut buf).map_err(bad)?;
-                Node::File(buf.into())
-            }
-            tar::EntryType::Symlink => {
-                let target = link_target(path, &name, &item)?;
-                if link_escapes(&name, &target) {
-                    return Err(Error::at_path(
-                        path,
-                        format!("member {name}: symlink to {target:?} escapes the root"),
-                    ));
-                }
-                Node::Symlink(target)
-            }
-            tar::EntryType::Link => {
-                let target = link_target(path, &name, &item)?;
-                let Some(t) = member_name(path, target.as_bytes())? else {
-                    return Err(Error::at_path(
-                        path,
-                        format!("member {name}: hard link to the root"),
-                    ));
-                };
-                match entries.iter().rev().find(|e| e.path == t) {
-                    Some(LayerEntry {
-                        node: Node::File(b),
-                        ..
-                    }) => Node::File(b.clone()),
-                    _ => {
-                        return Err(Error::at_path(
-                            path,
-                            format!(
-                                "member {name}: hard link to {t}, which is not an earlier regular file"
-                            ),
-                        ));
-                    }
-                }
-            }
-            tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(Error::at_path(
-                    path,
-                    format!("member {name} is a device node; refusing it"),
-                ));
-            }
-            tar::EntryType::Fifo => {
-                return Err(Error::at_path(
-                    path,
-                    format!("member {name} is a fifo; refusing it"),
-                ));
-            }
-            other => {
-                return Err(Error::at_path(
-                    path,
-                    format!("member {name} has an unsupported type {other:?}"),
-                ));
-            }
-        };
+        let stored = stored_meta(path, &name, item.header())?;
+        let node = member_node(path, &name, &mut item, &entries, &mut total)?;
         entries.push(LayerEntry {
             path: name,
             node,
@@ -406,6 +346,84 @@ pub fn read_archive(source: &LayerSource, path: &Path, reader: impl Read) -> Res
         source: source.clone(),
         entries: dedup.into_values().collect(),
     })
+}
+
+/// The archive at `path` cannot be read as a gzip-compressed tar.
+fn unreadable(path: &Path, e: std::io::Error) -> Error {
+    Error::at_path(
+        path,
+        format!("not a readable gzip-compressed tar archive: {e}"),
+    )
+}
+
+/// Owner and mode of the member `name`, as stored.
+fn stored_meta(path: &Path, name: &str, h: &tar::Header) -> Result<StoredMeta> {
+    let bad = |e| unreadable(path, e);
+    Ok(StoredMeta {
+        mode: h.mode().map_err(bad)? & 0o7777,
+        uid: u32::try_from(h.uid().map_err(bad)?)
+            .map_err(|_| Error::at_path(path, format!("member {name}: uid out of range")))?,
+        gid: u32::try_from(h.gid().map_err(bad)?)
+            .map_err(|_| Error::at_path(path, format!("member {name}: gid out of range")))?,
+        user: h.username().ok().flatten().unwrap_or("").to_string(),
+        group: h.groupname().ok().flatten().unwrap_or("").to_string(),
+    })
+}
+
+/// The content of the member `name`: folders, files (counted into `total`), symlinks that
+/// stay inside the root and hard links to `earlier` files; anything else is refused.
+fn member_node<R: Read>(
+    path: &Path,
+    name: &str,
+    item: &mut tar::Entry<'_, R>,
+    earlier: &[LayerEntry],
+    total: &mut u64,
+) -> Result<Node> {
+    let refuse = |what: String| Err(Error::at_path(path, format!("member {name}{what}")));
+    match item.header().entry_type() {
+        tar::EntryType::Directory => Ok(Node::Dir),
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            let size = item.size();
+            *total = total.saturating_add(size);
+            if *total > MAX_ARCHIVE_BYTES {
+                return Err(Error::at_path(
+                    path,
+                    format!("more than {MAX_ARCHIVE_BYTES} bytes uncompressed"),
+                ));
+            }
+            let mut buf = Vec::with_capacity(usize::try_from(size.min(1 << 24)).unwrap_or(0));
+            item.read_to_end(&mut buf)
+                .map_err(|e| unreadable(path, e))?;
+            Ok(Node::File(buf.into()))
+        }
+        tar::EntryType::Symlink => {
+            let target = link_target(path, name, item)?;
+            if link_escapes(name, &target) {
+                return refuse(format!(": symlink to {target:?} escapes the root"));
+            }
+            Ok(Node::Symlink(target))
+        }
+        tar::EntryType::Link => {
+            let target = link_target(path, name, item)?;
+            let Some(t) = member_name(path, target.as_bytes())? else {
+                return refuse(": hard link to the root".into());
+            };
+            match earlier.iter().rev().find(|e| e.path == t) {
+                Some(LayerEntry {
+                    node: Node::File(b),
+                    ..
+                }) => Ok(Node::File(b.clone())),
+                _ => refuse(format!(
+                    ": hard link to {t}, which is not an earlier regular file"
+                )),
+            }
+        }
+        tar::EntryType::Char | tar::EntryType::Block => {
+            refuse(" is a device node; refusing it".into())
+        }
+        tar::EntryType::Fifo => refuse(" is a fifo; refusing it".into()),
+        other => refuse(format!(" has an unsupported type {other:?}")),
+    }
 }
 
 fn link_target<R: Read>(path: &Path, name: &str, item: &tar::Entry<'_, R>) -> Result<String> {

@@ -24,13 +24,46 @@ pub enum Kind {
 
 impl Kind {
     /// `dir`, `file` or `symlink`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Kind::Dir => "dir",
             Kind::File(_) => "file",
             Kind::Symlink(_) => "symlink",
         }
     }
+}
+
+/// Two layers (or declarations) disagree on whether a path is a folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Collision {
+    /// A path put below something that is not a folder.
+    #[error("{origin} puts {path} under {parent}, which is a {parent_kind} from {parent_origin}")]
+    UnderNonFolder {
+        /// The layer putting `path`.
+        origin: String,
+        /// The path put.
+        path: String,
+        /// Its parent, already in the manifest.
+        parent: String,
+        /// What the parent is (`file` or `symlink`).
+        parent_kind: &'static str,
+        /// The layer the parent came from.
+        parent_origin: String,
+    },
+    /// A folder replaced by a file or link, or the reverse.
+    #[error("{path} is a {old_kind} in {old_origin} but a {new_kind} in {origin}")]
+    KindChange {
+        /// The path.
+        path: String,
+        /// What it was.
+        old_kind: &'static str,
+        /// The layer it came from.
+        old_origin: String,
+        /// What it would become.
+        new_kind: &'static str,
+        /// The layer putting it.
+        origin: String,
+    },
 }
 
 /// One path of the manifest.
@@ -65,14 +98,14 @@ pub struct Manifest {
 impl Manifest {
     /// Put `kind` at `path` (later wins), creating missing parent folders. A file or link where
     /// a folder is, or the reverse, is a collision between layers: the error names both.
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         path: &str,
         kind: Kind,
         mode: u32,
         stored: Option<&StoredMeta>,
         origin: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Collision> {
         let mut at = 0;
         while let Some(i) = path[at..].find('/') {
             let parent = &path[..at + i];
@@ -81,11 +114,13 @@ impl Manifest {
                     kind: Kind::Dir, ..
                 }) => {}
                 Some(e) => {
-                    return Err(format!(
-                        "{origin} puts {path} under {parent}, which is a {} from {}",
-                        e.kind.name(),
-                        e.origin
-                    ));
+                    return Err(Collision::UnderNonFolder {
+                        origin: origin.to_string(),
+                        path: path.to_string(),
+                        parent: parent.to_string(),
+                        parent_kind: e.kind.name(),
+                        parent_origin: e.origin.clone(),
+                    });
                 }
                 None => {
                     self.entries
@@ -115,13 +150,13 @@ impl Manifest {
                 return Ok(());
             }
             if old_dir != new_dir {
-                return Err(format!(
-                    "{path} is a {} in {} but a {} in {}",
-                    old.kind.name(),
-                    old.origin,
-                    entry.kind.name(),
-                    origin
-                ));
+                return Err(Collision::KindChange {
+                    path: path.to_string(),
+                    old_kind: old.kind.name(),
+                    old_origin: old.origin.clone(),
+                    new_kind: entry.kind.name(),
+                    origin: origin.to_string(),
+                });
             }
         }
         self.entries.insert(path.to_string(), entry);
@@ -129,14 +164,14 @@ impl Manifest {
     }
 
     /// Remove `path` (and, for a folder, everything below it).
-    pub fn remove(&mut self, path: &str) {
+    pub(crate) fn remove(&mut self, path: &str) {
         let prefix = format!("{path}/");
         self.entries
             .retain(|k, _| k != path && !k.starts_with(&prefix));
     }
 
     /// The content of a regular file at `path`.
-    pub fn file(&self, path: &str) -> Option<&[u8]> {
+    pub(crate) fn file(&self, path: &str) -> Option<&[u8]> {
         match self.entries.get(path) {
             Some(Entry {
                 kind: Kind::File(b),
@@ -148,7 +183,7 @@ impl Manifest {
 
     /// Apply Alpine's ownership and mode conventions to entries that did not come with their
     /// own (SPEC §4), and give every entry the names that match its ids.
-    pub fn finish_ownership(&mut self, ids: &Ids) {
+    pub(crate) fn finish_ownership(&mut self, ids: &Ids) {
         for (path, e) in self.entries.iter_mut() {
             if !e.explicit
                 && let Some((mode, gid)) = alpine_default(path, &e.kind)
@@ -166,7 +201,7 @@ impl Manifest {
     }
 
     /// Find a symlink that, following links inside this manifest, comes back to itself.
-    pub fn find_link_loop(&self) -> Option<Vec<String>> {
+    pub(crate) fn find_link_loop(&self) -> Option<Vec<String>> {
         for (start, e) in &self.entries {
             if !matches!(e.kind, Kind::Symlink(_)) {
                 continue;
@@ -195,7 +230,7 @@ impl Manifest {
 
     /// A listing of every entry, for `ovl show` and the tests that compare it with what
     /// busybox tar extracts.
-    pub fn listing(&self) -> Vec<Listed> {
+    pub(crate) fn listing(&self) -> Vec<Listed> {
         self.entries
             .iter()
             .map(|(path, e)| Listed {
@@ -346,7 +381,8 @@ mod tests {
                 None,
                 "overlays/b",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overlays/b") && e.contains("overlays/a"), "{e}");
         let e = m
             .put(
@@ -356,7 +392,8 @@ mod tests {
                 None,
                 "overlays/b",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dir"), "{e}");
     }
 

@@ -1,12 +1,20 @@
-//! The build pipeline: layers → device plan (manifest) → archive → publish.
+//! The build pipeline: site → device settings → device plan (layers + declarations →
+//! manifest) → archive bytes → atomic publish, driven for many devices by [`project::Project`].
+//!
+//! ```text
+//! Project::select ─▶ DeviceSpec ─settings::resolve─▶ DeviceSettings ─plan::plan─▶ DevicePlan
+//!   (+ layer::LayerTree read once per run)                          (Manifest)        │
+//!                     publish::publish ◀─ archive::gzip ◀─ archive::tar_bytes ◀───────┘
+//! ```
 
 pub mod archive;
 pub mod bootscript;
 pub(crate) mod compare;
 pub mod layer;
 pub mod manifest;
-pub mod owners;
+pub(crate) mod owners;
 pub mod plan;
 pub mod project;
 pub mod publish;
-pub mod template;
+pub mod settings;
+pub(crate) mod template;

@@ -85,11 +85,11 @@ const ALPINE_GROUPS: &[(&str, u32)] = &[
 ];
 
 /// The `shadow` group's gid on Alpine.
-pub const SHADOW_GID: u32 = 42;
+pub(crate) const SHADOW_GID: u32 = 42;
 
 /// One namespace of names (users or groups).
 #[derive(Debug, Clone, Default)]
-pub struct Names {
+pub(crate) struct Names {
     by_name: BTreeMap<String, u32>,
     by_id: BTreeMap<u32, String>,
 }
@@ -122,28 +122,28 @@ impl Names {
     }
 
     /// The id of `name`.
-    pub fn id(&self, name: &str) -> Option<u32> {
+    pub(crate) fn id(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()
     }
 
     /// The name of `id`, or an empty string when it has none (tar then keeps the number).
-    pub fn name(&self, id: u32) -> String {
+    pub(crate) fn name(&self, id: u32) -> String {
         self.by_id.get(&id).cloned().unwrap_or_default()
     }
 }
 
 /// Users and groups for one device.
 #[derive(Debug, Clone)]
-pub struct Ids {
+pub(crate) struct Ids {
     /// Users.
-    pub users: Names,
+    pub(crate) users: Names,
     /// Groups.
-    pub groups: Names,
+    pub(crate) groups: Names,
 }
 
 impl Ids {
     /// Alpine's defaults, extended by the device's own `etc/passwd` and `etc/group` if any.
-    pub fn new(passwd: Option<&str>, group: Option<&str>) -> Ids {
+    pub(crate) fn new(passwd: Option<&str>, group: Option<&str>) -> Ids {
         let mut users = Names::new(ALPINE_USERS);
         let mut groups = Names::new(ALPINE_GROUPS);
         if let Some(p) = passwd {

@@ -1,335 +1,124 @@
-//! One device's plan: its resolved settings (profile, hostname, variables, layers, kernel
-//! arguments) and its [`Manifest`], assembled in SPEC §3's layer order: the profile chain's
-//! layers, the device's own layers, its capture, then what the TOML declares.
+//! One device's plan: its [settings](DeviceSettings) and its [`Manifest`], assembled in SPEC
+//! §3's order: the profile chain's layers, the device's own layers, its capture, then what the
+//! profile declares — hostname, world, runlevels, network files, repositories, authorized keys,
+//! the NFS/lbu round trip, inline files — and finally owners, modes and permissions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use minijinja::Value;
 use serde::Serialize;
 
-use crate::build::layer::{LayerSource, LayerTree, Node};
-use crate::build::manifest::{Kind, Manifest};
+use crate::build::layer::{LayerCache, LayerTree, Node};
+use crate::build::manifest::{Collision, Kind, Manifest};
 use crate::build::owners::Ids;
+use crate::build::settings::DeviceSettings;
 use crate::build::template;
 use crate::error::{Error, Result};
-use crate::mac::Mac;
 use crate::site::Site;
-use crate::site::inventory::{Device, valid_hostname};
-use crate::site::profile::{Declared, PermDecl, Profile, RUNLEVELS};
+use crate::site::layout::CAPTURES_DIR;
+use crate::site::profile::{Declared, Profile, RUNLEVELS};
+use crate::site::profile_file::PermDecl;
+
+pub use crate::build::settings::DeviceSpec;
+pub(crate) use crate::build::settings::layer_sources;
 
 /// Where a device's `lbu commit` lands on the NFS share, seen from the device.
-pub const NFS_MOUNTPOINT: &str = "media/pxe";
+pub(crate) const NFS_MOUNTPOINT: &str = "media/pxe";
 
 /// The default `etc/network/interfaces`.
-pub const DEFAULT_INTERFACES: &str =
+pub(crate) const DEFAULT_INTERFACES: &str =
     "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n";
 
-/// What to build for one MAC: an inventory entry, or a profile given on the command line.
-#[derive(Debug, Clone)]
-pub struct DeviceSpec {
-    /// The MAC.
-    pub mac: Mac,
-    /// Profile name.
-    pub profile: String,
-    /// The inventory entry, when the MAC is in `devices.toml`.
-    pub device: Option<Device>,
-}
-
-/// Layer trees read once per run and shared between devices.
-pub type LayerCache = HashMap<LayerSource, std::result::Result<Arc<LayerTree>, Arc<Error>>>;
-
-/// A device resolved: settings and manifest.
+/// A device resolved: settings and manifest. Serializes as its settings (`ovl show --json`);
+/// reads as its settings too (`plan.hostname`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DevicePlan {
-    /// The MAC.
-    pub mac: Mac,
-    /// Profile name.
-    pub profile: String,
-    /// Profile chain, root first.
-    pub chain: Vec<String>,
-    /// Effective hostname.
-    pub hostname: String,
-    /// Fixed address, if any.
-    pub ip: Option<Ipv4Addr>,
-    /// In the inventory?
-    pub known: bool,
-    /// Layers in order, lowest first (site-relative).
-    pub layers: Vec<String>,
-    /// Kernel arguments added for this device (site's, then the profile chain's).
-    pub kernel_args: Vec<String>,
-    /// Kernel modules (`modules=`).
-    pub modules: Vec<String>,
+    /// Profile, hostname, layers, kernel line, …
+    #[serde(flatten)]
+    pub settings: DeviceSettings,
     /// The files.
     #[serde(skip)]
     pub manifest: Manifest,
 }
 
-/// A device's capture: the newest `*.apkovl.tar.gz` in `captures/MAC/`, ignoring lbu's `*.new`,
-/// dated backups (`HOST.YYYYMMDDhhmmss.tar.gz`) and encrypted `*.apkovl.tar.gz.CIPHER`.
-pub fn find_capture(site: &Site, mac: &Mac, hostname: Option<&str>) -> Option<PathBuf> {
-    let dir = site.captures_dir().join(mac.to_string());
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.ends_with(".apkovl.tar.gz")
-                && !n.starts_with('.')
-                && e.file_type().is_ok_and(|t| t.is_file())
-        })
-        .map(|e| {
-            (
-                e.metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH),
-                e.path(),
-            )
-        })
-        .collect();
-    if let Some(h) = hostname {
-        let own = dir.join(format!("{h}.apkovl.tar.gz"));
-        if found.iter().any(|(_, p)| *p == own) {
-            return Some(own);
-        }
+impl std::ops::Deref for DevicePlan {
+    type Target = DeviceSettings;
+
+    fn deref(&self) -> &DeviceSettings {
+        &self.settings
     }
-    found.sort();
-    found.pop().map(|(_, p)| p)
 }
 
-/// The layers of one device, in order, as sources.
-pub fn layer_sources(
+/// Build the manifest of a device with `settings` and `profile` from `layers` (read
+/// beforehand; a layer missing from the cache is read now).
+pub(crate) fn plan(
     site: &Site,
     profile: &Profile,
-    spec: &DeviceSpec,
-) -> Result<Vec<LayerSource>> {
-    let mut out = Vec::new();
-    for o in &profile.overlays {
-        out.push(LayerSource::parse(&site.root, &o.value).map_err(|m| Error::at_path(&o.file, m))?);
-    }
-    if let Some(d) = &spec.device {
-        for o in &d.overlays {
-            out.push(
-                LayerSource::parse(&site.root, o)
-                    .map_err(|m| Error::input(d.location.clone(), m))?,
-            );
-        }
-    }
-    let explicit = spec.device.as_ref().and_then(|d| d.hostname.as_deref());
-    if let Some(c) = find_capture(site, &spec.mac, explicit) {
-        out.push(LayerSource::Archive(c));
-    }
-    Ok(out)
-}
-
-fn rel(site: &Site, p: &Path) -> String {
-    p.strip_prefix(&site.root)
-        .unwrap_or(p)
-        .display()
-        .to_string()
-}
-
-fn toml_to_value(t: &toml::Table) -> Value {
-    Value::from(minijinja::value::Serde(t))
-}
-
-/// The template context of a device, without `hostname` when `hostname` is `None`.
-fn context(site: &Site, spec: &DeviceSpec, vars: &toml::Table, hostname: Option<&str>) -> Value {
-    let c = &site.config;
-    let site_v = minijinja::context! {
-        alpine => minijinja::context! { version => &c.alpine.version, flavor => &c.alpine.flavor, mirror => &c.alpine.mirror },
-        boot => minijinja::context! { server => &c.boot.server, nfs => &c.boot.nfs },
-        http => site.http_base(),
-    };
-    let ip = spec
-        .device
-        .as_ref()
-        .and_then(|d| d.ip)
-        .map(|i| i.to_string());
-    let base = minijinja::context! {
-        mac => spec.mac.to_string(),
-        mac_suffix => spec.mac.suffix(),
-        profile => &spec.profile,
-        ip => ip,
-        vars => toml_to_value(vars),
-        site => site_v,
-    };
-    match hostname {
-        Some(h) => minijinja::context! { hostname => h, ..base },
-        None => base,
-    }
-}
-
-/// Resolve one device: settings, then its manifest from `layers` (read beforehand).
-pub fn plan(
-    site: &Site,
-    profile: &Profile,
-    spec: &DeviceSpec,
+    settings: DeviceSettings,
     layers: &LayerCache,
 ) -> Result<DevicePlan> {
-    let dev_err = |m: String| Error::Device {
-        mac: spec.mac.to_string(),
-        message: m,
+    let mut b = Builder {
+        site,
+        profile,
+        settings: &settings,
+        ctx: settings.context(site),
+        origin: format!(
+            "profile {} ({})",
+            profile.name,
+            site.relative(&profile.file)
+        ),
+        m: Manifest::default(),
     };
-    let mut vars = profile.vars.clone();
-    if let Some(d) = &spec.device {
-        for (k, v) in &d.vars {
-            vars.insert(k.clone(), v.clone());
-        }
+    let world = b.layers(layers)?;
+    b.hostname()?;
+    b.world(world)?;
+    b.runlevels()?;
+    b.network()?;
+    b.repositories()?;
+    b.authorized_keys()?;
+    if let Some(export) = &site.config.boot.nfs {
+        b.nfs(export)?;
     }
-    let hostname = match (
-        spec.device.as_ref().and_then(|d| d.hostname.clone()),
-        &profile.hostname,
-    ) {
-        (Some(h), _) => h,
-        (None, Some(t)) => {
-            let ctx = context(site, spec, &vars, None);
-            let h = template::render(&t.file, Some("hostname"), &t.value, &ctx)?
-                .trim()
-                .to_string();
-            if !valid_hostname(&h) {
-                return Err(Error::at_path(
-                    &t.file,
-                    format!(
-                        "hostname template gives {h:?} for {}, not a valid hostname",
-                        spec.mac
-                    ),
-                ));
-            }
-            h
-        }
-        (None, None) => format!("alpine-{}", spec.mac.suffix()),
-    };
-    let ctx = context(site, spec, &vars, Some(&hostname));
-    let sources = layer_sources(site, profile, spec)?;
-    let mut m = Manifest::default();
-    let mut world: BTreeSet<String> = BTreeSet::new();
+    b.inline_files()?;
+    b.ownership()?;
+    b.check_links()?;
+    let manifest = b.m;
+    Ok(DevicePlan { settings, manifest })
+}
 
-    for src in &sources {
-        let tree = match layers.get(src) {
-            Some(Ok(t)) => t.clone(),
-            Some(Err(e)) => return Err(clone_error(e)),
-            None => Arc::new(LayerTree::read(src)?),
-        };
-        let label = rel(site, src.path());
-        for e in &tree.entries {
-            let kind = match &e.node {
-                Node::Dir => Kind::Dir,
-                Node::File(b) => Kind::File(b.clone()),
-                Node::Symlink(t) => Kind::Symlink(t.clone()),
-                Node::Template(src) => Kind::File(
-                    template::render(&e.source, None, src, &ctx)?
-                        .into_bytes()
-                        .into(),
-                ),
-            };
-            if e.path == "etc/apk/world"
-                && let Kind::File(b) = &kind
-            {
-                world.extend(
-                    String::from_utf8_lossy(b)
-                        .split_whitespace()
-                        .map(str::to_string),
-                );
-            }
-            m.put(&e.path, kind, e.mode, e.stored.as_ref(), &label)
-                .map_err(dev_err)?;
-        }
+/// The manifest being built, and what every step needs.
+struct Builder<'a> {
+    site: &'a Site,
+    profile: &'a Profile,
+    settings: &'a DeviceSettings,
+    /// The template context of the device.
+    ctx: Value,
+    /// The origin of what the profile declares, e.g. `profile xl (profiles/xl.toml)`.
+    origin: String,
+    m: Manifest,
+}
+
+impl Builder<'_> {
+    /// A collision in this device's manifest.
+    fn collision(&self, e: Collision) -> Error {
+        Error::device(self.settings.mac, e)
     }
 
-    let origin = format!("profile {} ({})", profile.name, rel(site, &profile.file));
-    let file = |b: String| Kind::File(Arc::from(b.into_bytes()));
-    let nfs = site.config.boot.nfs.clone();
-
-    m.put(
-        "etc/hostname",
-        file(format!("{hostname}\n")),
-        0o644,
-        None,
-        &origin,
-    )
-    .map_err(dev_err)?;
-
-    world.extend(profile.packages.iter().cloned());
-    if nfs.is_some() {
-        world.insert("nfs-utils".into());
-    }
-    for r in &profile.removed_packages {
-        world.remove(r);
-    }
-    let world_text: String = world.iter().map(|p| format!("{p}\n")).collect();
-    m.put("etc/apk/world", file(world_text), 0o644, None, &origin)
-        .map_err(dev_err)?;
-
-    let mut services = profile.services.clone();
-    if nfs.is_some() {
-        let d = services.entry("default".into()).or_default();
-        if !d.iter().any(|s| s == "netmount") {
-            d.push("netmount".into());
-        }
-    }
-    for level in RUNLEVELS {
-        m.put(
-            &format!("etc/runlevels/{level}"),
-            Kind::Dir,
-            0o755,
-            None,
-            &origin,
-        )
-        .map_err(dev_err)?;
-        for svc in services.get(level).into_iter().flatten() {
-            m.put(
-                &format!("etc/runlevels/{level}/{svc}"),
-                Kind::Symlink(format!("/etc/init.d/{svc}")),
-                0o777,
-                None,
-                &origin,
-            )
-            .map_err(dev_err)?;
-        }
-        for svc in profile.removed_services.get(level).into_iter().flatten() {
-            m.remove(&format!("etc/runlevels/{level}/{svc}"));
-        }
+    /// Put a declared path (origin: the profile).
+    fn put(&mut self, path: &str, kind: Kind, mode: u32) -> Result<()> {
+        let r = self.m.put(path, kind, mode, None, &self.origin);
+        r.map_err(|e| self.collision(e))
     }
 
-    match &profile.interfaces {
-        Some(Declared { value, file: f }) => {
-            let text = template::render(f, Some("[network] interfaces"), value, &ctx)?;
-            m.put("etc/network/interfaces", file(text), 0o644, None, &origin)
-                .map_err(dev_err)?;
-        }
-        None if m.file("etc/network/interfaces").is_none() => {
-            m.put(
-                "etc/network/interfaces",
-                file(DEFAULT_INTERFACES.into()),
-                0o644,
-                None,
-                "default",
-            )
-            .map_err(dev_err)?;
-        }
-        None => {}
+    /// Put a declared file with `text`.
+    fn put_text(&mut self, path: &str, text: String, mode: u32) -> Result<()> {
+        self.put(path, Kind::File(Arc::from(text.into_bytes())), mode)
     }
-    if let Some(Declared { value, file: f }) = &profile.resolv_conf {
-        let text = template::render(f, Some("[network] resolv_conf"), value, &ctx)?;
-        m.put("etc/resolv.conf", file(text), 0o644, None, &origin)
-            .map_err(dev_err)?;
-    }
-    if let Some(Declared { value, file: f }) = &profile.repositories {
-        let mut text = String::new();
-        for line in value {
-            text.push_str(template::render(f, Some("repositories"), line, &ctx)?.trim());
-            text.push('\n');
-        }
-        m.put("etc/apk/repositories", file(text), 0o644, None, &origin)
-            .map_err(dev_err)?;
-    }
-    if !profile.authorized_keys.is_empty() {
-        let path = "root/.ssh/authorized_keys";
-        let mut lines: Vec<String> = m
+
+    /// The lines of the file at `path` so far, none when there is no such file.
+    fn lines(&self, path: &str) -> Vec<String> {
+        self.m
             .file(path)
             .map(|b| {
                 String::from_utf8_lossy(b)
@@ -337,135 +126,226 @@ pub fn plan(
                     .map(str::to_string)
                     .collect()
             })
-            .unwrap_or_default();
-        for k in &profile.authorized_keys {
+            .unwrap_or_default()
+    }
+
+    /// Every layer in order, templates rendered; returns the packages of the layers'
+    /// `etc/apk/world` files.
+    fn layers(&mut self, layers: &LayerCache) -> Result<BTreeSet<String>> {
+        let mut world = BTreeSet::new();
+        for src in &self.settings.sources {
+            let tree = match layers.get(src) {
+                Some(Ok(t)) => t.clone(),
+                Some(Err(e)) => return Err(e.clone()),
+                None => Arc::new(LayerTree::read(src)?),
+            };
+            let label = self.site.relative(src.path());
+            for e in &tree.entries {
+                let kind = match &e.node {
+                    Node::Dir => Kind::Dir,
+                    Node::File(b) => Kind::File(b.clone()),
+                    Node::Symlink(t) => Kind::Symlink(t.clone()),
+                    Node::Template(src) => {
+                        let text = template::render(&e.source, None, src, &self.ctx)?;
+                        Kind::File(text.into_bytes().into())
+                    }
+                };
+                if e.path == "etc/apk/world"
+                    && let Kind::File(b) = &kind
+                {
+                    let text = String::from_utf8_lossy(b);
+                    world.extend(text.split_whitespace().map(str::to_string));
+                }
+                let r = self.m.put(&e.path, kind, e.mode, e.stored.as_ref(), &label);
+                r.map_err(|e| self.collision(e))?;
+            }
+        }
+        Ok(world)
+    }
+
+    /// `etc/hostname`.
+    fn hostname(&mut self) -> Result<()> {
+        let text = format!("{}\n", self.settings.hostname);
+        self.put_text("etc/hostname", text, 0o644)
+    }
+
+    /// `etc/apk/world`: the layers' packages and the profile's, `nfs-utils` with NFS, minus
+    /// the profile's removals.
+    fn world(&mut self, mut world: BTreeSet<String>) -> Result<()> {
+        world.extend(self.profile.packages.iter().cloned());
+        if self.site.config.boot.nfs.is_some() {
+            world.insert("nfs-utils".into());
+        }
+        for r in &self.profile.removed_packages {
+            world.remove(r);
+        }
+        let text: String = world.iter().map(|p| format!("{p}\n")).collect();
+        self.put_text("etc/apk/world", text, 0o644)
+    }
+
+    /// `etc/runlevels/LEVEL/SERVICE` links (`netmount` in `default` with NFS); removed
+    /// services are dropped, also when a layer brought them.
+    fn runlevels(&mut self) -> Result<()> {
+        let mut services = self.profile.services.clone();
+        if self.site.config.boot.nfs.is_some() {
+            let d = services.entry("default".into()).or_default();
+            if !d.iter().any(|s| s == "netmount") {
+                d.push("netmount".into());
+            }
+        }
+        for level in RUNLEVELS {
+            self.put(&format!("etc/runlevels/{level}"), Kind::Dir, 0o755)?;
+            for svc in services.get(level).into_iter().flatten() {
+                let link = Kind::Symlink(format!("/etc/init.d/{svc}"));
+                self.put(&format!("etc/runlevels/{level}/{svc}"), link, 0o777)?;
+            }
+            for svc in self
+                .profile
+                .removed_services
+                .get(level)
+                .into_iter()
+                .flatten()
+            {
+                self.m.remove(&format!("etc/runlevels/{level}/{svc}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `etc/network/interfaces` (declared, else the default when no layer has one) and
+    /// `etc/resolv.conf` (when declared).
+    fn network(&mut self) -> Result<()> {
+        match &self.profile.interfaces {
+            Some(Declared { value, file }) => {
+                let text = template::render(file, Some("[network] interfaces"), value, &self.ctx)?;
+                self.put_text("etc/network/interfaces", text, 0o644)?;
+            }
+            None if self.m.file("etc/network/interfaces").is_none() => {
+                let kind = Kind::File(Arc::from(DEFAULT_INTERFACES.as_bytes()));
+                let r = self
+                    .m
+                    .put("etc/network/interfaces", kind, 0o644, None, "default");
+                r.map_err(|e| self.collision(e))?;
+            }
+            None => {}
+        }
+        if let Some(Declared { value, file }) = &self.profile.resolv_conf {
+            let text = template::render(file, Some("[network] resolv_conf"), value, &self.ctx)?;
+            self.put_text("etc/resolv.conf", text, 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// `etc/apk/repositories`, when declared: one rendered line each.
+    fn repositories(&mut self) -> Result<()> {
+        let Some(Declared { value, file }) = &self.profile.repositories else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        for line in value {
+            text.push_str(template::render(file, Some("repositories"), line, &self.ctx)?.trim());
+            text.push('\n');
+        }
+        self.put_text("etc/apk/repositories", text, 0o644)
+    }
+
+    /// `root/.ssh/authorized_keys`: the layers' keys, then the profile's not already there.
+    fn authorized_keys(&mut self) -> Result<()> {
+        if self.profile.authorized_keys.is_empty() {
+            return Ok(());
+        }
+        let path = "root/.ssh/authorized_keys";
+        let mut lines = self.lines(path);
+        for k in &self.profile.authorized_keys {
             if !lines.contains(k) {
                 lines.push(k.clone());
             }
         }
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        m.put(path, file(text), 0o600, None, &origin)
-            .map_err(dev_err)?;
-    }
-    if let Some(export) = &nfs {
-        let mount = format!("/{NFS_MOUNTPOINT}");
-        let line = format!("{export} {mount} nfs rw,nolock,_netdev 0 0");
-        let mut fstab: Vec<String> = m
-            .file("etc/fstab")
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .lines()
-                    .filter(|l| l.split_whitespace().nth(1).is_none_or(|p| p != mount))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        fstab.push(line);
-        m.put(
-            "etc/fstab",
-            file(fstab.iter().map(|l| format!("{l}\n")).collect()),
-            0o644,
-            None,
-            &origin,
-        )
-        .map_err(dev_err)?;
-        m.put(NFS_MOUNTPOINT, Kind::Dir, 0o755, None, &origin)
-            .map_err(dev_err)?;
-        let mut lbu: Vec<String> = m
-            .file("etc/lbu/lbu.conf")
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .lines()
-                    .filter(|l| {
-                        !l.trim_start().starts_with("LBU_BACKUPDIR=")
-                            && !l.trim_start().starts_with("LBU_MEDIA=")
-                    })
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        lbu.push(format!("LBU_BACKUPDIR={mount}/captures/{}", spec.mac));
-        m.put(
-            "etc/lbu/lbu.conf",
-            file(lbu.iter().map(|l| format!("{l}\n")).collect()),
-            0o644,
-            None,
-            &origin,
-        )
-        .map_err(dev_err)?;
-    }
-    for (path, d) in &profile.files {
-        let text = if d.value.template {
-            template::render(
-                &d.file,
-                Some(&format!("[files.\"{path}\"]")),
-                &d.value.content,
-                &ctx,
-            )?
-        } else {
-            d.value.content.clone()
-        };
-        m.put(path, file(text), 0o644, None, &origin)
-            .map_err(dev_err)?;
+        self.put_text(path, text, 0o600)
     }
 
-    let ids = Ids::new(
-        m.file("etc/passwd")
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .as_deref(),
-        m.file("etc/group")
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .as_deref(),
-    );
-    m.finish_ownership(&ids);
-    let mut perms: BTreeMap<&String, Declared<PermDecl>> = BTreeMap::new();
-    for (path, d) in &profile.files {
-        perms.insert(
-            path,
-            Declared {
-                value: PermDecl::from(&d.value),
-                file: d.file.clone(),
-            },
-        );
+    /// The lbu round trip over NFS (SPEC §5): the share in `etc/fstab`, its mount point, and
+    /// `LBU_BACKUPDIR` pointing at the device's capture folder on it.
+    fn nfs(&mut self, export: &str) -> Result<()> {
+        let mount = format!("/{NFS_MOUNTPOINT}");
+        let mut fstab: Vec<String> = self.lines("etc/fstab");
+        fstab.retain(|l| l.split_whitespace().nth(1).is_none_or(|p| p != mount));
+        fstab.push(format!("{export} {mount} nfs rw,nolock,_netdev 0 0"));
+        let text = fstab.iter().map(|l| format!("{l}\n")).collect();
+        self.put_text("etc/fstab", text, 0o644)?;
+        self.put(NFS_MOUNTPOINT, Kind::Dir, 0o755)?;
+        let mut lbu: Vec<String> = self.lines("etc/lbu/lbu.conf");
+        lbu.retain(|l| {
+            let l = l.trim_start();
+            !l.starts_with("LBU_BACKUPDIR=") && !l.starts_with("LBU_MEDIA=")
+        });
+        let mac = self.settings.mac;
+        lbu.push(format!("LBU_BACKUPDIR={mount}/{CAPTURES_DIR}/{mac}"));
+        let text = lbu.iter().map(|l| format!("{l}\n")).collect();
+        self.put_text("etc/lbu/lbu.conf", text, 0o644)
     }
-    for (path, d) in &profile.permissions {
-        perms.insert(path, d.clone());
+
+    /// `[files."PATH"]`, rendered unless `template = false`.
+    fn inline_files(&mut self) -> Result<()> {
+        for (path, d) in &self.profile.files {
+            let text = if d.value.template {
+                let what = format!("[files.\"{path}\"]");
+                template::render(&d.file, Some(&what), &d.value.content, &self.ctx)?
+            } else {
+                d.value.content.clone()
+            };
+            self.put_text(path, text, 0o644)?;
+        }
+        Ok(())
     }
-    for (path, d) in perms {
-        apply_permission(&mut m, &ids, path, &d)?;
+
+    /// Alpine's owners and modes, then the owners and modes of inline files and
+    /// `[permissions]` (the latter winning for a path both name).
+    fn ownership(&mut self) -> Result<()> {
+        let text = |p| {
+            self.m
+                .file(p)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
+        self.m.finish_ownership(&ids);
+        let mut perms: BTreeMap<&String, Declared<PermDecl>> = BTreeMap::new();
+        for (path, d) in &self.profile.files {
+            let value = PermDecl::from(&d.value);
+            perms.insert(
+                path,
+                Declared {
+                    value,
+                    file: d.file.clone(),
+                },
+            );
+        }
+        for (path, d) in &self.profile.permissions {
+            perms.insert(path, d.clone());
+        }
+        for (path, d) in perms {
+            apply_permission(&mut self.m, &ids, path, &d)?;
+        }
+        Ok(())
     }
-    if let Some(cycle) = m.find_link_loop() {
-        let origin = m
+
+    /// A symlink loop inside the manifest is an error.
+    fn check_links(&self) -> Result<()> {
+        let Some(cycle) = self.m.find_link_loop() else {
+            return Ok(());
+        };
+        let origin = self
+            .m
             .entries
             .get(&cycle[0])
             .map(|e| e.origin.clone())
             .unwrap_or_default();
-        return Err(dev_err(format!(
-            "symlink loop in {origin}: {}",
-            cycle.join(" → ")
-        )));
+        Err(Error::device(
+            self.settings.mac,
+            format!("symlink loop in {origin}: {}", cycle.join(" → ")),
+        ))
     }
-
-    let mut kernel_args = site.config.boot.kernel_args.clone();
-    kernel_args.extend(profile.kernel_args.iter().cloned());
-    let mut modules = site.config.boot.modules.clone();
-    for x in &profile.modules {
-        if !modules.contains(x) {
-            modules.push(x.clone());
-        }
-    }
-    Ok(DevicePlan {
-        mac: spec.mac,
-        profile: profile.name.clone(),
-        chain: profile.chain.clone(),
-        hostname,
-        ip: spec.device.as_ref().and_then(|d| d.ip),
-        known: spec.device.is_some(),
-        layers: sources.iter().map(|s| rel(site, s.path())).collect(),
-        kernel_args,
-        modules,
-        manifest: m,
-    })
 }
 
 fn apply_permission(m: &mut Manifest, ids: &Ids, path: &str, d: &Declared<PermDecl>) -> Result<()> {
@@ -501,24 +381,4 @@ fn apply_permission(m: &mut Manifest, ids: &Ids, path: &str, d: &Declared<PermDe
     }
     e.explicit = true;
     Ok(())
-}
-
-/// Errors are shared between devices through the layer cache; give each device its own copy.
-pub fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Input { loc, message } => Error::Input {
-            loc: loc.clone(),
-            message: message.clone(),
-        },
-        Error::Device { mac, message } => Error::Device {
-            mac: mac.clone(),
-            message: message.clone(),
-        },
-        Error::Io { path, source } => Error::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Env(s) => Error::Env(s.clone()),
-        Error::Usage(s) => Error::Usage(s.clone()),
-    }
 }

@@ -12,14 +12,16 @@ use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
-use crate::build::layer::LayerTree;
-use crate::build::plan::{self, DevicePlan, DeviceSpec, LayerCache};
+use crate::build::layer::{LayerCache, LayerTree};
+use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
+use crate::build::settings::{self, DeviceSettings, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
 use crate::site::inventory::Inventory;
-use crate::site::profile::Profiles;
+use crate::site::layout::BOOT_SCRIPTS;
+use crate::site::profile::{Profile, Profiles};
 
 /// A site with its profiles and inventory read and checked.
 #[derive(Debug, Clone)]
@@ -74,13 +76,9 @@ pub enum OutcomeResult {
     },
     /// Not built; the previous archive, if any, is untouched.
     Failed {
-        /// The error, with its location.
-        error: String,
-        /// Its kind (`input`, `io`, …).
-        kind: &'static str,
-        /// The exit code it maps to.
-        #[serde(skip)]
-        code: i32,
+        /// The error, with its location; serializes as `error` (the message) and `kind`.
+        #[serde(flatten)]
+        error: Error,
     },
 }
 
@@ -90,11 +88,8 @@ impl Project {
         let profiles = Profiles::load(&site.profiles_dir())?;
         let inventory = Inventory::load(&site.devices_file(), &profiles)?;
         if let Some(p) = &site.config.serve.default_profile {
-            profiles.get(p).map_err(|m| {
-                Error::at_path(
-                    site.root.join(crate::site::SITE_FILE),
-                    format!("[serve] default_profile: {m}"),
-                )
+            profiles.get(p).map_err(|e| {
+                Error::at_path(site.site_file(), format!("[serve] default_profile: {e}"))
             })?;
         }
         Ok(Project {
@@ -112,16 +107,16 @@ impl Project {
             (Some(p), _) => p.to_string(),
             (None, Some(d)) => d.profile.clone(),
             (None, None) => {
-                return Err(Error::Device {
-                    mac: mac.to_string(),
-                    message: format!(
+                return Err(Error::device(
+                    mac,
+                    format!(
                         "not in {}; give --profile to build it anyway",
                         self.inventory.file.display()
                     ),
-                });
+                ));
             }
         };
-        self.profiles.get(&profile).map_err(Error::Usage)?;
+        self.profile(&profile)?;
         Ok(DeviceSpec {
             mac,
             profile,
@@ -132,7 +127,7 @@ impl Project {
     /// The devices a selection names.
     pub fn select(&self, sel: &Selection) -> Result<Vec<DeviceSpec>> {
         if let Some(p) = &sel.profile {
-            self.profiles.get(p).map_err(Error::Usage)?;
+            self.profile(p)?;
         }
         if !sel.macs.is_empty() {
             return sel
@@ -163,7 +158,7 @@ impl Project {
         let mut sources = BTreeSet::new();
         for s in specs {
             if let Ok(p) = self.profiles.get(&s.profile)
-                && let Ok(list) = plan::layer_sources(&self.site, p, s)
+                && let Ok(list) = settings::layer_sources(&self.site, p, s)
             {
                 sources.extend(list);
             }
@@ -172,16 +167,30 @@ impl Project {
         sources
             .into_par_iter()
             .map(|s| {
-                let tree = LayerTree::read(&s).map(Arc::new).map_err(Arc::new);
+                let tree = LayerTree::read(&s).map(Arc::new);
                 (s, tree)
             })
             .collect::<HashMap<_, _>>()
     }
 
-    /// Plan one device.
+    /// The profile called `name`; an unknown name is a usage error.
+    fn profile(&self, name: &str) -> Result<&Profile> {
+        self.profiles
+            .get(name)
+            .map_err(|e| Error::Usage(e.to_string()))
+    }
+
+    /// Resolve one device's settings (hostname, layers, kernel line, …) without reading any
+    /// layer or rendering any file template.
+    pub fn settings(&self, spec: &DeviceSpec) -> Result<DeviceSettings> {
+        settings::resolve(&self.site, self.profile(&spec.profile)?, spec)
+    }
+
+    /// Plan one device: its settings and its manifest, from layers read into `cache`.
     pub fn plan(&self, spec: &DeviceSpec, cache: &LayerCache) -> Result<DevicePlan> {
-        let profile = self.profiles.get(&spec.profile).map_err(Error::Usage)?;
-        plan::plan(&self.site, profile, spec, cache)
+        let profile = self.profile(&spec.profile)?;
+        let settings = settings::resolve(&self.site, profile, spec)?;
+        plan::plan(&self.site, profile, settings, cache)
     }
 
     /// The archive bytes of a plan.
@@ -199,7 +208,7 @@ impl Project {
     /// Where temporary files are written before being renamed into place (a private folder of
     /// the site, on the same file system).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.site.root.join(".ovl-tmp")
+        self.site.tmp_dir()
     }
 
     /// Where a MAC's archive is published.
@@ -243,10 +252,7 @@ impl Project {
             let plan = self.plan(spec, cache)?;
             let bytes = self.archive_bytes(&plan)?;
             if bytes.is_empty() {
-                return Err(Error::Device {
-                    mac: spec.mac.to_string(),
-                    message: "empty archive; not published".into(),
-                });
+                return Err(Error::device(spec.mac, "empty archive; not published"));
             }
             let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
             if let Some(nfs_dir) = self
@@ -267,14 +273,7 @@ impl Project {
                 entries: plan.manifest.entries.len(),
             })
         })();
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => OutcomeResult::Failed {
-                error: e.to_string(),
-                kind: e.kind(),
-                code: e.exit_code(),
-            },
-        };
+        let result = result.unwrap_or_else(|error| OutcomeResult::Failed { error });
         Outcome {
             mac: spec.mac,
             profile: spec.profile.clone(),
@@ -286,7 +285,7 @@ impl Project {
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).
     pub fn write_boot_scripts(&self) -> Result<Vec<(PathBuf, Published)>> {
         let text = bootscript::script(&self.site, &ScriptExtras::default());
-        ["gpxe-script", "boot.ipxe"]
+        BOOT_SCRIPTS
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
@@ -297,11 +296,6 @@ impl Project {
 }
 
 /// Time since `start` in milliseconds, for reports.
-pub fn millis(start: Instant) -> u64 {
+pub(crate) fn millis(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A duration in seconds with millisecond precision, for human reports.
-pub fn secs(d: Duration) -> String {
-    format!("{:.3}s", d.as_secs_f64())
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, IoContext, Result};
 /// Write `bytes` to `path` atomically: a temporary file named `PREFIX…` in `tmp_dir` (which
 /// must be on `path`'s file system), written, given `mode` if any, fsynced, renamed over
 /// `path`, then the folder fsynced. Readers see the old file or the new one, never a part.
-pub fn write_atomic(
+pub(crate) fn write_atomic(
     path: &Path,
     bytes: &[u8],
     tmp_dir: &Path,
@@ -56,7 +56,7 @@ pub enum Published {
 /// identical file is left alone (its mtime and ETag stay). The temporary file is written in
 /// `tmp_dir`, which must be on the same file system as `path` (the rename is then atomic), so
 /// that even a `kill -9` never leaves anything but complete files in `path`'s folder.
-pub fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Published> {
+pub(crate) fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Published> {
     let existed = match std::fs::read(path) {
         Ok(old) if old == bytes => return Ok(Published::Unchanged),
         Ok(_) => true,
@@ -79,7 +79,7 @@ pub fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Published> {
 }
 
 /// Remove temporary files older than `age` that a killed process left in `tmp_dir`.
-pub fn clean_stale_temps(tmp_dir: &Path, age: std::time::Duration) {
+pub(crate) fn clean_stale_temps(tmp_dir: &Path, age: std::time::Duration) {
     let Ok(rd) = std::fs::read_dir(tmp_dir) else {
         return;
     };

@@ -25,7 +25,7 @@ fn env() -> &'static Environment<'static> {
 
 /// Render `source`, read from `file`, with `ctx`. `what` says which part of the file it is
 /// (e.g. `hostname`) when the template is a value inside a TOML file.
-pub fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value) -> Result<String> {
+pub(crate) fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value) -> Result<String> {
     env()
         .render_named_str(&file.display().to_string(), source, ctx)
         .map_err(|e| {

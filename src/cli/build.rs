@@ -121,9 +121,9 @@ impl Summary {
                         ));
                     }
                 }
-                OutcomeResult::Failed { error, code, .. } => {
+                OutcomeResult::Failed { error } => {
                     *s.counts.entry("failed").or_default() += 1;
-                    s.code = s.code.max(*code);
+                    s.code = s.code.max(error.exit_code());
                     output::error(error);
                 }
             }

@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
+use crate::site::layout::{CAPTURES_DIR, CONFIGS_DIR, SITE_FILE};
 
 include!(concat!(env!("OUT_DIR"), "/example.rs"));
 
 /// Write the example site into `dir`; refuses a folder that already holds a site.
 pub fn write_example(dir: &Path) -> Result<Vec<String>> {
-    if dir.join(crate::site::SITE_FILE).exists() {
+    if dir.join(SITE_FILE).exists() {
         return Err(Error::Usage(format!(
             "{} already holds a site (ovl.toml exists); nothing written",
             dir.display()
@@ -26,7 +27,7 @@ pub fn write_example(dir: &Path) -> Result<Vec<String>> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).at(&path)?;
         written.push(rel.to_string());
     }
-    for d in ["configs", "captures"] {
+    for d in [CONFIGS_DIR, CAPTURES_DIR] {
         std::fs::create_dir_all(dir.join(d)).at(dir.join(d))?;
     }
     Ok(written)

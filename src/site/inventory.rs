@@ -62,7 +62,7 @@ pub struct Inventory {
 }
 
 /// Is `h` a valid host name (RFC 1123 labels)?
-pub fn valid_hostname(h: &str) -> bool {
+pub(crate) fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {
@@ -76,7 +76,7 @@ pub fn valid_hostname(h: &str) -> bool {
 
 impl Inventory {
     /// Read `path` (a missing file is an empty inventory) and check it against `profiles`.
-    pub fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
+    pub(crate) fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -88,87 +88,115 @@ impl Inventory {
             Err(e) => return Err(Error::io(path, e)),
         };
         let file: DevicesFile = toml_file::parse(path, &text)?;
-        let at = |offset: usize| Location::at_offset(path, &text, offset);
-        let mut devices = BTreeMap::new();
-        let mut hostnames: BTreeMap<String, Location> = BTreeMap::new();
-        let mut ips: BTreeMap<Ipv4Addr, Location> = BTreeMap::new();
+        let mut seen = Seen {
+            path,
+            text: &text,
+            devices: BTreeMap::new(),
+            hostnames: BTreeMap::new(),
+            ips: BTreeMap::new(),
+        };
         for d in file.device {
-            let loc = at(d.mac.span().start);
-            let mac: Mac = d
-                .mac
-                .get_ref()
-                .parse()
-                .map_err(|e: crate::mac::MacParseError| Error::input(loc.clone(), e.to_string()))?;
-            if let Some(prev) = devices.get(&mac).map(|p: &Device| p.location.clone()) {
-                return Err(Error::input(
-                    loc,
-                    format!("duplicate MAC {mac} (first declared at {prev})"),
-                ));
-            }
-            let profile = d.profile.get_ref().clone();
-            profiles
-                .get(&profile)
-                .map_err(|m| Error::input(at(d.profile.span().start), m))?;
-            let hostname = match &d.hostname {
-                Some(h) => {
-                    let hl = at(h.span().start);
-                    let name = h.get_ref().trim().to_string();
-                    if !valid_hostname(&name) {
-                        return Err(Error::input(
-                            hl,
-                            format!(
-                                "invalid hostname {name:?}: letters, digits and '-', labels of 1 to 63 characters"
-                            ),
-                        ));
-                    }
-                    if let Some(prev) = hostnames.get(&name.to_ascii_lowercase()) {
-                        return Err(Error::input(
-                            hl,
-                            format!("duplicate hostname {name} (first declared at {prev})"),
-                        ));
-                    }
-                    hostnames.insert(name.to_ascii_lowercase(), hl);
-                    Some(name)
-                }
-                None => None,
-            };
-            let ip = match &d.ip {
-                Some(s) => {
-                    let il = at(s.span().start);
-                    let ip: Ipv4Addr = s.get_ref().trim().parse().map_err(|_| {
-                        Error::input(
-                            il.clone(),
-                            format!("invalid IPv4 address {:?}", s.get_ref()),
-                        )
-                    })?;
-                    if let Some(prev) = ips.get(&ip) {
-                        return Err(Error::input(
-                            il,
-                            format!("duplicate IP {ip} (first declared at {prev})"),
-                        ));
-                    }
-                    ips.insert(ip, il);
-                    Some(ip)
-                }
-                None => None,
-            };
-            devices.insert(
-                mac,
-                Device {
-                    mac,
-                    profile,
-                    hostname,
-                    ip,
-                    overlays: d.overlays,
-                    vars: d.vars,
-                    location: loc,
-                },
-            );
+            let device = seen.check(d, profiles)?;
+            seen.devices.insert(device.mac, device);
         }
         Ok(Inventory {
             file: path.to_path_buf(),
-            devices,
+            devices: seen.devices,
         })
+    }
+}
+
+/// The devices read so far, and where each hostname and address was first declared.
+struct Seen<'a> {
+    path: &'a Path,
+    text: &'a str,
+    devices: BTreeMap<Mac, Device>,
+    hostnames: BTreeMap<String, Location>,
+    ips: BTreeMap<Ipv4Addr, Location>,
+}
+
+impl Seen<'_> {
+    /// The location of a byte offset of the file.
+    fn at(&self, offset: usize) -> Location {
+        Location::at_offset(self.path, self.text, offset)
+    }
+
+    /// Check one entry against the profiles and the entries before it.
+    fn check(&mut self, d: DeviceEntry, profiles: &Profiles) -> Result<Device> {
+        let loc = self.at(d.mac.span().start);
+        let mac: Mac = d
+            .mac
+            .get_ref()
+            .parse()
+            .map_err(|e: crate::mac::MacParseError| Error::input(loc.clone(), e))?;
+        if let Some(prev) = self.devices.get(&mac).map(|p| &p.location) {
+            return Err(Error::input(
+                loc,
+                format!("duplicate MAC {mac} (first declared at {prev})"),
+            ));
+        }
+        let profile = d.profile.get_ref().clone();
+        profiles
+            .get(&profile)
+            .map_err(|e| Error::input(self.at(d.profile.span().start), e))?;
+        let hostname = match &d.hostname {
+            Some(h) => Some(self.hostname(h)?),
+            None => None,
+        };
+        let ip = match &d.ip {
+            Some(s) => Some(self.ip(s)?),
+            None => None,
+        };
+        Ok(Device {
+            mac,
+            profile,
+            hostname,
+            ip,
+            overlays: d.overlays,
+            vars: d.vars,
+            location: loc,
+        })
+    }
+
+    /// A valid hostname no earlier device has (compared case-insensitively).
+    fn hostname(&mut self, h: &Spanned<String>) -> Result<String> {
+        let hl = self.at(h.span().start);
+        let name = h.get_ref().trim().to_string();
+        if !valid_hostname(&name) {
+            return Err(Error::input(
+                hl,
+                format!(
+                    "invalid hostname {name:?}: letters, digits and '-', labels of 1 to 63 characters"
+                ),
+            ));
+        }
+        if let Some(prev) = self.hostnames.get(&name.to_ascii_lowercase()) {
+            return Err(Error::input(
+                hl,
+                format!("duplicate hostname {name} (first declared at {prev})"),
+            ));
+        }
+        self.hostnames.insert(name.to_ascii_lowercase(), hl);
+        Ok(name)
+    }
+
+    /// A valid IPv4 address no earlier device has.
+    fn ip(&mut self, s: &Spanned<String>) -> Result<Ipv4Addr> {
+        let il = self.at(s.span().start);
+        let ip: Ipv4Addr = s.get_ref().trim().parse().map_err(|_| {
+            Error::input(
+                il.clone(),
+                format!("invalid IPv4 address {:?}", s.get_ref()),
+            )
+        })?;
+        if let Some(prev) = self.ips.get(&ip) {
+            return Err(Error::input(
+                il,
+                format!("duplicate IP {ip} (first declared at {prev})"),
+            ));
+        }
+        self.ips.insert(ip, il);
+        Ok(ip)
     }
 }
 

@@ -1,19 +1,21 @@
 //! Profiles (`profiles/NAME.toml`): what a class of device gets, with `extends` chains
-//! resolved into one [`Profile`] per name (SPEC §3).
+//! resolved into one [`Profile`] per name (SPEC §3). The files as written are in
+//! [`profile_file`](crate::site::profile_file).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
-
 use crate::error::{Error, IoContext, Result};
+use crate::site::layout::PROFILE_EXTENSION;
 use crate::site::toml_file;
+
+use crate::site::profile_file::{FileDecl, PermDecl, ProfileFile, ServicesDecl};
 
 /// The runlevels a profile can name, in boot order.
 pub const RUNLEVELS: [&str; 4] = ["sysinit", "boot", "default", "shutdown"];
 
 /// Alpine's own diskless defaults for each runlevel.
-pub fn default_services(level: &str) -> &'static [&'static str] {
+pub(crate) fn default_services(level: &str) -> &'static [&'static str] {
     match level {
         "sysinit" => &["devfs", "dmesg", "mdev", "hwdrivers", "modloop"],
         "boot" => &[
@@ -28,158 +30,6 @@ pub fn default_services(level: &str) -> &'static [&'static str] {
         "shutdown" => &["mount-ro", "killprocs", "savecache"],
         _ => &[],
     }
-}
-
-/// A file mode written as an octal string (`"0644"`) or a TOML integer (`0o644`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode(pub u32);
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            I(i64),
-        }
-        let v = match Raw::deserialize(d)? {
-            Raw::S(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "mode {s:?} is not an octal number such as \"0644\""
-                ))
-            })?,
-            Raw::I(i) => u32::try_from(i)
-                .map_err(|_| serde::de::Error::custom(format!("mode {i} out of range")))?,
-        };
-        if v > 0o7777 {
-            return Err(serde::de::Error::custom(format!(
-                "mode {v:o} out of range (at most 7777)"
-            )));
-        }
-        Ok(Mode(v))
-    }
-}
-
-/// `[services]`: runlevel lists; `"!svc"` drops an inherited or default service.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServicesDecl {
-    /// `sysinit` runlevel.
-    pub sysinit: Vec<String>,
-    /// `boot` runlevel.
-    pub boot: Vec<String>,
-    /// `default` runlevel.
-    pub default: Vec<String>,
-    /// `shutdown` runlevel.
-    pub shutdown: Vec<String>,
-}
-
-impl ServicesDecl {
-    fn level(&self, level: &str) -> &[String] {
-        match level {
-            "sysinit" => &self.sysinit,
-            "boot" => &self.boot,
-            "default" => &self.default,
-            _ => &self.shutdown,
-        }
-    }
-}
-
-/// `[network]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkDecl {
-    /// Contents of `etc/network/interfaces` (template).
-    pub interfaces: Option<String>,
-    /// Contents of `etc/resolv.conf` (template).
-    pub resolv_conf: Option<String>,
-}
-
-/// `[files."PATH"]`: an inline file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileDecl {
-    /// The file's text; rendered as a template unless `template = false`.
-    pub content: String,
-    /// Render `content` with the device's variables (default true).
-    #[serde(default = "yes")]
-    pub template: bool,
-    /// Permission bits (default 0644).
-    pub mode: Option<Mode>,
-    /// Owner uid.
-    pub uid: Option<u32>,
-    /// Group gid.
-    pub gid: Option<u32>,
-    /// Owner name (resolved with the archive's etc/passwd or Alpine's).
-    pub user: Option<String>,
-    /// Group name (resolved with the archive's etc/group or Alpine's).
-    pub group: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `[permissions."PATH"]`: owner and mode of a path some layer provides.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PermDecl {
-    /// Permission bits.
-    pub mode: Option<Mode>,
-    /// Owner uid.
-    pub uid: Option<u32>,
-    /// Group gid.
-    pub gid: Option<u32>,
-    /// Owner name.
-    pub user: Option<String>,
-    /// Group name.
-    pub group: Option<String>,
-}
-
-impl From<&FileDecl> for PermDecl {
-    fn from(f: &FileDecl) -> Self {
-        PermDecl {
-            mode: f.mode,
-            uid: f.uid,
-            gid: f.gid,
-            user: f.user.clone(),
-            group: f.group.clone(),
-        }
-    }
-}
-
-/// One profile file as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfileFile {
-    /// Free text shown by `ovl list`/`show`.
-    pub description: Option<String>,
-    /// Parent profile.
-    pub extends: Option<String>,
-    /// Layers in order, later wins: folders under `overlays/` or site paths to lbu archives.
-    pub overlays: Vec<String>,
-    /// Packages for `etc/apk/world`; `"!name"` drops an inherited one.
-    pub packages: Vec<String>,
-    /// Hostname template, e.g. `"xl-{{ mac_suffix }}"`.
-    pub hostname: Option<String>,
-    /// Lines of `etc/apk/repositories` (templates); unset: not written (`alpine_repo=` applies).
-    pub repositories: Option<Vec<String>>,
-    /// Keys for `root/.ssh/authorized_keys`.
-    pub authorized_keys: Vec<String>,
-    /// Extra kernel arguments for this profile's devices.
-    pub kernel_args: Vec<String>,
-    /// Extra kernel modules (`modules=`) for this profile's devices.
-    pub modules: Vec<String>,
-    /// Runlevels.
-    pub services: ServicesDecl,
-    /// Network files.
-    pub network: NetworkDecl,
-    /// Inline files by path.
-    pub files: BTreeMap<String, FileDecl>,
-    /// Owner/mode overrides by path.
-    pub permissions: BTreeMap<String, PermDecl>,
-    /// Free template values.
-    pub vars: toml::Table,
 }
 
 /// A declaration together with the profile file that made it.
@@ -234,6 +84,22 @@ pub struct Profile {
     pub vars: toml::Table,
 }
 
+/// A profile name that no `profiles/NAME.toml` defines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown profile `{name}`{} (known: {})",
+    near.as_ref().map(|n| format!("; did you mean `{n}`?")).unwrap_or_default(),
+    known.join(", ")
+)]
+pub struct UnknownProfile {
+    /// The name asked for.
+    pub name: String,
+    /// A known name close to it.
+    pub near: Option<String>,
+    /// Every known name, sorted.
+    pub known: Vec<String>,
+}
+
 /// All profiles of a site, resolved.
 #[derive(Debug, Clone, Default)]
 pub struct Profiles {
@@ -243,8 +109,8 @@ pub struct Profiles {
 
 impl Profiles {
     /// Read and resolve every `profiles/*.toml`.
-    pub fn load(dir: &Path) -> Result<Profiles> {
-        let mut raw: BTreeMap<String, (PathBuf, ProfileFile)> = BTreeMap::new();
+    pub(crate) fn load(dir: &Path) -> Result<Profiles> {
+        let mut raw: RawProfiles = BTreeMap::new();
         if dir.is_dir() {
             let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
                 .at(dir)?
@@ -253,7 +119,7 @@ impl Profiles {
                 .at(dir)?;
             paths.sort();
             for path in paths {
-                if path.extension().is_none_or(|e| e != "toml") {
+                if path.extension().is_none_or(|e| e != PROFILE_EXTENSION) {
                     continue;
                 }
                 let Some(name) = path
@@ -282,24 +148,23 @@ impl Profiles {
     }
 
     /// The profile called `name`, or an error listing the known ones.
-    pub fn get(&self, name: &str) -> std::result::Result<&Profile, String> {
+    pub(crate) fn get(&self, name: &str) -> std::result::Result<&Profile, UnknownProfile> {
         self.by_name.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+            let known: Vec<String> = self.by_name.keys().cloned().collect();
             let near = known
                 .iter()
-                .find(|k| strsim::jaro_winkler(k, name) > 0.8 || k.eq_ignore_ascii_case(name));
-            match near {
-                Some(n) => format!(
-                    "unknown profile `{name}`; did you mean `{n}`? (known: {})",
-                    known.join(", ")
-                ),
-                None => format!("unknown profile `{name}` (known: {})", known.join(", ")),
+                .find(|k| strsim::jaro_winkler(k, name) > 0.8 || k.eq_ignore_ascii_case(name))
+                .cloned();
+            UnknownProfile {
+                name: name.to_string(),
+                near,
+                known,
             }
         })
     }
 
     /// Names of profiles whose chain includes `name` (itself included).
-    pub fn descendants_of(&self, name: &str) -> BTreeSet<String> {
+    pub(crate) fn descendants_of(&self, name: &str) -> BTreeSet<String> {
         self.by_name
             .values()
             .filter(|p| p.chain.iter().any(|c| c == name))
@@ -322,8 +187,22 @@ fn validate_name(path: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn resolve(name: &str, raw: &BTreeMap<String, (PathBuf, ProfileFile)>) -> Result<Profile> {
-    // Walk up the chain, detecting cycles and unknown parents.
+/// Profile files as read, by name.
+type RawProfiles = BTreeMap<String, (PathBuf, ProfileFile)>;
+
+fn resolve(name: &str, raw: &RawProfiles) -> Result<Profile> {
+    let chain = chain_of(name, raw)?;
+    let (own_path, _) = &raw[name];
+    let mut p = Profile::root(name, own_path, chain.clone());
+    for link in &chain {
+        let (path, f) = &raw[link];
+        p.fold(path, f)?;
+    }
+    Ok(p)
+}
+
+/// The `extends` chain of `name`, root ancestor first; refuses cycles and unknown parents.
+fn chain_of(name: &str, raw: &RawProfiles) -> Result<Vec<String>> {
     let mut chain = vec![name.to_string()];
     let mut cur = name;
     while let Some(parent) = raw.get(cur).and_then(|(_, f)| f.extends.as_deref()) {
@@ -351,71 +230,125 @@ fn resolve(name: &str, raw: &BTreeMap<String, (PathBuf, ProfileFile)>) -> Result
         cur = parent;
     }
     chain.reverse();
+    Ok(chain)
+}
 
-    let (own_path, _) = &raw[name];
-    let mut p = Profile {
-        name: name.to_string(),
-        file: own_path.clone(),
-        description: None,
-        chain: chain.clone(),
-        overlays: Vec::new(),
-        packages: BTreeSet::new(),
-        removed_packages: BTreeSet::new(),
-        hostname: None,
-        repositories: None,
-        authorized_keys: Vec::new(),
-        kernel_args: Vec::new(),
-        modules: Vec::new(),
-        services: RUNLEVELS
-            .iter()
-            .map(|l| {
-                (
-                    l.to_string(),
-                    default_services(l).iter().map(|s| s.to_string()).collect(),
-                )
-            })
-            .collect(),
-        removed_services: BTreeMap::new(),
-        interfaces: None,
-        resolv_conf: None,
-        files: BTreeMap::new(),
-        permissions: BTreeMap::new(),
-        vars: toml::Table::new(),
-    };
-    for link in &chain {
-        let (path, f) = &raw[link];
-        let decl = |v| Declared {
-            value: v,
-            file: path.clone(),
+impl Profile {
+    /// A profile with nothing declared yet: Alpine's default services only.
+    fn root(name: &str, file: &Path, chain: Vec<String>) -> Profile {
+        Profile {
+            name: name.to_string(),
+            file: file.to_path_buf(),
+            description: None,
+            chain,
+            overlays: Vec::new(),
+            packages: BTreeSet::new(),
+            removed_packages: BTreeSet::new(),
+            hostname: None,
+            repositories: None,
+            authorized_keys: Vec::new(),
+            kernel_args: Vec::new(),
+            modules: Vec::new(),
+            services: RUNLEVELS
+                .iter()
+                .map(|l| {
+                    (
+                        l.to_string(),
+                        default_services(l).iter().map(|s| s.to_string()).collect(),
+                    )
+                })
+                .collect(),
+            removed_services: BTreeMap::new(),
+            interfaces: None,
+            resolv_conf: None,
+            files: BTreeMap::new(),
+            permissions: BTreeMap::new(),
+            vars: toml::Table::new(),
+        }
+    }
+
+    /// Fold in the profile file `f` at `path`, the next link of the chain.
+    fn fold(&mut self, path: &Path, f: &ProfileFile) -> Result<()> {
+        let decl = |value| Declared {
+            value,
+            file: path.to_path_buf(),
         };
         if f.description.is_some() {
-            p.description.clone_from(&f.description);
+            self.description.clone_from(&f.description);
         }
         for o in &f.overlays {
-            p.overlays.push(decl(o.clone()));
+            self.overlays.push(decl(o.clone()));
         }
-        for pkg in &f.packages {
+        self.fold_packages(path, &f.packages)?;
+        if let Some(h) = &f.hostname {
+            self.hostname = Some(decl(h.clone()));
+        }
+        if let Some(r) = &f.repositories {
+            self.repositories = Some(Declared {
+                value: r.clone(),
+                file: path.to_path_buf(),
+            });
+        }
+        self.fold_keys(path, &f.authorized_keys)?;
+        self.kernel_args.extend(f.kernel_args.iter().cloned());
+        for m in &f.modules {
+            if !self.modules.contains(m) {
+                self.modules.push(m.clone());
+            }
+        }
+        self.fold_services(path, &f.services)?;
+        if let Some(i) = &f.network.interfaces {
+            self.interfaces = Some(decl(i.clone()));
+        }
+        if let Some(r) = &f.network.resolv_conf {
+            self.resolv_conf = Some(decl(r.clone()));
+        }
+        for (k, v) in &f.files {
+            let k = check_rel_path(path, "files", k)?;
+            self.files.insert(
+                k,
+                Declared {
+                    value: v.clone(),
+                    file: path.to_path_buf(),
+                },
+            );
+        }
+        for (k, v) in &f.permissions {
+            let k = check_rel_path(path, "permissions", k)?;
+            self.permissions.insert(
+                k,
+                Declared {
+                    value: v.clone(),
+                    file: path.to_path_buf(),
+                },
+            );
+        }
+        for (k, v) in &f.vars {
+            self.vars.insert(k.clone(), v.clone());
+        }
+        Ok(())
+    }
+
+    /// Packages added, or dropped with `!`.
+    fn fold_packages(&mut self, path: &Path, packages: &[String]) -> Result<()> {
+        for pkg in packages {
             let pkg = pkg.trim();
             if let Some(drop) = pkg.strip_prefix('!') {
                 check_word(path, "packages", drop)?;
-                p.packages.remove(drop);
-                p.removed_packages.insert(drop.to_string());
+                self.packages.remove(drop);
+                self.removed_packages.insert(drop.to_string());
             } else {
                 check_word(path, "packages", pkg)?;
-                p.removed_packages.remove(pkg);
-                p.packages.insert(pkg.to_string());
+                self.removed_packages.remove(pkg);
+                self.packages.insert(pkg.to_string());
             }
         }
-        if let Some(h) = &f.hostname {
-            p.hostname = Some(decl(h.clone()));
-        }
-        if let Some(r) = &f.repositories {
-            p.repositories = Some(Declared {
-                value: r.clone(),
-                file: path.clone(),
-            });
-        }
-        for k in &f.authorized_keys {
+        Ok(())
+    }
+
+    /// Authorized keys, one line each, without duplicates.
+    fn fold_keys(&mut self, path: &Path, keys: &[String]) -> Result<()> {
+        for k in keys {
             let k = k.trim().to_string();
             if k.contains('\n') {
                 return Err(Error::at_path(
@@ -423,30 +356,29 @@ fn resolve(name: &str, raw: &BTreeMap<String, (PathBuf, ProfileFile)>) -> Result
                     "authorized_keys: one key per list item, without newlines",
                 ));
             }
-            if !p.authorized_keys.contains(&k) {
-                p.authorized_keys.push(k);
+            if !self.authorized_keys.contains(&k) {
+                self.authorized_keys.push(k);
             }
         }
-        p.kernel_args.extend(f.kernel_args.iter().cloned());
-        for m in &f.modules {
-            if !p.modules.contains(m) {
-                p.modules.push(m.clone());
-            }
-        }
+        Ok(())
+    }
+
+    /// Services added to each runlevel, or dropped with `!`.
+    fn fold_services(&mut self, path: &Path, services: &ServicesDecl) -> Result<()> {
         for level in RUNLEVELS {
-            let list = p.services.entry(level.to_string()).or_default();
-            for svc in f.services.level(level) {
+            let list = self.services.entry(level.to_string()).or_default();
+            for svc in services.level(level) {
                 let svc = svc.trim();
                 if let Some(drop) = svc.strip_prefix('!') {
                     check_word(path, "services", drop)?;
                     list.retain(|s| s != drop);
-                    p.removed_services
+                    self.removed_services
                         .entry(level.to_string())
                         .or_default()
                         .insert(drop.to_string());
                 } else {
                     check_word(path, "services", svc)?;
-                    if let Some(r) = p.removed_services.get_mut(level) {
+                    if let Some(r) = self.removed_services.get_mut(level) {
                         r.remove(svc);
                     }
                     if !list.iter().any(|s| s == svc) {
@@ -455,37 +387,8 @@ fn resolve(name: &str, raw: &BTreeMap<String, (PathBuf, ProfileFile)>) -> Result
                 }
             }
         }
-        if let Some(i) = &f.network.interfaces {
-            p.interfaces = Some(decl(i.clone()));
-        }
-        if let Some(r) = &f.network.resolv_conf {
-            p.resolv_conf = Some(decl(r.clone()));
-        }
-        for (k, v) in &f.files {
-            let k = check_rel_path(path, "files", k)?;
-            p.files.insert(
-                k,
-                Declared {
-                    value: v.clone(),
-                    file: path.clone(),
-                },
-            );
-        }
-        for (k, v) in &f.permissions {
-            let k = check_rel_path(path, "permissions", k)?;
-            p.permissions.insert(
-                k,
-                Declared {
-                    value: v.clone(),
-                    file: path.clone(),
-                },
-            );
-        }
-        for (k, v) in &f.vars {
-            p.vars.insert(k.clone(), v.clone());
-        }
+        Ok(())
     }
-    Ok(p)
 }
 
 fn check_word(path: &Path, what: &str, w: &str) -> Result<()> {
@@ -503,7 +406,7 @@ fn check_word(path: &Path, what: &str, w: &str) -> Result<()> {
 
 /// Normalise a device path as written in a profile (`/etc/motd` or `etc/motd`) to the
 /// archive's relative form, refusing `..`, `.` and empty components.
-pub fn check_rel_path(file: &Path, what: &str, p: &str) -> Result<String> {
+pub(crate) fn check_rel_path(file: &Path, what: &str, p: &str) -> Result<String> {
     let rel = p.trim_start_matches('/').trim_end_matches('/');
     if rel.is_empty()
         || rel

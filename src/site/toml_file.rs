@@ -8,13 +8,13 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, IoContext, Location, Result};
 
 /// Read `path` and deserialize it; errors carry `path:line:col`.
-pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).at(path)?;
     parse(path, &text)
 }
 
 /// Deserialize `text`, the contents of `path`.
-pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+pub(crate) fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     toml::from_str(text).map_err(|e| {
         let loc = match e.span() {
             Some(span) => Location::at_offset(path, text, span.start),

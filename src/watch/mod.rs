@@ -553,7 +553,7 @@ pub fn run(
                     OutcomeResult::Failed { error, .. } => DeviceResult {
                         mac: o.mac,
                         state: "failed".into(),
-                        error: Some(error.clone()),
+                        error: Some(error.to_string()),
                     },
                 })
                 .collect();

@@ -253,12 +253,11 @@ pub fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpE
         all: true,
         ..Default::default()
     })?;
-    let cache = project.read_layers(&specs);
     let hosts = specs
         .iter()
         .map(|spec| {
-            let hostname = match project.plan(spec, &cache) {
-                Ok(plan) => plan.hostname,
+            let hostname = match project.settings(spec) {
+                Ok(settings) => settings.hostname,
                 Err(e) => {
                     eprintln!("warning: {e} (exported with its inventory host name)");
                     spec.device

@@ -158,7 +158,8 @@ impl LiveProject {
     }
 }
 
-/// Plans every inventory device once, for boot scripts and `/status`.
+/// Resolves every inventory device's settings once (no layer read), for boot scripts and
+/// `/status`.
 fn derive(project: Project, generation: u64) -> Snapshot {
     let specs = project
         .select(&Selection {
@@ -166,15 +167,14 @@ fn derive(project: Project, generation: u64) -> Snapshot {
             ..Default::default()
         })
         .unwrap_or_default();
-    let cache = project.read_layers(&specs);
     let devices = specs
         .iter()
         .map(|spec| {
-            let info = match project.plan(spec, &cache) {
-                Ok(plan) => DeviceInfo {
-                    hostname: Some(plan.hostname),
-                    kernel_args: plan.kernel_args,
-                    modules: Some(plan.modules),
+            let info = match project.settings(spec) {
+                Ok(settings) => DeviceInfo {
+                    hostname: Some(settings.hostname),
+                    kernel_args: settings.kernel_args,
+                    modules: Some(settings.modules),
                     error: None,
                 },
                 Err(e) => DeviceInfo {
