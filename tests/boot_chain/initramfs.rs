@@ -320,10 +320,13 @@ fn cpio(members: &[Member]) -> Vec<u8> {
 
 /// The kernel and the test initramfs, prepared once per test run.
 pub struct BootFiles {
+    /// The kernel, `boot/vmlinuz-*` of the package.
     pub vmlinuz: PathBuf,
+    /// The test initramfs (gzipped `newc` cpio) in the cache.
     pub initramfs: PathBuf,
 }
 
+/// The kernel and initramfs, fetched and built on the first call (and cached on disk).
 pub fn boot_files() -> &'static BootFiles {
     static FILES: OnceLock<BootFiles> = OnceLock::new();
     FILES.get_or_init(|| {

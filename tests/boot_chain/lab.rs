@@ -23,11 +23,13 @@ const TAP: &str = "tap0";
 /// it is removed on drop, also when a test fails.
 pub struct Lab {
     serve: Option<KillOnDrop>,
+    /// The namespace holding the bridge, the server and the VM.
     pub ns: Netns,
     dir: tempfile::TempDir,
 }
 
 impl Lab {
+    /// The namespace with its bridge and tap port (needs root and `/dev/net/tun`).
     pub fn new() -> Lab {
         require_file("/dev/net/tun");
         let ns = Netns::new(&unique_name("ovlboot"));

@@ -81,6 +81,7 @@ fn ovl_listing(site: &TestSite, mac: &str) -> BTreeMap<String, Entry> {
         .collect()
 }
 
+/// Asserts that the tree the VM printed on `serial` is the one `ovl show` lists for `mac`.
 pub fn assert_same_tree(site: &TestSite, mac: &str, serial: &str) {
     let vm = vm_listing(serial);
     let ovl = ovl_listing(site, mac);
@@ -108,6 +109,7 @@ pub fn log_events(log: &Path, event: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The files served over TFTP, from the log.
 pub fn tftp_files(log: &Path) -> Vec<String> {
     log_events(log, "tftp_transfer")
         .iter()
@@ -115,6 +117,7 @@ pub fn tftp_files(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The files requested over HTTP, from the log.
 pub fn http_files(log: &Path) -> Vec<String> {
     log_events(log, "http_request")
         .iter()

@@ -27,14 +27,18 @@ pub const CLIENT_IF: &str = "veth1";
 /// Two namespaces joined by a veth pair and a scratch folder; removed on drop, even on
 /// panic (the client side first).
 pub struct Lab {
+    /// The client namespace (`veth1`), a switch once [`Lab::add_bridge`] ran.
     pub client_ns: Netns,
     /// A third namespace (the site's own DHCP server), when a test adds one.
     pub site_ns: Option<Netns>,
+    /// The server namespace (`veth0`, [`SERVER_IP`]).
     pub server_ns: Netns,
+    /// Scratch space: scripts, logs, lease files, configurations.
     pub dir: tempfile::TempDir,
 }
 
 impl Lab {
+    /// The two namespaces, joined and addressed.
     pub fn new() -> Lab {
         let base = unique_name("ovlt");
         let server_ns = Netns::new(&format!("{base}-s"));
@@ -130,7 +134,9 @@ impl Lab {
 pub struct Server {
     token: CancellationToken,
     thread: Option<JoinHandle<io::Result<()>>>,
+    /// The server's lease table.
     pub leases: Arc<LeaseTable>,
+    /// The server's counters.
     pub stats: Arc<DhcpStats>,
 }
 
