@@ -2,84 +2,62 @@
 //! FUSE mount that hides writes from inotify as NFS does (bindfs); lbu commits are folded in;
 //! broken saves keep the last good archives; `kill -9` never leaves a broken archive.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-use crate::util::{MAC, TestSite, python_tar};
+use crate::harness::proc::{Lines, require_root};
+use crate::harness::site::{MAC, OVL, TestSite, ovl, python_tar};
 
 /// A running `ovl watch --json` whose stdout lines arrive on a channel.
-struct Watch {
-    child: Child,
-    lines: Receiver<serde_json::Value>,
-}
+struct Watch(Lines);
 
 impl Watch {
     fn start(site: &Path, extra: &[&str]) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ovl"))
-            .arg("--site")
+        let mut cmd = ovl();
+        cmd.arg("--site")
             .arg(site)
             .args(["watch", "--json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
+            .args(extra);
+        Watch(Lines::spawn(&mut cmd, false))
+    }
+
+    /// The next JSON line before `deadline` (other lines are skipped).
+    fn next_json(&mut self, deadline: Instant) -> Option<serde_json::Value> {
+        loop {
+            let line = self.0.next_before(deadline)?;
+            if let Ok(v) = serde_json::from_str(&line) {
+                return Some(v);
             }
-        });
-        Watch { child, lines: rx }
+        }
     }
 
     /// The next event of kind `event`, within `secs` seconds.
-    fn next(&self, event: &str, secs: u64) -> serde_json::Value {
+    fn next(&mut self, event: &str, secs: u64) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(v) if v["event"] == event => return v,
-                Ok(_) => {}
-                Err(_) => panic!("no {event} event within {secs}s"),
+            match self.next_json(deadline) {
+                Some(v) if v["event"] == event => return v,
+                Some(_) => {}
+                None => panic!("no {event} event within {secs}s"),
             }
         }
     }
 
     /// No rebuild arrives within `ms` milliseconds.
-    fn quiet(&self, ms: u64) {
-        if let Ok(v) = self.lines.recv_timeout(Duration::from_millis(ms)) {
+    fn quiet(&mut self, ms: u64) {
+        if let Some(v) = self.next_json(Instant::now() + Duration::from_millis(ms)) {
             assert_ne!(v["event"], "rebuild", "unexpected rebuild: {v}");
         }
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "watch did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(mut self) -> ExitStatus {
+        self.0.child.signal(libc::SIGTERM);
+        self.0
+            .child
+            .wait_exit(Duration::from_secs(10))
+            .expect("watch did not stop on SIGTERM")
     }
 }
 
@@ -106,7 +84,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn inotify_rebuilds_exactly_the_affected_archives() {
     let site = TestSite::example();
-    let w = Watch::start(site.root(), &[]);
+    let mut w = Watch::start(site.root(), &[]);
     assert_eq!(w.next("start", 10)["mode"], "inotify");
     assert_eq!(
         w.next("rebuild", 20)["devices"].as_array().unwrap().len(),
@@ -180,7 +158,7 @@ fn inotify_rebuilds_exactly_the_affected_archives() {
 #[test]
 fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     let site = TestSite::new();
-    let w = Watch::start(site.root(), &[]);
+    let mut w = Watch::start(site.root(), &[]);
     w.next("rebuild", 20);
     let before = site.snapshot();
     let good = std::fs::read_to_string(site.path("profiles/S.toml")).unwrap();
@@ -266,7 +244,9 @@ impl Drop for Bindfs {
 }
 
 #[test]
+#[ignore = "needs root: mounts the site with bindfs (FUSE)"]
 fn fuse_mount_is_polled_and_sees_writes_inotify_misses() {
+    require_root("a bindfs (FUSE) mount");
     let fs = Bindfs::new(TestSite::new());
     // inotify on the mount really misses writes to the backing folder.
     {
@@ -287,7 +267,7 @@ fn fuse_mount_is_polled_and_sees_writes_inotify_misses() {
             "inotify saw a backing write through FUSE: {seen:?}"
         );
     }
-    let w = Watch::start(&fs.path(), &["--poll-interval", "0.3"]);
+    let mut w = Watch::start(&fs.path(), &["--poll-interval", "0.3"]);
     let start = w.next("start", 10);
     assert_eq!(start["mode"], "poll");
     assert_eq!(start["reason"], "fuse");
@@ -302,14 +282,8 @@ fn fuse_mount_is_polled_and_sees_writes_inotify_misses() {
         "took {:?}",
         t.elapsed()
     );
-    let out = Command::new("busybox")
-        .args(["tar", "-zxOf"])
-        .arg(fs.backing.archive(MAC))
-        .arg("etc/motd")
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        fs.backing.archive_member(MAC, "etc/motd"),
         "written by another NFS client\n"
     );
     assert!(w.stop().success());
@@ -323,7 +297,7 @@ fn lbu_commit_is_folded_into_that_device_only() {
         "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe\"\n",
     );
     site.write("devices.toml", &format!("[[device]]\nmac = \"{MAC}\"\nprofile = \"S\"\nhostname = \"kiosk1\"\n[[device]]\nmac = \"52:54:00:00:00:02\"\nprofile = \"S\"\n"));
-    let w = Watch::start(site.root(), &[]);
+    let mut w = Watch::start(site.root(), &[]);
     w.next("rebuild", 20);
     let other = std::fs::read(site.archive("52:54:00:00:00:02")).unwrap();
     // What lbu does: write HOST.apkovl.tar.gz.new, keep a dated backup, rename into place.
@@ -412,7 +386,7 @@ fn kill_9_mid_rebuild_never_leaves_a_broken_archive() {
     let full = t.elapsed();
     for round in 0..4u32 {
         site.write("overlays/base/etc/motd", &format!("round {round}\n"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ovl"))
+        let child = Command::new(OVL)
             .arg("--site")
             .arg(site.root())
             .args(["build", "--all", "-j", "1"])

@@ -2,11 +2,14 @@
 //! (`dnsmasq --test`, `dhcpd -t`, `kea-dhcp4 -t`), and its key lines are pinned.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use ovl::serve::dhcp::default_boot_files;
 use ovl::serve::dhcp::export::{DhcpExport, ExportFormat, ExportHost, export};
+
+use crate::harness::proc::{bounded, require};
+use crate::harness::site::{TestSite, ovl};
 
 fn site() -> DhcpExport {
     DhcpExport {
@@ -37,22 +40,14 @@ fn site() -> DhcpExport {
     }
 }
 
-fn have(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!("SKIPPED: {program} is not installed; its check did not run");
-    }
-    found
-}
-
+/// Runs the checker `args FILE` (bounded by 30 s); it must accept the file.
 fn check(args: &[&str], file: &Path) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("30").args(args).arg(file).stdin(Stdio::null());
-    let out = cmd.output().expect("run checker");
+    let (program, rest) = args.split_first().expect("a checker");
+    let out = bounded(30, program)
+        .args(rest)
+        .arg(file)
+        .output()
+        .expect("run checker");
     assert!(
         out.status.success(),
         "{args:?} {} rejected the config:\n{}\n{}\n--- config ---\n{}",
@@ -64,8 +59,42 @@ fn check(args: &[&str], file: &Path) -> Output {
     out
 }
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path().join(name);
+/// `dnsmasq --test -C FILE` accepts `text`, saying "syntax check OK".
+fn check_dnsmasq(dir: &Path, name: &str, text: &str) {
+    require("dnsmasq");
+    let out = check(&["dnsmasq", "--test", "-C"], &write(dir, name, text));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("syntax check OK"));
+}
+
+/// `dhcpd -4 -t -cf FILE` (lease and pid files in `dir`) accepts `text`.
+fn check_dhcpd(dir: &Path, name: &str, text: &str) {
+    require("dhcpd");
+    let file = write(dir, name, text);
+    let leases = write(dir, "dhcpd.leases", "");
+    let pid = dir.join("dhcpd.pid");
+    check(
+        &[
+            "dhcpd",
+            "-4",
+            "-t",
+            "-lf",
+            leases.to_str().unwrap(),
+            "-pf",
+            pid.to_str().unwrap(),
+            "-cf",
+        ],
+        &file,
+    );
+}
+
+/// `kea-dhcp4 -t FILE` accepts `text`.
+fn check_kea(dir: &Path, name: &str, text: &str) {
+    require("kea-dhcp4");
+    check(&["kea-dhcp4", "-t"], &write(dir, name, text));
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -95,13 +124,8 @@ fn dnsmasq_config_passes_dnsmasq_test() {
     ] {
         assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
     }
-    if !have("dnsmasq") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "dnsmasq.conf", &text);
-    let out = check(&["dnsmasq", "--test", "-C"], &file);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("syntax check OK"));
+    check_dnsmasq(dir.path(), "dnsmasq.conf", &text);
 }
 
 #[test]
@@ -130,26 +154,8 @@ fn isc_dhcpd_config_passes_dhcpd_t() {
     ] {
         assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
     }
-    if !have("dhcpd") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "dhcpd.conf", &text);
-    let leases = write(&dir, "dhcpd.leases", "");
-    let pid = dir.path().join("dhcpd.pid");
-    check(
-        &[
-            "dhcpd",
-            "-4",
-            "-t",
-            "-lf",
-            leases.to_str().unwrap(),
-            "-pf",
-            pid.to_str().unwrap(),
-            "-cf",
-        ],
-        &file,
-    );
+    check_dhcpd(dir.path(), "dhcpd.conf", &text);
 }
 
 #[test]
@@ -179,12 +185,8 @@ fn kea_config_passes_kea_dhcp4_t() {
     assert_eq!(subnet["reservations"][0]["ip-address"], "192.168.0.50");
     assert_eq!(subnet["reservations"][0]["hostname"], "kiosk-hall");
     assert!(subnet["reservations"][1].get("ip-address").is_none());
-    if !have("kea-dhcp4") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "kea-dhcp4.conf", &text);
-    check(&["kea-dhcp4", "-t"], &file);
+    check_kea(dir.path(), "kea-dhcp4.conf", &text);
 }
 
 #[test]
@@ -196,36 +198,9 @@ fn reservations_only_configs_are_valid_too() {
     let dir = tempfile::tempdir().unwrap();
     let dnsmasq = export(ExportFormat::Dnsmasq, &cfg);
     assert!(dnsmasq.contains("dhcp-range=192.168.0.0,static,255.255.255.0,600\n"));
-    if have("dnsmasq") {
-        check(
-            &["dnsmasq", "--test", "-C"],
-            &write(&dir, "d.conf", &dnsmasq),
-        );
-    }
-    if have("dhcpd") {
-        let leases = write(&dir, "dhcpd.leases", "");
-        let pid = dir.path().join("dhcpd.pid");
-        let isc = write(&dir, "i.conf", &export(ExportFormat::IscDhcpd, &cfg));
-        check(
-            &[
-                "dhcpd",
-                "-4",
-                "-t",
-                "-lf",
-                leases.to_str().unwrap(),
-                "-pf",
-                pid.to_str().unwrap(),
-                "-cf",
-            ],
-            &isc,
-        );
-    }
-    if have("kea-dhcp4") {
-        check(
-            &["kea-dhcp4", "-t"],
-            &write(&dir, "k.conf", &export(ExportFormat::Kea, &cfg)),
-        );
-    }
+    check_dnsmasq(dir.path(), "d.conf", &dnsmasq);
+    check_dhcpd(dir.path(), "i.conf", &export(ExportFormat::IscDhcpd, &cfg));
+    check_kea(dir.path(), "k.conf", &export(ExportFormat::Kea, &cfg));
 }
 
 #[test]
@@ -242,52 +217,37 @@ fn format_names() {
 }
 
 /// The example site (`ovl init`) with a pool: `dhcp = "off"` becomes a `[serve.dhcp]` table.
-fn example_site(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let site = dir.path().join("site");
-    let out = Command::new(env!("CARGO_BIN_EXE_ovl"))
-        .arg("init")
-        .arg(&site)
-        .output()
-        .expect("ovl init");
-    assert!(out.status.success(), "{out:?}");
-    let toml_path = site.join("ovl.toml");
-    let text = std::fs::read_to_string(&toml_path).expect("ovl.toml");
-    let text: String = text
+fn example_site() -> TestSite {
+    let site = TestSite::example();
+    let text: String = site
+        .read("ovl.toml")
         .lines()
         .filter(|l| !l.trim_start().starts_with("dhcp ="))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(
-        &toml_path,
-        format!(
+    site.write(
+        "ovl.toml",
+        &format!(
             "{text}\n[serve.dhcp]\nrange = [\"192.168.0.100\", \"192.168.0.200\"]\n\
              netmask = \"255.255.255.0\"\nrouter = \"192.168.0.1\"\ndns = [\"192.168.0.1\"]\n"
         ),
-    )
-    .expect("write ovl.toml");
+    );
     site
 }
 
-/// `ovl --site SITE export FORMAT`: stdout, checked for success.
-fn cli_export(site: &Path, format: &str, json: bool) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovl"));
-    cmd.arg("--site").arg(site);
-    if json {
-        cmd.arg("--json");
-    }
-    let out = cmd.args(["export", format]).output().expect("ovl export");
-    assert!(
-        out.status.success(),
-        "ovl export {format}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+/// `ovl --site SITE [--json] export FORMAT`: stdout, checked for success.
+fn cli_export(site: &TestSite, format: &str, json: bool) -> String {
+    let args: &[&str] = if json {
+        &["--json", "export", format]
+    } else {
+        &["export", format]
+    };
+    site.ovl(args).ok().stdout
 }
 
 #[test]
 fn cli_dnsmasq_export_of_the_example_site_passes_dnsmasq_test() {
-    let dir = tempfile::tempdir().unwrap();
-    let site = example_site(&dir);
+    let site = example_site();
     let text = cli_export(&site, "dnsmasq", false);
     let l = lines(&text);
     for expected in [
@@ -303,19 +263,12 @@ fn cli_dnsmasq_export_of_the_example_site_passes_dnsmasq_test() {
         serde_json::from_str(&cli_export(&site, "dnsmasq", true)).expect("--json is JSON");
     assert_eq!(json["format"], "dnsmasq");
     assert_eq!(json["config"], text.as_str());
-    if have("dnsmasq") {
-        let out = check(
-            &["dnsmasq", "--test", "-C"],
-            &write(&dir, "dnsmasq.conf", &text),
-        );
-        assert!(String::from_utf8_lossy(&out.stderr).contains("syntax check OK"));
-    }
+    check_dnsmasq(site.dir.path(), "dnsmasq.conf", &text);
 }
 
 #[test]
 fn cli_isc_dhcpd_export_of_the_example_site_passes_dhcpd_t() {
-    let dir = tempfile::tempdir().unwrap();
-    let site = example_site(&dir);
+    let site = example_site();
     let text = cli_export(&site, "isc-dhcpd", false);
     let l = lines(&text);
     for expected in [
@@ -325,62 +278,32 @@ fn cli_isc_dhcpd_export_of_the_example_site_passes_dhcpd_t() {
     ] {
         assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
     }
-    if have("dhcpd") {
-        let leases = write(&dir, "dhcpd.leases", "");
-        let pid = dir.path().join("dhcpd.pid");
-        check(
-            &[
-                "dhcpd",
-                "-4",
-                "-t",
-                "-lf",
-                leases.to_str().unwrap(),
-                "-pf",
-                pid.to_str().unwrap(),
-                "-cf",
-            ],
-            &write(&dir, "dhcpd.conf", &text),
-        );
-    }
+    check_dhcpd(site.dir.path(), "dhcpd.conf", &text);
 }
 
 #[test]
 fn cli_kea_export_of_the_example_site_passes_kea_dhcp4_t() {
-    let dir = tempfile::tempdir().unwrap();
-    let site = example_site(&dir);
+    let site = example_site();
     let text = cli_export(&site, "kea", false);
     let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let subnet = &doc["Dhcp4"]["subnet4"][0];
     assert_eq!(subnet["subnet"], "192.168.0.0/24");
     assert_eq!(subnet["pools"][0]["pool"], "192.168.0.100 - 192.168.0.200");
     assert_eq!(subnet["reservations"].as_array().map(Vec::len), Some(5));
-    if have("kea-dhcp4") {
-        check(&["kea-dhcp4", "-t"], &write(&dir, "kea-dhcp4.conf", &text));
-    }
+    check_kea(site.dir.path(), "kea-dhcp4.conf", &text);
 }
 
 #[test]
 fn cli_export_without_a_server_address_names_ovl_toml() {
-    let dir = tempfile::tempdir().unwrap();
-    let site = example_site(&dir);
-    let toml_path = site.join("ovl.toml");
-    let text = std::fs::read_to_string(&toml_path).unwrap();
-    std::fs::write(&toml_path, text.replace("server = \"192.168.0.2\"", "")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ovl"))
-        .arg("--site")
-        .arg(&site)
-        .args(["export", "kea"])
-        .output()
-        .expect("ovl export");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let site = example_site();
+    let text = site.read("ovl.toml");
+    site.write("ovl.toml", &text.replace("server = \"192.168.0.2\"", ""));
+    let r = site.ovl(&["export", "kea"]).code(1);
     assert!(
-        err.contains("ovl.toml") && err.contains("[boot] server"),
-        "{err}"
+        r.stderr.contains("ovl.toml") && r.stderr.contains("[boot] server"),
+        "{}",
+        r.stderr
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ovl"))
-        .args(["export", "bind"])
-        .output()
-        .expect("ovl export");
+    let out = ovl().args(["export", "bind"]).output().expect("ovl export");
     assert_eq!(out.status.code(), Some(2));
 }

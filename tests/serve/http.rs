@@ -1,11 +1,10 @@
-//! End-to-end tests of the HTTP server: the server runs in-process on 127.0.0.1 port 0 over a
-//! temporary copy of the example site (built with the pipeline); real curl drives it, busybox
-//! tar checks on-demand archives. Every client runs under `timeout`; every wait is bounded.
+//! The HTTP server in-process on 127.0.0.1 port 0 over a temporary copy of the example
+//! site (built with the pipeline); real curl drives it, busybox tar checks on-demand
+//! archives. Every client runs under `timeout`; every wait is bounded.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,10 @@ use ovl::mac::Mac;
 use ovl::serve::http::{HttpConfig, HttpServer};
 use ovl::serve::neighbours::{Neighbours, StaticNeighbours};
 use ovl::site::Site;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+
+use crate::harness::proc::{bounded, eventually, noise, sha256};
+use crate::harness::site::TestSite;
 
 /// An inventory device of the example site (profile XL, kernel arg `quiet`).
 const XL_MAC: &str = "52:54:00:12:34:56";
@@ -26,7 +27,7 @@ const BLANK_MAC: &str = "52:54:00:99:99:99";
 
 /// A built example site in a temp dir and an HTTP server serving it on its own runtime.
 struct Lab {
-    dir: tempfile::TempDir,
+    site: TestSite,
     root: PathBuf,
     addr: SocketAddr,
     cancel: CancellationToken,
@@ -41,9 +42,8 @@ impl Lab {
     /// A lab whose `[serve]` table gets `serve_toml` appended, with `adjust` applied to the
     /// server's settings.
     fn with(serve_toml: &str, adjust: impl FnOnce(&mut HttpConfig)) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("site");
-        ovl::site::example::write_example(&root).unwrap();
+        let site = TestSite::example();
+        let root = site.root().to_path_buf();
         if !serve_toml.is_empty() {
             // [serve] is the last table of the example: drop its keys that we set, append.
             let toml = std::fs::read_to_string(root.join("ovl.toml")).unwrap();
@@ -70,7 +70,7 @@ impl Lab {
         assert_eq!(built.len(), 5);
         project.write_boot_scripts().unwrap();
 
-        std::fs::write(dir.path().join("outside.txt"), b"OUTSIDE-SECRET").unwrap();
+        std::fs::write(site.scratch("outside.txt"), b"OUTSIDE-SECRET").unwrap();
         std::fs::create_dir_all(root.join("data")).unwrap();
         std::os::unix::fs::symlink("../../outside.txt", root.join("data/out")).unwrap();
         std::os::unix::fs::symlink("../overlays", root.join("data/ov")).unwrap();
@@ -93,7 +93,7 @@ impl Lab {
         let cancel = CancellationToken::new();
         rt.spawn(server.run(cancel.clone()));
         Lab {
-            dir,
+            site,
             root,
             addr,
             cancel,
@@ -115,10 +115,10 @@ impl Lab {
 
     /// Runs curl on `path` with `args`; the body and headers come back.
     fn curl(&self, path: &str, args: &[&str]) -> Resp {
-        let body = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
-        let head = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
-        let out = Command::new("timeout")
-            .args(["60", "curl", "-s", "--path-as-is", "--max-time", "50"])
+        let body = tempfile::NamedTempFile::new_in(self.site.dir.path()).unwrap();
+        let head = tempfile::NamedTempFile::new_in(self.site.dir.path()).unwrap();
+        let out = bounded(60, "curl")
+            .args(["-s", "--path-as-is", "--max-time", "50"])
             .args(["-w", "%{http_code}", "-o"])
             .arg(body.path())
             .arg("-D")
@@ -172,36 +172,6 @@ impl Resp {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// Polls `f` every 100 ms for at most `secs` seconds.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]
@@ -395,10 +365,10 @@ fn default_profile_serves_blank_devices_an_archive_busybox_accepts() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("cache-control"), "no-cache");
     assert_eq!(r.header("content-length"), r.body.len().to_string());
-    let out = lab.dir.path().join("blank.tar.gz");
+    let out = lab.site.scratch("blank.tar.gz");
     std::fs::write(&out, &r.body).unwrap();
-    let t = Command::new("timeout")
-        .args(["30", "busybox", "tar", "-tzf"])
+    let t = bounded(30, "busybox")
+        .args(["tar", "-tzf"])
         .arg(&out)
         .output()
         .unwrap();
@@ -558,17 +528,14 @@ fn two_hundred_concurrent_downloads_of_30_mb() {
            (curl -s --fail --max-time 240 {url} | sha256sum > {dir}/sum.$i) & \
          done; wait",
         url = lab.url("/data/big.bin"),
-        dir = lab.dir.path().display()
+        dir = lab.site.dir.path().display()
     );
     let started = Instant::now();
-    let st = Command::new("timeout")
-        .args(["300", "sh", "-c", &script])
-        .status()
-        .unwrap();
+    let st = bounded(300, "sh").args(["-c", &script]).status().unwrap();
     assert!(st.success());
     let mut ok = 0;
     for i in 1..=200 {
-        let got = std::fs::read_to_string(lab.dir.path().join(format!("sum.{i}"))).unwrap();
+        let got = std::fs::read_to_string(lab.site.scratch(&format!("sum.{i}"))).unwrap();
         assert_eq!(
             got.split_whitespace().next(),
             Some(sum.as_str()),

@@ -1,6 +1,6 @@
 //! `init`, `check`, `list`, `show`, `diff`, the boot script, JSON output and exit codes.
 
-use crate::util::{MAC, TestSite};
+use crate::harness::site::{MAC, TestSite, ovl};
 
 #[test]
 fn init_refuses_an_existing_site() {
@@ -137,15 +137,7 @@ fn nfs_round_trip_settings_land_in_the_archive() {
     };
     assert!(has("etc/runlevels/default/netmount"));
     assert!(has("media/pxe"));
-    let cat = |p: &str| {
-        let o = std::process::Command::new("busybox")
-            .args(["tar", "-zxOf"])
-            .arg(site.archive(MAC))
-            .arg(p)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let cat = |p: &str| site.archive_member(MAC, p);
     assert_eq!(
         cat("etc/fstab"),
         "10.9.0.1:/srv/pxe /media/pxe nfs rw,nolock,_netdev 0 0\n"
@@ -173,7 +165,7 @@ fn usage_errors_exit_2_and_help_lists_commands() {
 #[test]
 fn no_site_is_an_environment_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ovl"))
+    let out = ovl()
         .current_dir(dir.path())
         .env_remove("OVL_SITE")
         .args(["list"])

@@ -1,0 +1,18 @@
+//! The one test harness, shared by every test binary (`tests/cli/`, `tests/serve/`,
+//! `tests/boot_chain/`), each of which includes it with
+//! `#[path = "../harness/mod.rs"] mod harness;`.
+//!
+//! - [`site`]: a temporary site per test, the built `ovl` binary run on it, the assertions on
+//!   a run (exit code, stdout, stderr, JSON), lbu archives written by an independent writer.
+//! - [`proc`]: bounded commands, required programs and root, child processes killed on drop,
+//!   output lines on a channel, bounded waits, digests and test data.
+//! - [`netns`]: network namespaces with veth pairs, bridges and tap ports, removed in `Drop`.
+//! - [`qemu`]: VMs (SeaBIOS + iPXE, or OVMF) on a namespace's tap port.
+
+// Each binary uses a part of the harness.
+#![allow(dead_code)]
+
+pub mod netns;
+pub mod proc;
+pub mod qemu;
+pub mod site;
