@@ -8,11 +8,16 @@
 //!   output lines on a channel, bounded waits, digests and test data.
 //! - [`netns`]: network namespaces with veth pairs, bridges and tap ports, removed in `Drop`.
 //! - [`qemu`]: VMs (SeaBIOS + iPXE, or OVMF) on a namespace's tap port.
+//! - [`alpine`]: Alpine's own parts (checksums pinned) and Alpine devices in a chroot, with
+//!   apkovls applied by Alpine's busybox `tar` and saved by the real `lbu commit`.
+//! - [`tree`]: file trees as compared: `ovl show --json`, a folder on disk, a VM's record.
 
 // Each binary uses a part of the harness.
 #![allow(dead_code)]
 
+pub mod alpine;
 pub mod netns;
 pub mod proc;
 pub mod qemu;
 pub mod site;
+pub mod tree;
