@@ -3,6 +3,7 @@
 //! `lbu commit`. The fleet tests make their devices this way.
 
 use std::collections::BTreeSet;
+use std::fs;
 
 use crate::harness::alpine::Device;
 use crate::harness::proc::must;
@@ -35,27 +36,22 @@ fn an_alpine_device_holds_the_archive_as_ovl_show_lists_it() {
     assert_eq!(hostname.trim(), "kiosk-hall", "the device's own hostname");
 }
 
-/// With `[boot] nfs`, the archive's `lbu.conf` points `LBU_BACKUPDIR` at
-/// `/media/pxe/captures/MAC`; with the site shared there, Alpine's `lbu commit` writes
-/// `HOSTNAME.apkovl.tar.gz` into the site's `captures/MAC/`, holding the change made on the
-/// device.
+/// Alpine's `lbu commit` on a device saves the change made there into `LBU_BACKUPDIR`, here a
+/// host folder shared into the device, as `HOSTNAME.apkovl.tar.gz` (the hostname the archive
+/// gave the device).
 #[test]
 #[ignore = "needs root: chroot into Alpine's minirootfs"]
-fn lbu_commit_on_a_device_lands_in_the_sites_captures() {
-    let site = TestSite::example();
-    let toml = site.read("ovl.toml").replace(
-        "# nfs = \"192.168.0.2:/srv/pxe\"",
-        "nfs = \"192.168.0.2:/srv/pxe\"",
-    );
-    site.write("ovl.toml", &toml);
-    site.ovl(&["build", "--all"]).ok();
+fn lbu_commit_on_a_device_saves_its_change_in_a_shared_folder() {
+    let site = TestSite::example_built();
     let mut device = Device::new();
-    device.share(site.root(), "/media/pxe");
+    let backups = device.scratch("backups");
+    fs::create_dir_all(&backups).expect("backup folder");
+    device.share(&backups, "/media/backups");
     device.apply(&site.archive(MAC));
     device.must_sh("echo 'changed on the device' > /etc/motd");
-    let out = device.lbu_commit("");
+    let out = device.lbu_commit("LBU_BACKUPDIR=/media/backups");
     assert!(out.status.success(), "lbu commit: {out:?}");
-    let capture = site.path(&format!("captures/{MAC}/kiosk-hall.apkovl.tar.gz"));
+    let capture = backups.join("kiosk-hall.apkovl.tar.gz");
     assert!(capture.is_file(), "{} written by lbu", capture.display());
     let motd = must(&[
         "busybox",
@@ -67,5 +63,11 @@ fn lbu_commit_on_a_device_lands_in_the_sites_captures() {
     assert_eq!(
         String::from_utf8_lossy(&motd.stdout),
         "changed on the device\n"
+    );
+    assert!(
+        !device
+            .path("media/backups/kiosk-hall.apkovl.tar.gz")
+            .exists(),
+        "the share lived only in lbu's own mount namespace"
     );
 }
