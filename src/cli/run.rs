@@ -91,6 +91,11 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         tftp: a.tftp,
         dhcp: a.dhcp,
         interface: a.interface.clone(),
+        watch: a.watch.then(|| crate::watch::WatchOptions {
+            force_poll: a.poll,
+            poll_interval: a.poll_interval,
+            ..Default::default()
+        }),
     };
     let settings = crate::serve::Settings::resolve(&p.site.config.serve, &flags)?;
     settings.check()?;
@@ -98,37 +103,14 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Env(format!("cannot start the runtime: {e}")))?;
-    // Watch mode runs on its own thread over the same pipeline; the servers read what it
-    // publishes (archives are renamed into place, so a download never sees half a file).
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = a.watch.then(|| {
-        let root = p.site.root.clone();
-        let stop = stop.clone();
-        let opts = crate::watch::WatchOptions {
-            force_poll: a.poll,
-            poll_interval: a.poll_interval,
-            ..Default::default()
-        };
-        std::thread::spawn(move || {
-            crate::watch::run(&root, &opts, stop, &mut |r| match &r {
-                crate::watch::Report::Error { .. } => tracing::warn!(event = "watch_error", "{r}"),
-                _ => tracing::info!(event = "watch", "{r}"),
-            })
-        })
-    });
-    let served = rt.block_on(async {
+    // With --watch, watch mode runs beside the servers and feeds them the projects it loads;
+    // the servers read what it publishes (archives are renamed into place, so a download
+    // never sees half a file).
+    rt.block_on(async {
         let token = tokio_util::sync::CancellationToken::new();
         crate::serve::cancel_on_signals(token.clone())?;
         crate::serve::run(p, settings, token).await
-    });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(w) = watcher {
-        match w.join() {
-            Ok(r) => r?,
-            Err(_) => return Err(Error::Env("watch mode stopped unexpectedly".into())),
-        }
-    }
-    served?;
+    })?;
     // Connections dropped after the grace period may still hold tasks; do not wait on them.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(EXIT_OK)
@@ -587,11 +569,7 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<i32> {
             .unwrap_or_default(),
         Err(e) => return Err(e),
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| Error::Env(format!("signal handler: {e}")))?;
-    }
+    let stop = crate::watch::stop_on_signals()?;
     let opts = crate::watch::WatchOptions {
         force_poll: a.poll,
         poll_interval: a.poll_interval,

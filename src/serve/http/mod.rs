@@ -26,10 +26,10 @@
 //! ignore `Range`. Every response has `Content-Length`. `Cache-Control: no-cache` is sent on
 //! `configs/*`, the scripts and `/status`.
 //!
-//! The project is reloaded while serving (see [`live`]). Each request gives one log line
-//! (`event=http_request`: method, file, client, status, bytes, duration_ms, rate_kib_s,
-//! complete, mac, reason) when its body is done; boot-chain requests are also recorded in
-//! [`BootEvents`].
+//! The project is reloaded while serving (see [`live`]): on its own, or fed by watch mode.
+//! Each request gives one log line (`event=http_request`: method, file, client, status, bytes,
+//! duration_ms, rate_kib_s, complete, mac, reason) when its body is done; boot-chain requests
+//! are also recorded in [`BootEvents`].
 
 pub mod live;
 mod opened;
@@ -63,6 +63,7 @@ use crate::serve::events::{BootEvents, EventKind};
 use crate::serve::neighbours::Neighbours;
 use crate::serve::public::{self, Denied};
 use crate::site::ConfigsAccess;
+use crate::watch::changes::network_fs;
 use opened::{OpenedBackend, OpenedFile};
 use respond::{LoggedBody, RequestLog, bytes_response, query_value, status_response};
 
@@ -78,6 +79,9 @@ pub struct HttpConfig {
     pub neighbours: Neighbours,
     /// How often the project's files are checked for changes.
     pub reload_interval: Duration,
+    /// The project is kept current by watch mode (`ovl serve --watch` feeds
+    /// [`HttpServer::project`]) instead of by a check every `reload_interval`.
+    pub watched: bool,
     /// After shutdown is requested, how long running transfers may go on.
     pub shutdown_grace: Duration,
     /// On-demand archives (default profile) kept in memory at most.
@@ -104,6 +108,7 @@ impl HttpConfig {
             bind,
             neighbours: Neighbours::default(),
             reload_interval: Duration::from_secs(1),
+            watched: false,
             shutdown_grace: Duration::from_secs(5),
             on_demand_entries: 64,
             on_demand_ttl: Duration::from_secs(10),
@@ -153,7 +158,9 @@ impl HttpServer {
         let local = listener.local_addr()?;
         let (live, canonical_root, network) = tokio::task::spawn_blocking(move || {
             let canonical = project.site.root.canonicalize();
-            let network = opened::on_network_fs(&project.site.root);
+            // On network or FUSE file systems (or unknown ones), a `stat` or a read may wait
+            // on the network: file system work then goes to the blocking pool.
+            let network = !matches!(network_fs(&project.site.root), Ok(None));
             (
                 LiveProject::new(project, Some(local.to_string())),
                 canonical,
@@ -202,11 +209,13 @@ impl HttpServer {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running requests
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
-        let reload = tokio::spawn(reload_loop(
-            Arc::clone(&self.shared.live),
-            self.shared.cfg.reload_interval,
-            shutdown.clone(),
-        ));
+        let reload = (!self.shared.cfg.watched).then(|| {
+            tokio::spawn(reload_loop(
+                Arc::clone(&self.shared.live),
+                self.shared.cfg.reload_interval,
+                shutdown.clone(),
+            ))
+        });
         let grace = self.shared.cfg.shutdown_grace;
         let app = Router::new()
             .fallback(handle)
@@ -232,7 +241,9 @@ impl HttpServer {
                 tracing::warn!(event = "http_shutdown", "requests still running after the grace period; dropping them");
             }
         }
-        reload.abort();
+        if let Some(r) = reload {
+            r.abort();
+        }
     }
 }
 

@@ -147,25 +147,3 @@ impl File for OpenedReader {
         }))
     }
 }
-
-/// `statfs` magic numbers of network and FUSE file systems, where a `stat` or a read may wait
-/// on the network: NFS, SMB, CIFS, SMB2, FUSE, 9P.
-const NETWORK_FS: [u32; 6] = [
-    0x6969,
-    0x517B,
-    0xFF53_4D42,
-    0xFE53_4D42,
-    0x6573_5546,
-    0x0102_1997,
-];
-
-/// Is `path` on a network or FUSE file system (or unknown)? Then file system work of a
-/// request goes to the blocking pool; on local file systems it is done in place (a few
-/// microseconds from the page cache, and a blocking-pool round trip costs more).
-pub fn on_network_fs(path: &Path) -> bool {
-    match rustix::fs::statfs(path) {
-        #[allow(clippy::unnecessary_cast)]
-        Ok(s) => NETWORK_FS.contains(&((s.f_type as u64 & 0xffff_ffff) as u32)),
-        Err(_) => true,
-    }
-}
