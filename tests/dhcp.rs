@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use dhcproto::v4::{Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
+use ovl::mac::Mac;
 use ovl::serve::dhcp::{DhcpConfig, DhcpServer, DhcpStats, LeaseTable, Mode, Pool};
 use tokio_util::sync::CancellationToken;
 
@@ -424,7 +425,7 @@ fn dhclient_gets_fixed_and_pool_addresses_and_keeps_them_on_reboot() {
     let lab = Lab::new();
     let mut cfg = lab.config(Mode::Full);
     cfg.fixed.insert(
-        [0x52, 0x54, 0x00, 0x21, 0x00, 0x01],
+        Mac([0x52, 0x54, 0x00, 0x21, 0x00, 0x01]),
         Ipv4Addr::new(10, 213, 1, 50),
     );
     let server = Server::start(&lab, cfg);
@@ -492,7 +493,7 @@ exit 0
     let pool = dhclient("52:54:00:21:00:02", "pool.leases");
     assert_eq!(pool["reason"], "BOUND");
     assert_eq!(pool["ip"], "10.213.1.100");
-    let mac2 = [0x52, 0x54, 0x00, 0x21, 0x00, 0x02];
+    let mac2 = Mac([0x52, 0x54, 0x00, 0x21, 0x00, 0x02]);
     assert_eq!(
         server.leases.lease_for_mac(&mac2),
         Some(Ipv4Addr::new(10, 213, 1, 100))
@@ -558,7 +559,7 @@ fn udhcpc_renews_and_a_restarted_server_keeps_the_lease() {
     assert_eq!(wait_event(&log, "renew", 2)["ip"], "10.213.1.100");
     let acks = server.stats.snapshot().acks;
     assert!(acks >= 3, "renewals are acknowledged: {acks}");
-    let mac = [0x52, 0x54, 0x00, 0x22, 0x00, 0x01];
+    let mac = Mac([0x52, 0x54, 0x00, 0x22, 0x00, 0x01]);
     assert_eq!(
         server.leases.lease_for_mac(&mac),
         Some(Ipv4Addr::new(10, 213, 1, 100))
@@ -1035,7 +1036,7 @@ fn qemu_ipxe_gets_its_script_url_in_full_mode() {
     assert_eq!(
         server
             .leases
-            .lease_for_mac(&[0x52, 0x54, 0x00, 0x27, 0x00, 0x01]),
+            .lease_for_mac(&Mac([0x52, 0x54, 0x00, 0x27, 0x00, 0x01])),
         Some(Ipv4Addr::new(10, 213, 1, 100))
     );
     server.stop();
@@ -1119,7 +1120,7 @@ fn ovmf_uefi_pxe_gets_ipxe_efi_in_full_mode() {
     assert_eq!(
         server
             .leases
-            .lease_for_mac(&[0x52, 0x54, 0x00, 0x29, 0x00, 0x01]),
+            .lease_for_mac(&Mac([0x52, 0x54, 0x00, 0x29, 0x00, 0x01])),
         Some(Ipv4Addr::new(10, 213, 1, 100))
     );
     server.stop();
@@ -1275,7 +1276,7 @@ fn export_site() -> ovl::serve::dhcp::export::DhcpExport {
         dns: vec![SERVER_IP],
         lease_time: 600,
         hosts: vec![ovl::serve::dhcp::export::ExportHost {
-            mac: [0x52, 0x54, 0x00, 0x2b, 0x00, 0x01],
+            mac: Mac([0x52, 0x54, 0x00, 0x2b, 0x00, 0x01]),
             hostname: "kiosk-hall".into(),
             ip: Some(Ipv4Addr::new(10, 213, 1, 50)),
         }],

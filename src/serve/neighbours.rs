@@ -33,11 +33,11 @@ impl NeighbourSource for LeaseTable {
         let IpAddr::V4(v4) = ip.to_canonical() else {
             return None;
         };
-        self.mac_for_ip(v4).map(Mac)
+        self.mac_for_ip(v4)
     }
 
     fn address_of(&self, mac: &Mac) -> Option<IpAddr> {
-        self.lease_for_mac(&mac.0).map(IpAddr::V4)
+        self.lease_for_mac(mac).map(IpAddr::V4)
     }
 }
 

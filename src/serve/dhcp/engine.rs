@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 
-use super::config::{DhcpConfig, Mac, Mode, Pool, format_mac};
+use super::config::{DhcpConfig, Mode, Pool};
 use super::leases::{Inner, Lease, LeaseState, LeaseTable};
 use super::packet;
 use super::pxe::{self, ClientKind};
 use super::stats::DhcpStats;
+use crate::mac::Mac;
 
 /// Which socket a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +354,7 @@ impl Engine {
             if !inner.taken_by_other(fixed, mac, now) {
                 return Some(fixed);
             }
-            tracing::warn!(event = "dhcp_fixed_conflict", mac = %format_mac(mac), ip = %fixed,
+            tracing::warn!(event = "dhcp_fixed_conflict", mac = %mac, ip = %fixed,
                 "fixed address held by another client; offering a pool address");
         }
         let previous = inner.for_mac(mac).map(|l| l.ip);
@@ -472,7 +473,7 @@ impl Engine {
     fn log_event(&self, event: &'static str, mac: &Mac, ip: Ipv4Addr, boot: Option<&str>) {
         tracing::info!(
             event,
-            mac = %format_mac(mac),
+            mac = %mac,
             ip = %ip,
             boot_file = boot.unwrap_or(""),
             mode = %self.cfg.mode,

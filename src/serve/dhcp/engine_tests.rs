@@ -9,15 +9,16 @@ use dhcproto::{Decodable, Encodable};
 use proptest::prelude::*;
 
 use super::*;
+use crate::mac::Mac;
 use crate::serve::dhcp::config::{DhcpConfig, Mode, Pool};
 use crate::serve::dhcp::leases::LeaseTable;
 use crate::serve::dhcp::stats::DhcpStats;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const NOW: u64 = 1_000_000;
-const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
-const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
-const MAC_FIXED: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xf];
+const MAC_A: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xa]);
+const MAC_B: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xb]);
+const MAC_FIXED: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xf]);
 
 fn pool(net: u8, start: u8, end: u8) -> Pool {
     Pool {
@@ -44,10 +45,10 @@ fn engine(mode: Mode) -> Engine {
     )
 }
 
-fn request(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Message {
+fn request(kind: MessageType, mac: Mac, opts: Vec<DhcpOption>) -> Message {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootRequest)
-        .set_chaddr(&mac)
+        .set_chaddr(&mac.0)
         .set_xid(42);
     m.opts_mut().insert(DhcpOption::MessageType(kind));
     for o in opts {
@@ -248,7 +249,7 @@ fn pool_exhaustion_gives_no_offer() {
         assert!(
             send(
                 &e,
-                &request(MessageType::Discover, [2, 0, 0, 0, 0, last], vec![])
+                &request(MessageType::Discover, Mac([2, 0, 0, 0, 0, last]), vec![])
             )
             .is_some()
         );
@@ -256,7 +257,7 @@ fn pool_exhaustion_gives_no_offer() {
     assert!(
         send(
             &e,
-            &request(MessageType::Discover, [2, 0, 0, 0, 0, 9], vec![])
+            &request(MessageType::Discover, Mac([2, 0, 0, 0, 0, 9]), vec![])
         )
         .is_none()
     );
@@ -634,10 +635,10 @@ proptest! {
     #[test]
     fn never_two_clients_on_one_address(ops in proptest::collection::vec(op(), 1..60)) {
         let e = engine(Mode::Full);
-        let macs = [MAC_A, MAC_B, MAC_FIXED, [2, 0, 0, 0, 0, 4], [2, 0, 0, 0, 0, 5]];
+        let macs = [MAC_A, MAC_B, MAC_FIXED, Mac([2, 0, 0, 0, 0, 4]), Mac([2, 0, 0, 0, 0, 5])];
         let mut now = NOW;
         // ip -> (mac, expires) of every acknowledged, unreleased lease
-        let mut bound: HashMap<Ipv4Addr, ([u8; 6], u64)> = HashMap::new();
+        let mut bound: HashMap<Ipv4Addr, (Mac, u64)> = HashMap::new();
         for op in ops {
             let (msg, mac) = match op {
                 Op::Wait(secs) => { now += secs; continue; }

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Mac, format_mac, parse_mac};
+use crate::mac::Mac;
 
 /// Where a lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,17 +50,19 @@ impl Lease {
     }
 }
 
+/// A MAC in the lease file: lowercase with colons.
 mod mac_text {
-    use super::{Mac, format_mac, parse_mac};
+    use super::Mac;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(mac: &Mac, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_mac(mac))
+        s.collect_str(mac)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
         let text = String::deserialize(d)?;
-        parse_mac(&text).ok_or_else(|| D::Error::custom(format!("invalid MAC {text:?}")))
+        text.parse()
+            .map_err(|_| D::Error::custom(format!("invalid MAC {text:?}")))
     }
 }
 
@@ -218,7 +220,7 @@ mod tests {
 
     fn lease(mac: u8, ip: [u8; 4], expires: u64) -> Lease {
         Lease {
-            mac: [2, 0, 0, 0, 0, mac],
+            mac: Mac([2, 0, 0, 0, 0, mac]),
             ip: ip.into(),
             expires,
             state: LeaseState::Bound,
@@ -250,12 +252,12 @@ mod tests {
         let back = LeaseTable::load(&path).unwrap();
         assert_eq!(back.list(), table.list());
         assert_eq!(
-            back.lease_for_mac(&[2, 0, 0, 0, 0, 1]),
+            back.lease_for_mac(&Mac([2, 0, 0, 0, 0, 1])),
             Some([10, 0, 0, 5].into())
         );
         assert_eq!(
             back.mac_for_ip([10, 0, 0, 5].into()),
-            Some([2, 0, 0, 0, 0, 1])
+            Some(Mac([2, 0, 0, 0, 0, 1]))
         );
         assert_eq!(back.lock().declined.get(&[10, 0, 0, 9].into()), Some(&77));
         // Only the lease file is left in the folder.

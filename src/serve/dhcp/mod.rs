@@ -40,9 +40,7 @@ pub mod server;
 pub mod site;
 pub mod stats;
 
-pub use config::{
-    ConfigError, DhcpConfig, Mac, Mode, Pool, default_boot_files, format_mac, parse_mac,
-};
+pub use config::{ConfigError, DhcpConfig, Mode, Pool, default_boot_files};
 pub use engine::{Engine, Listener, Reply};
 pub use leases::{Lease, LeaseState, LeaseTable};
 pub use server::DhcpServer;

@@ -228,7 +228,7 @@ pub fn dhcp_config(
             .inventory
             .devices
             .values()
-            .filter_map(|d| d.ip.map(|ip| (d.mac.0, ip)))
+            .filter_map(|d| d.ip.map(|ip| (d.mac, ip)))
             .collect::<HashMap<_, _>>();
     }
     cfg.validate()
@@ -268,7 +268,7 @@ pub fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpE
                 }
             };
             ExportHost {
-                mac: spec.mac.0,
+                mac: spec.mac,
                 hostname,
                 ip: spec.device.as_ref().and_then(|d| d.ip),
             }
@@ -377,7 +377,8 @@ mod tests {
         );
         assert_eq!(cfg.pools[0].lease_time, DEFAULT_LEASE_TIME);
         assert_eq!(
-            cfg.fixed.get(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            cfg.fixed
+                .get(&crate::mac::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])),
             Some(&Ipv4Addr::new(192, 168, 0, 50))
         );
         assert_eq!(cfg.fixed.len(), 2);
