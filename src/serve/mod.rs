@@ -1,25 +1,25 @@
 //! `ovl serve`: the embedded HTTP, TFTP and DHCP servers of the PXE boot chain (SPEC §6).
 //!
-//! [`Settings::resolve`] merges `[serve]` of `ovl.toml` with the command line's flags once;
-//! [`run`] binds every enabled service (a failure names the address: exit 3), logs one
+//! `Settings::resolve` merges `[serve]` of `ovl.toml` with the command line's flags once;
+//! `run` binds every enabled service (a failure names the address: exit 3), logs one
 //! `listening` line per service with the real address (port 0 picks a free port), and serves
-//! until the token is cancelled ([`cancel_on_signals`]: SIGINT, SIGTERM), then lets running
+//! until the token is cancelled (`cancel_on_signals`: SIGINT, SIGTERM), then lets running
 //! transfers finish for a few seconds and returns.
 //!
-//! DHCP (`proxy` or `full`) is configured from the site by [`dhcp::site::dhcp_config`]; its
+//! DHCP (`proxy` or `full`) is configured from the site by `dhcp::site::dhcp_config`; its
 //! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
 //! `/status`).
 //!
 //! With `--watch`, watch mode ([`crate::watch`]) runs on the blocking pool beside the servers:
 //! it keeps the archives current, and every project it loads becomes the HTTP server's live
-//! project ([`http::live`]), which then does no change detection of its own.
+//! project (`http::live`), which then does no change detection of its own.
 
 pub mod dhcp;
-pub mod events;
+pub(crate) mod events;
 pub mod http;
 pub mod logging;
 pub mod neighbours;
-pub mod public;
+pub(crate) mod public;
 pub mod tftp;
 
 use std::fmt;
@@ -70,37 +70,37 @@ impl fmt::Display for Listen {
 
 /// What the command line says about serving; `None` keeps the `ovl.toml` setting.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     /// `--http`.
-    pub http: Option<Listen>,
+    pub(crate) http: Option<Listen>,
     /// `--tftp`.
-    pub tftp: Option<Listen>,
+    pub(crate) tftp: Option<Listen>,
     /// `--dhcp`.
-    pub dhcp: Option<DhcpMode>,
+    pub(crate) dhcp: Option<DhcpMode>,
     /// `--interface`.
-    pub interface: Option<String>,
+    pub(crate) interface: Option<String>,
     /// `--watch` (with `--poll`, `--poll-interval`): run watch mode while serving.
-    pub watch: Option<WatchOptions>,
+    pub(crate) watch: Option<WatchOptions>,
 }
 
 /// The effective serve settings: `[serve]` with the flags applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// HTTP listen address.
-    pub http: Listen,
+    pub(crate) http: Listen,
     /// TFTP listen address.
-    pub tftp: Listen,
+    pub(crate) tftp: Listen,
     /// DHCP mode.
-    pub dhcp: DhcpMode,
+    pub(crate) dhcp: DhcpMode,
     /// Network interface (DHCP).
-    pub interface: Option<String>,
+    pub(crate) interface: Option<String>,
     /// Watch mode while serving, keeping archives and the served project current.
-    pub watch: Option<WatchOptions>,
+    pub(crate) watch: Option<WatchOptions>,
 }
 
 impl Settings {
     /// Applies `flags` over `config`. `ovl.toml`'s addresses were validated when it was read.
-    pub fn resolve(config: &ServeConfig, flags: &Overrides) -> Result<Settings> {
+    pub(crate) fn resolve(config: &ServeConfig, flags: &Overrides) -> Result<Settings> {
         let parse = |what: &str, v: &str| {
             v.parse::<Listen>()
                 .map_err(|e| Error::Usage(format!("[serve] {what}: {e}")))
@@ -122,7 +122,7 @@ impl Settings {
 
     /// Refuses settings that cannot be served: full DHCP without an interface, or nothing
     /// to serve.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.dhcp == DhcpMode::Full && self.interface.is_none() {
             return Err(Error::Usage(
                 "full DHCP needs the interface to serve: pass --interface IF or set [serve] \
@@ -145,7 +145,11 @@ fn bind_error(service: &str, addr: SocketAddr, e: std::io::Error) -> Error {
 
 /// Binds the enabled services, logs their addresses, and serves until `shutdown` is
 /// cancelled; returns once every service (and watch mode, with `--watch`) has stopped.
-pub async fn run(project: Project, settings: Settings, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn run(
+    project: Project,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<()> {
     settings.check()?;
     let root = project.site.root.clone();
     // The DHCP configuration needs the project and the HTTP address; read both first.
@@ -353,7 +357,7 @@ fn spawn_watch(
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) -> Result<()> {
+pub(crate) fn cancel_on_signals(token: CancellationToken) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| Error::Env(format!("SIGINT: {e}")))?;

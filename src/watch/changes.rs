@@ -27,7 +27,7 @@ use crate::site::{DEVICES_FILE, SITE_FILE};
 /// How changes are noticed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// inotify events wake a snapshot comparison.
     Inotify,
     /// A snapshot comparison every poll interval.

@@ -3,10 +3,10 @@
 //! inotify on local disks, or by a timer on NFS, CIFS/SMB and FUSE mounts, where inotify never
 //! sees other clients' writes. Broken input is reported and the last good archives stay.
 //!
-//! This module owns the loop ([`run`]); [`changes`] finds what changed (and is the change
-//! detector `ovl serve` uses too), [`affected`] which devices that touches, [`report`] what is
+//! This module owns the loop (`run`); `changes` finds what changed (and is the change
+//! detector `ovl serve` uses too), `affected` which devices that touches, `report` what is
 //! said about it. Under `ovl serve --watch`, each project the loop loads is handed to the
-//! server ([`Feed`]), so one detection and one reload serve both.
+//! server (`Feed`), so one detection and one reload serve both.
 
 mod affected;
 pub(crate) mod changes;
@@ -24,20 +24,20 @@ use crate::error::{Error, Result};
 use crate::site::{SITE_FILE, Site};
 use changes::{Stamps, Waker, detect_mode, diff, is_project_input, only_project_inputs, snapshot};
 
-pub use changes::Mode;
-pub use report::{DeviceResult, Report};
+pub(crate) use changes::Mode;
+pub(crate) use report::{DeviceResult, Report};
 
 /// How `ovl watch` runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchOptions {
+pub(crate) struct WatchOptions {
     /// Poll even where inotify would work.
-    pub force_poll: bool,
+    pub(crate) force_poll: bool,
     /// Time between two polls.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// Quiet time that ends a burst of events (an editor's save, an lbu rename).
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// Remove the archives of devices deleted from the inventory.
-    pub prune: bool,
+    pub(crate) prune: bool,
 }
 
 impl Default for WatchOptions {
@@ -62,7 +62,7 @@ pub(crate) trait Feed: Sync {
 
 /// Run watch mode on the site at `root` until `stop` is set; every report goes to `report`.
 /// Returns an error only when watching cannot start (e.g. inotify unavailable).
-pub fn run(
+pub(crate) fn run(
     root: &Path,
     opts: &WatchOptions,
     stop: Arc<AtomicBool>,
@@ -71,7 +71,7 @@ pub fn run(
     run_feeding(root, opts, &stop, report, None)
 }
 
-/// [`run`], handing every project loaded after a change (and every failed load) to `feed`.
+/// `run`, handing every project loaded after a change (and every failed load) to `feed`.
 pub(crate) fn run_feeding(
     root: &Path,
     opts: &WatchOptions,
@@ -111,9 +111,9 @@ pub(crate) fn run_feeding(
     Ok(())
 }
 
-/// A flag for [`run`] that the first SIGINT or SIGTERM sets. The signals are caught from the
+/// A flag for `run` that the first SIGINT or SIGTERM sets. The signals are caught from the
 /// moment this returns, by a small thread waiting on them with its own tokio runtime.
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{SignalKind, signal};
     let env = |what: &str, e: std::io::Error| Error::Env(format!("signal handler ({what}): {e}"));
     let rt = tokio::runtime::Builder::new_current_thread()

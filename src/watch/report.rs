@@ -14,7 +14,7 @@ use crate::watch::Mode;
 /// What `ovl watch` reports, one per line (text) or JSON object.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
-pub enum Report {
+pub(crate) enum Report {
     /// Watching started.
     Start {
         /// The site.
@@ -52,14 +52,14 @@ pub enum Report {
 
 /// One device of a rebuild.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeviceResult {
+pub(crate) struct DeviceResult {
     /// The MAC.
-    pub mac: Mac,
+    pub(crate) mac: Mac,
     /// `created`, `updated`, `unchanged` or `failed`.
-    pub state: String,
+    pub(crate) state: String,
     /// The error, when failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl From<&Outcome> for DeviceResult {

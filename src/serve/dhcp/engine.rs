@@ -86,11 +86,6 @@ impl Engine {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &DhcpConfig {
-        &self.cfg
-    }
-
     /// Decides the answer to one datagram received from `src` on `listener` at Unix time
     /// `now`. Malformed datagrams are counted and give `None`; so do messages that need no
     /// reply (RELEASE, DECLINE) or that are not for this server.

@@ -55,11 +55,13 @@ mod mac_text {
     use super::Mac;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub fn serialize<S: Serializer>(mac: &Mac, s: S) -> Result<S::Ok, S::Error> {
+    /// Writes `52:54:00:12:34:56`.
+    pub(super) fn serialize<S: Serializer>(mac: &Mac, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(mac)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+    /// Reads any spelling [`Mac`] accepts.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
         let text = String::deserialize(d)?;
         text.parse()
             .map_err(|_| D::Error::custom(format!("invalid MAC {text:?}")))
@@ -74,11 +76,14 @@ struct LeaseFile {
     declined: BTreeMap<Ipv4Addr, u64>,
 }
 
+/// The table behind its lock: the leases by address and the quarantined addresses.
 #[derive(Debug, Default)]
 pub(crate) struct Inner {
+    /// Every lease record by its address.
     pub(crate) by_ip: BTreeMap<Ipv4Addr, Lease>,
     /// Declined addresses and the Unix time until which they stay out of the pool.
     pub(crate) declined: BTreeMap<Ipv4Addr, u64>,
+    /// Changed since the last save.
     pub(crate) dirty: bool,
 }
 
@@ -120,6 +125,7 @@ impl LeaseTable {
         Self::default()
     }
 
+    /// The table, locked (a poisoned lock is taken over).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means another thread panicked mid-update; the map itself is
         // still consistent (every update is a single insert/remove).
@@ -153,12 +159,12 @@ impl LeaseTable {
     }
 
     /// Takes the "changed since the last save" flag.
-    pub fn take_dirty(&self) -> bool {
+    pub(crate) fn take_dirty(&self) -> bool {
         std::mem::take(&mut self.lock().dirty)
     }
 
     /// Loads a table from `path`; a missing file gives an empty table.
-    pub fn load(path: &Path) -> io::Result<Self> {
+    pub(crate) fn load(path: &Path) -> io::Result<Self> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
@@ -185,7 +191,7 @@ impl LeaseTable {
 
     /// Writes the table to `path` atomically: a temporary file in the same folder, fsync,
     /// rename, then fsync of the folder.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> io::Result<()> {
         let json = {
             let inner = self.lock();
             let file = LeaseFile {
@@ -207,7 +213,7 @@ impl LeaseTable {
 }
 
 /// The current Unix time in seconds.
-pub fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -21,7 +21,7 @@ const IPXE_ENCAP: u8 = 175;
 
 /// What kind of boot client sent a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientKind {
+pub(super) struct ClientKind {
     /// The client's MAC (`chaddr`).
     pub mac: Mac,
     /// Option 60 starts with `PXEClient`.
@@ -33,7 +33,7 @@ pub struct ClientKind {
 }
 
 /// Classifies a (decoded, Ethernet) request.
-pub fn classify(req: &Message) -> ClientKind {
+pub(super) fn classify(req: &Message) -> ClientKind {
     let mut mac = Mac([0u8; 6]);
     if let Some(bytes) = req.chaddr().get(..6) {
         mac.0.copy_from_slice(bytes);
@@ -59,7 +59,7 @@ pub fn classify(req: &Message) -> ClientKind {
 /// The boot file for a client: the script URL with `?mac=` for iPXE, the file mapped to
 /// its architecture (0 when it sends none) for other PXE clients, nothing for plain clients
 /// or unmapped architectures.
-pub fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String> {
+pub(super) fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String> {
     if client.ipxe {
         return Some(script_url(&cfg.ipxe_script_url, &client.mac));
     }
@@ -70,7 +70,7 @@ pub fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String> {
 }
 
 /// `URL?mac=MAC` (or `URL&mac=MAC` when the URL already has a query).
-pub fn script_url(url: &str, mac: &Mac) -> String {
+pub(super) fn script_url(url: &str, mac: &Mac) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}mac={mac}")
 }

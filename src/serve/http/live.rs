@@ -26,7 +26,7 @@ use crate::watch::changes::{StableChange, Stamps, project_inputs};
 
 /// What the server knows of one inventory device, computed once per load.
 #[derive(Debug, Clone, Default)]
-pub struct DeviceInfo {
+pub(crate) struct DeviceInfo {
     /// Effective hostname, when the device plans.
     pub hostname: Option<String>,
     /// Kernel arguments of its profile chain (site's first), when the device plans.
@@ -39,7 +39,7 @@ pub struct DeviceInfo {
 
 /// One loaded project and what was derived from it.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The project.
     pub project: Project,
     /// Counts successful loads, from 1; on-demand archives are cached per generation.
@@ -53,7 +53,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The script additions of `mac`: its profile's kernel args and modules with the literal
     /// MAC, when `mac` is an inventory device that plans; `None` otherwise.
-    pub fn script_extras(&self, mac: &Mac) -> Option<ScriptExtras> {
+    pub(crate) fn script_extras(&self, mac: &Mac) -> Option<ScriptExtras> {
         let info = self.devices.get(mac)?;
         info.error.is_none().then(|| ScriptExtras {
             kernel_args: info.kernel_args.clone(),
@@ -65,7 +65,7 @@ impl Snapshot {
 
 /// The current project, swapped atomically on reload.
 #[derive(Debug)]
-pub struct LiveProject {
+pub(crate) struct LiveProject {
     root: PathBuf,
     http_override: Option<String>,
     current: RwLock<Arc<Snapshot>>,
@@ -78,7 +78,7 @@ pub struct LiveProject {
 impl LiveProject {
     /// Starts from an already loaded project. `http_override` replaces `[serve] http` of every
     /// load (the address actually listened on, so generated URLs name the right port).
-    pub fn new(mut project: Project, http_override: Option<String>) -> LiveProject {
+    pub(crate) fn new(mut project: Project, http_override: Option<String>) -> LiveProject {
         let root = project.site.root.clone();
         if let Some(h) = &http_override {
             project.site.config.serve.http = h.clone();
@@ -95,18 +95,18 @@ impl LiveProject {
     }
 
     /// The site folder.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// The project now.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         let g = self.current.read().unwrap_or_else(|p| p.into_inner());
         Arc::clone(&g)
     }
 
     /// The error of the last reload, when it failed (cleared by the next good one).
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -116,7 +116,7 @@ impl LiveProject {
     /// Reloads when the project's files changed and then stayed the same since the previous
     /// check; blocking (file system reads, planning every device). Returns true when a new
     /// project was swapped in.
-    pub fn check(&self) -> bool {
+    pub(crate) fn check(&self) -> bool {
         let now = project_inputs(&self.root);
         if !self
             .seen

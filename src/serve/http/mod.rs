@@ -13,7 +13,7 @@
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
 //! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
-//! - Anything else: the site file, through [`crate::serve::public::resolve`] (private
+//! - Anything else: the site file, through `crate::serve::public::resolve` (private
 //!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
 //!   A file reached through a symlink into `configs/` is subject to the owner check too.
 //!
@@ -26,13 +26,13 @@
 //! ignore `Range`. Every response has `Content-Length`. `Cache-Control: no-cache` is sent on
 //! `configs/*`, the scripts and `/status`.
 //!
-//! The project is reloaded while serving (see [`live`]): on its own, or fed by watch mode.
+//! The project is reloaded while serving (see `live`): on its own, or fed by watch mode.
 //! Each request gives one log line (`event=http_request`: method, file, client, status, bytes,
 //! duration_ms, rate_kib_s, complete, mac, reason) when its body is done; boot-chain requests
-//! are also recorded in [`BootEvents`].
+//! are also recorded in `BootEvents`.
 
 mod configs;
-pub mod live;
+pub(crate) mod live;
 mod opened;
 mod respond;
 mod status;
@@ -55,8 +55,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-pub use live::{DeviceInfo, LiveProject, Snapshot};
-pub use respond::percent_decode;
+pub(crate) use live::LiveProject;
 
 use crate::build::project::Project;
 use crate::mac::Mac;
@@ -67,7 +66,9 @@ use crate::site::ConfigsAccess;
 use crate::watch::changes::network_fs;
 use configs::{config, no_cache, owner_refusal};
 use opened::{OpenedBackend, OpenedFile};
-use respond::{LoggedBody, RequestLog, bytes_response, query_value, status_response};
+use respond::{
+    LoggedBody, RequestLog, bytes_response, percent_decode, query_value, status_response,
+};
 
 /// `Cache-Control` of configs, scripts and `/status`: clients must revalidate every time.
 const NO_CACHE: &str = "no-cache";
@@ -82,7 +83,7 @@ pub struct HttpConfig {
     /// How often the project's files are checked for changes.
     pub reload_interval: Duration,
     /// The project is kept current by watch mode (`ovl serve --watch` feeds
-    /// [`HttpServer::project`]) instead of by a check every `reload_interval`.
+    /// `HttpServer::project`) instead of by a check every `reload_interval`.
     pub watched: bool,
     /// After shutdown is requested, how long running transfers may go on.
     pub shutdown_grace: Duration,
@@ -186,17 +187,17 @@ impl HttpServer {
     }
 
     /// Whether file system work goes to the blocking pool (see [`HttpConfig::fs_offload`]).
-    pub fn fs_offload(&self) -> bool {
+    pub(crate) fn fs_offload(&self) -> bool {
         self.shared.offload
     }
 
     /// The boot events recorded so far, live.
-    pub fn events(&self) -> Arc<BootEvents> {
+    pub(crate) fn events(&self) -> Arc<BootEvents> {
         Arc::clone(&self.shared.events)
     }
 
     /// The project as served, live.
-    pub fn project(&self) -> Arc<LiveProject> {
+    pub(crate) fn project(&self) -> Arc<LiveProject> {
         Arc::clone(&self.shared.live)
     }
 

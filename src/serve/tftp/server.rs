@@ -19,7 +19,7 @@ use super::transfer::{Transfer, TransferError, rate_kib_s};
 use crate::serve::public;
 
 /// The longest request accepted: RFC 2347 limits a request with its options to 512 bytes.
-pub const MAX_REQUEST_LEN: usize = 512;
+pub(super) const MAX_REQUEST_LEN: usize = 512;
 /// How long running transfers get, after the server is told to stop and the grace period
 /// is over, to send their ERROR and return before they are aborted.
 const ABORT_WAIT: Duration = Duration::from_secs(1);
@@ -50,7 +50,7 @@ impl std::fmt::Debug for TransferHook {
 /// Settings of the TFTP server.
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
-    /// The site folder; files are served through [`public::resolve`].
+    /// The site folder; files are served through `public::resolve`.
     pub root: PathBuf,
     /// Address and port to listen on (port 0 picks a free one).
     pub bind: SocketAddr,
