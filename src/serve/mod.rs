@@ -332,7 +332,9 @@ impl BoundDhcp {
 }
 
 /// Runs watch mode on the blocking pool until `stop` is set, feeding the HTTP server's live
-/// project (when HTTP runs) with every project it loads; its reports become log lines.
+/// project (when HTTP runs) with every project it loads; its reports become log lines. When
+/// watch mode cannot start (inotify unavailable), the live project checks its files itself,
+/// as without `--watch`, and the error is returned once `stop` is set.
 fn spawn_watch(
     root: PathBuf,
     opts: WatchOptions,
@@ -341,7 +343,7 @@ fn spawn_watch(
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::task::spawn_blocking(move || {
         let feed = live.as_deref().map(|l| l as &dyn crate::watch::Feed);
-        crate::watch::run_feeding(
+        let watched = crate::watch::run_feeding(
             &root,
             &opts,
             &stop,
@@ -352,7 +354,20 @@ fn spawn_watch(
                 _ => tracing::info!(event = "watch", "{r}"),
             },
             feed,
-        )
+        );
+        if watched.is_err()
+            && let Some(live) = live
+        {
+            let every = http::RELOAD_INTERVAL;
+            while !stop.load(Ordering::Relaxed) {
+                live.check();
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        watched
     })
 }
 
@@ -431,5 +446,33 @@ mod tests {
             watch: None,
         };
         assert_eq!(s.check().unwrap_err().exit_code(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_inotify_the_served_project_still_follows_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        crate::site::example::write_example(&root).unwrap();
+        let project = Project::load(crate::site::Site::open(&root).unwrap()).unwrap();
+        let live = Arc::new(http::LiveProject::new(project, None));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Watching a folder that does not exist fails at once, like inotify running out.
+        let watch = spawn_watch(
+            dir.path().join("missing"),
+            WatchOptions::default(),
+            Some(Arc::clone(&live)),
+            Arc::clone(&stop),
+        );
+        let toml = root.join("ovl.toml");
+        let good = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, format!("{good}default_profile = \"S\"\n")).unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while live.snapshot().generation < 2 && std::time::Instant::now() < end {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(live.snapshot().generation, 2);
+        stop.store(true, Ordering::Relaxed);
+        let e = watch.await.unwrap().unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
     }
 }

@@ -53,7 +53,7 @@ impl Default for WatchOptions {
 
 /// Told about every project the loop loads after its files changed, and about every load
 /// that failed: how `ovl serve --watch` keeps its live project current.
-pub(crate) trait Feed: Sync {
+pub(crate) trait Feed {
     /// `project` was loaded from the files whose stamps are `inputs`.
     fn loaded(&self, project: &Project, inputs: Stamps);
     /// Loading failed with `error`; the last good project stays.

@@ -73,6 +73,9 @@ use respond::{
 /// `Cache-Control` of configs, scripts and `/status`: clients must revalidate every time.
 const NO_CACHE: &str = "no-cache";
 
+/// How often the project's files are checked for changes, by default.
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -110,7 +113,7 @@ impl HttpConfig {
         HttpConfig {
             bind,
             neighbours: Neighbours::default(),
-            reload_interval: Duration::from_secs(1),
+            reload_interval: RELOAD_INTERVAL,
             watched: false,
             shutdown_grace: Duration::from_secs(5),
             on_demand_entries: 64,
