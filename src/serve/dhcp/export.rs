@@ -6,7 +6,7 @@
 //! URL, other PXE clients get the boot file of their architecture (option 93, RFC 4578),
 //! `next-server`/`siaddr` is the boot server, and inventory devices with a fixed address
 //! get a reservation. The outputs are checked by the programs themselves in
-//! `tests/export.rs` (`dnsmasq --test`, `dhcpd -t`, `kea-dhcp4 -t`).
+//! `tests/cli/export.rs` (`dnsmasq --test`, `dhcpd -t`, `kea-dhcp4 -t`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
