@@ -97,7 +97,7 @@ pub(crate) fn affected(
                         .is_none_or(|o| !same_device(o, d))
                 })
                 .for_each(|(mac, _)| hit(mac));
-        } else if path.parent() == Some(&root.join("profiles")) {
+        } else if path.parent() == Some(&root.join(crate::site::layout::PROFILES_DIR)) {
             let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };

@@ -21,7 +21,7 @@ use crate::serve::dhcp::{DhcpConfig, Mode, Pool, default_boot_files};
 use crate::site::{DhcpMode, SITE_FILE, Site};
 
 /// The private folder of the site where the server keeps its state (hidden: never served).
-pub(crate) const STATE_DIR: &str = ".ovl-state";
+pub(crate) use crate::site::layout::STATE_DIR;
 /// The lease file inside [`STATE_DIR`].
 pub(crate) const LEASE_FILE: &str = "dhcp-leases.json";
 /// Lease time when `[serve.dhcp] lease_time` is not set.
