@@ -71,8 +71,9 @@ enum Command {
     /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
     /// ovl.toml).
     Serve(serve::ServeArgs),
-    /// Print the DHCP configuration for a site's own DHCP server (dnsmasq, ISC dhcpd or Kea):
-    /// pool, PXE boot files, the iPXE script URL and the inventory's reservations.
+    /// Print the configuration of the site's other servers: DHCP (dnsmasq, ISC dhcpd or Kea:
+    /// pool, PXE boot files, the iPXE script URL, reservations) or NFS (/etc/exports lines for
+    /// the devices' capture folders).
     Export(export::ExportArgs),
     /// Print shell completions.
     Completions(completions::CompletionsArgs),

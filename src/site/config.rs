@@ -57,8 +57,13 @@ pub struct BootConfig {
     pub modules: Vec<String>,
     /// Site file passed as `ssh_key=` when it exists in the site.
     pub ssh_key: Option<String>,
-    /// NFS export of this site (`host:/path`): enables the lbu round trip (SPEC §5).
+    /// NFS export of the site's `captures/` folder (`host:/path`): enables the lbu round
+    /// trip (SPEC §5); devices mount only their own `PATH/MAC`.
     pub nfs: Option<String>,
+    /// The uid every device's NFS writes are squashed to (default: `captures/`'s owner).
+    pub nfs_anonuid: Option<u32>,
+    /// The gid every device's NFS writes are squashed to (default: `captures/`'s group).
+    pub nfs_anongid: Option<u32>,
     /// Extra kernel arguments for every device.
     pub kernel_args: Vec<String>,
     /// `alpine_repo=` value; default `MIRROR/VERSION/main`.
@@ -74,6 +79,8 @@ impl Default for BootConfig {
                 .to_vec(),
             ssh_key: Some(DEFAULT_SSH_KEY.into()),
             nfs: None,
+            nfs_anonuid: None,
+            nfs_anongid: None,
             kernel_args: Vec::new(),
             alpine_repo: None,
         }
@@ -307,11 +314,14 @@ impl SiteConfig {
             ));
         }
         if let Some(nfs) = &c.boot.nfs
-            && !nfs.contains(":/")
+            && crate::build::nfs::NfsExport::parse(nfs).is_none()
         {
             return Err(Error::at_path(
                 path,
-                format!("[boot] nfs = {nfs:?}: expected HOST:/EXPORT, e.g. 192.168.0.2:/srv/pxe"),
+                format!(
+                    "[boot] nfs = {nfs:?}: expected HOST:/PATH, the export of the site's \
+                     captures/ folder, e.g. 192.168.0.2:/srv/pxe/captures"
+                ),
             ));
         }
         Ok(())

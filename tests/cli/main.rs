@@ -13,5 +13,6 @@ mod commands;
 mod determinism;
 mod export;
 mod golden;
+mod nfs;
 mod oracle;
 mod watch;
