@@ -227,22 +227,8 @@ fn alpine(
     if opts.force {
         let _ = std::fs::remove_file(&part);
     }
-    let limit = Limit {
-        expected: netboot.size,
-        max: MAX_TARBALL,
-    };
-    report.downloaded_bytes += client.download(&url, &part, limit, progress)?;
-    let got = extract::sha256_file(&part).at(&part)?;
-    if got != netboot.sha256 {
-        let _ = std::fs::remove_file(&part);
-        return Err(remote(
-            &url,
-            format!(
-                "sha256 {got} differs from {} published in {}; nothing was placed",
-                netboot.sha256, report.release.index
-            ),
-        ));
-    }
+    let index = &report.release.index;
+    report.downloaded_bytes += download_verified(client, &url, &part, &netboot, index, progress)?;
     let members = match extract::members(&part, &names, &site.tmp_dir(), &url)? {
         Members::All(members) => members,
         Members::Missing { flavors } => {
@@ -274,6 +260,41 @@ fn alpine(
     state.netboot = Some(record);
     let _ = std::fs::remove_file(&part);
     Ok(report)
+}
+
+/// Download the tarball `url` into `part` and check it against the sha256 of the release
+/// index `index`; the bytes received. A beginning kept from an earlier run that turns out
+/// wrong is dropped and the whole file downloaded once more; a mismatch left is an error
+/// naming `url`, and the part is removed.
+fn download_verified(
+    client: &Client,
+    url: &str,
+    part: &std::path::Path,
+    netboot: &release::Netboot,
+    index: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let limit = Limit {
+        expected: netboot.size,
+        max: MAX_TARBALL,
+    };
+    let resumed = std::fs::metadata(part).is_ok_and(|m| m.len() > 0);
+    let mut bytes = client.download(url, part, limit, progress)?;
+    let mut got = extract::sha256_file(part).at(part)?;
+    if got != netboot.sha256 && resumed {
+        std::fs::remove_file(part).at(part)?;
+        bytes += client.download(url, part, limit, progress)?;
+        got = extract::sha256_file(part).at(part)?;
+    }
+    if got != netboot.sha256 {
+        let _ = std::fs::remove_file(part);
+        let want = &netboot.sha256;
+        return Err(remote(
+            url,
+            format!("sha256 {got} differs from {want} published in {index}; nothing was placed"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The files `names`, when every one is in the site with the SHA-256 `state` recorded.
