@@ -36,6 +36,7 @@
 pub mod build;
 pub mod cli;
 pub mod error;
+pub mod fetch;
 pub mod mac;
 pub mod serve;
 pub mod site;
