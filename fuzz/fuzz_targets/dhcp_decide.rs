@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
+use ovl::mac::Mac;
 use ovl::serve::dhcp::{DhcpConfig, DhcpStats, Engine, LeaseTable, Listener, Mode, Pool};
 
 fn engines() -> &'static [Engine; 2] {
@@ -22,7 +23,7 @@ fn engines() -> &'static [Engine; 2] {
                 dns: vec![server],
                 lease_time: 600,
             }];
-            cfg.fixed.insert([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 5));
+            cfg.fixed.insert(Mac([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 5));
             Engine::new(
                 Arc::new(cfg),
                 Arc::new(LeaseTable::new()),

@@ -12,6 +12,7 @@ pub mod bootscript;
 pub(crate) mod compare;
 pub mod layer;
 pub mod manifest;
+pub mod nfs;
 pub(crate) mod owners;
 pub mod plan;
 pub mod project;

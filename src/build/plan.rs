@@ -11,20 +11,17 @@ use serde::Serialize;
 
 use crate::build::layer::{LayerCache, LayerTree, Node};
 use crate::build::manifest::{Collision, Kind, Manifest};
+use crate::build::nfs::{self, NfsExport};
 use crate::build::owners::Ids;
 use crate::build::settings::DeviceSettings;
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
-use crate::site::layout::CAPTURES_DIR;
 use crate::site::profile::{Declared, Profile, RUNLEVELS};
 use crate::site::profile_file::PermDecl;
 
 pub use crate::build::settings::DeviceSpec;
 pub(crate) use crate::build::settings::layer_sources;
-
-/// Where a device's `lbu commit` lands on the NFS share, seen from the device.
-pub(crate) const NFS_MOUNTPOINT: &str = "media/pxe";
 
 /// The default `etc/network/interfaces`.
 pub(crate) const DEFAULT_INTERFACES: &str =
@@ -77,8 +74,8 @@ pub(crate) fn plan(
     b.network()?;
     b.repositories()?;
     b.authorized_keys()?;
-    if let Some(export) = &site.config.boot.nfs {
-        b.nfs(export)?;
+    if let Some(export) = site.config.boot.nfs.as_deref().and_then(NfsExport::parse) {
+        b.nfs(&export)?;
     }
     b.inline_files()?;
     b.ownership()?;
@@ -265,23 +262,24 @@ impl Builder<'_> {
         self.put_text(path, text, 0o600)
     }
 
-    /// The lbu round trip over NFS (SPEC §5): the share in `etc/fstab`, its mount point, and
-    /// `LBU_BACKUPDIR` pointing at the device's capture folder on it.
-    fn nfs(&mut self, export: &str) -> Result<()> {
-        let mount = format!("/{NFS_MOUNTPOINT}");
+    /// The lbu round trip over NFS (SPEC §5, [`nfs`]): the device's own capture folder in
+    /// `etc/fstab`, its mount point, and `LBU_BACKUPDIR` pointing at it.
+    fn nfs(&mut self, export: &NfsExport) -> Result<()> {
+        let mac = self.settings.mac;
+        let mount = nfs::mount_point(&mac);
         let mut fstab: Vec<String> = self.lines("etc/fstab");
         fstab.retain(|l| l.split_whitespace().nth(1).is_none_or(|p| p != mount));
-        fstab.push(format!("{export} {mount} nfs rw,nolock,_netdev 0 0"));
+        fstab.push(export.fstab_line(&mac));
         let text = fstab.iter().map(|l| format!("{l}\n")).collect();
         self.put_text("etc/fstab", text, 0o644)?;
-        self.put(NFS_MOUNTPOINT, Kind::Dir, 0o755)?;
+        self.put(nfs::MOUNT_BASE, Kind::Dir, 0o755)?;
+        self.put(&mount[1..], Kind::Dir, 0o755)?;
         let mut lbu: Vec<String> = self.lines("etc/lbu/lbu.conf");
         lbu.retain(|l| {
             let l = l.trim_start();
             !l.starts_with("LBU_BACKUPDIR=") && !l.starts_with("LBU_MEDIA=")
         });
-        let mac = self.settings.mac;
-        lbu.push(format!("LBU_BACKUPDIR={mount}/{CAPTURES_DIR}/{mac}"));
+        lbu.push(format!("LBU_BACKUPDIR={mount}"));
         let text = lbu.iter().map(|l| format!("{l}\n")).collect();
         self.put_text("etc/lbu/lbu.conf", text, 0o644)
     }

@@ -255,16 +255,9 @@ impl Project {
                 return Err(Error::device(spec.mac, "empty archive; not published"));
             }
             let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
-            if let Some(nfs_dir) = self
-                .site
-                .config
-                .boot
-                .nfs
-                .as_ref()
-                .map(|_| self.site.captures_dir().join(spec.mac.to_string()))
-            {
+            if self.site.config.boot.nfs.is_some() {
                 // lbu commits into this folder over NFS; it must exist.
-                std::fs::create_dir_all(&nfs_dir).map_err(|e| Error::io(&nfs_dir, e))?;
+                crate::build::nfs::ensure_capture_dir(&self.site, &spec.mac)?;
             }
             Ok(OutcomeResult::Built {
                 state,

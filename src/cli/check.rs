@@ -1,5 +1,7 @@
 //! `ovl check`: plan every device of the inventory, and every profile no device uses, and
-//! report every error found (each once).
+//! report every error found (each once). Missing or unreadable boot files (kernel, initramfs,
+//! modloop, DHCP boot files) are warnings: a site that has not run `ovl fetch` yet can still
+//! check its profiles.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,6 +11,7 @@ use crate::build::plan::DeviceSpec;
 use crate::build::project::{Project, Selection};
 use crate::cli::output;
 use crate::error::{EXIT_OK, Error, Result};
+use crate::fetch::{BootFile, BootRole, boot_files};
 use crate::mac::Mac;
 
 /// The made-up MAC unused profiles are planned for, so that their errors show.
@@ -17,12 +20,16 @@ const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
 /// Check the whole site; the exit code is the highest of the errors found.
 pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
     let errors = site_errors(p)?;
+    let boot = boot_files(&p.site);
+    let warnings: Vec<String> = boot.iter().filter_map(|f| boot_warning(p, f)).collect();
     if json {
         output::json(&json!({
             "ok": errors.is_empty(),
             "profiles": p.profiles.by_name.len(),
             "devices": p.inventory.devices.len(),
             "errors": errors.iter().map(output::error_json).collect::<Vec<_>>(),
+            "boot_files": boot,
+            "warnings": warnings,
         }));
     } else if errors.is_empty() {
         output::text(&format!(
@@ -31,10 +38,29 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
             p.inventory.devices.len()
         ));
     }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     for e in &errors {
         output::error(e);
     }
     Ok(errors.iter().map(Error::exit_code).max().unwrap_or(EXIT_OK))
+}
+
+/// The warning about a boot file with a problem: `boot file vmlinuz-lts (PATH): missing; …`.
+fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
+    let problem = f.problem.as_ref()?;
+    let fetched = f.role != BootRole::Dhcp || p.site.config.fetch.ipxe_files.contains(&f.name);
+    let hint = if fetched {
+        "run `ovl fetch`"
+    } else {
+        "put it there yourself ([fetch] ipxe_files does not name it)"
+    };
+    Some(format!(
+        "boot file {} ({}): {problem}; devices cannot boot without it: {hint}",
+        f.name,
+        f.path.display()
+    ))
 }
 
 /// Every error of the site, without repeats: each device planned, each unused profile

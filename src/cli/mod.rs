@@ -10,6 +10,7 @@ mod check;
 mod completions;
 mod diff;
 mod export;
+mod fetch;
 mod init;
 mod list;
 mod output;
@@ -71,9 +72,14 @@ enum Command {
     /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
     /// ovl.toml).
     Serve(serve::ServeArgs),
-    /// Print the DHCP configuration for a site's own DHCP server (dnsmasq, ISC dhcpd or Kea):
-    /// pool, PXE boot files, the iPXE script URL and the inventory's reservations.
+    /// Print the configuration of the site's other servers: DHCP (dnsmasq, ISC dhcpd or Kea:
+    /// pool, PXE boot files, the iPXE script URL, reservations) or NFS (/etc/exports lines for
+    /// the devices' capture folders).
     Export(export::ExportArgs),
+    /// Download the boot files into the site: Alpine's kernel, initramfs and modloop of the
+    /// flavor (from the release's netboot tarball, checked against the mirror's sha256) and
+    /// the iPXE binaries (from the system's iPXE package, else downloaded).
+    Fetch(fetch::FetchArgs),
     /// Print shell completions.
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff).
@@ -134,6 +140,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Watch(a) => watch::run(cli.site.as_deref(), a, json),
         Command::Serve(a) => serve::run(a, || project(&cli)),
         Command::Export(a) => export::run(&project(&cli)?, a, json),
+        Command::Fetch(a) => fetch::run(&Site::discover(cli.site.as_deref())?, a, json),
         Command::Completions(a) => completions::completions(a),
         Command::Man => completions::man(),
     }

@@ -1,9 +1,6 @@
 //! `ovl serve`: the boot chain (DHCP, TFTP, HTTP) on a tokio runtime until SIGINT or
 //! SIGTERM, optionally with watch mode on its own thread.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -95,6 +92,11 @@ pub(crate) fn run(a: &ServeArgs, project: impl FnOnce() -> Result<Project>) -> R
         tftp: a.tftp,
         dhcp: a.dhcp.map(DhcpMode::from),
         interface: a.interface.clone(),
+        watch: a.watch.then(|| crate::watch::WatchOptions {
+            force_poll: a.poll,
+            poll_interval: a.poll_interval,
+            ..Default::default()
+        }),
     };
     let settings = Settings::resolve(&p.site.config.serve, &flags)?;
     settings.check()?;
@@ -102,42 +104,17 @@ pub(crate) fn run(a: &ServeArgs, project: impl FnOnce() -> Result<Project>) -> R
         .enable_all()
         .build()
         .map_err(|e| Error::Env(format!("cannot start the runtime: {e}")))?;
-    // Watch mode runs on its own thread over the same pipeline; the servers read what it
-    // publishes (archives are renamed into place, so a download never sees half a file).
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = a.watch.then(|| spawn_watch(a, &p, stop.clone()));
-    let served = rt.block_on(async {
+    // With --watch, watch mode runs beside the servers and feeds them the projects it loads;
+    // the servers read what it publishes (archives are renamed into place, so a download
+    // never sees half a file).
+    rt.block_on(async {
         let token = tokio_util::sync::CancellationToken::new();
         crate::serve::cancel_on_signals(token.clone())?;
         crate::serve::run(p, settings, token).await
-    });
-    stop.store(true, Ordering::Relaxed);
-    if let Some(w) = watcher {
-        match w.join() {
-            Ok(r) => r?,
-            Err(_) => return Err(Error::Env("watch mode stopped unexpectedly".into())),
-        }
-    }
-    served?;
+    })?;
     // Connections dropped after the grace period may still hold tasks; do not wait on them.
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(EXIT_OK)
-}
-
-/// Watch mode on its own thread until `stop`, its reports logged as `watch` events.
-fn spawn_watch(a: &ServeArgs, p: &Project, stop: Arc<AtomicBool>) -> JoinHandle<Result<()>> {
-    let root = p.site.root.clone();
-    let opts = crate::watch::WatchOptions {
-        force_poll: a.poll,
-        poll_interval: a.poll_interval,
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        crate::watch::run(&root, &opts, stop, &mut |r| match &r {
-            crate::watch::Report::Error { .. } => tracing::warn!(event = "watch_error", "{r}"),
-            _ => tracing::info!(event = "watch", "{r}"),
-        })
-    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! report per line (text, or JSON with `--json`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Args;
@@ -44,11 +42,7 @@ pub(crate) fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
 /// Watch the site found from `site` (`--site`) until a signal.
 pub(crate) fn run(site: Option<&Path>, a: &WatchArgs, json: bool) -> Result<i32> {
     let root = site_root(site)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| Error::Env(format!("signal handler: {e}")))?;
-    }
+    let stop = crate::watch::stop_on_signals()?;
     let opts = WatchOptions {
         force_poll: a.poll,
         poll_interval: a.poll_interval,

@@ -18,7 +18,7 @@ use crate::mac::Mac;
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// `/boot.ipxe` or `/gpxe-script` served.
     Script,
     /// An iPXE binary (`undionly.kpxe`, `ipxe.efi`, …) served over HTTP or TFTP.
@@ -39,7 +39,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The boot-chain kind of a plain site file, by its name, or `None` for other files.
-    pub fn of_file(path: &str) -> Option<EventKind> {
+    pub(crate) fn of_file(path: &str) -> Option<EventKind> {
         let name = path.rsplit('/').next().unwrap_or(path);
         if name.starts_with("vmlinuz") {
             Some(EventKind::Kernel)
@@ -57,7 +57,7 @@ impl EventKind {
 
 /// One boot event.
 #[derive(Debug, Clone, Serialize)]
-pub struct BootEvent {
+pub(crate) struct BootEvent {
     /// When it ended, in seconds since the Unix epoch.
     pub time: u64,
     /// The same time as an HTTP date, for people.
@@ -78,7 +78,7 @@ pub struct BootEvent {
 
 impl BootEvent {
     /// An event that ends now.
-    pub fn now(
+    pub(crate) fn now(
         kind: EventKind,
         file: String,
         client: IpAddr,
@@ -117,7 +117,7 @@ struct Inner {
 
 /// The ring buffers of recent boot events; shared between request handlers.
 #[derive(Debug)]
-pub struct BootEvents {
+pub(crate) struct BootEvents {
     /// Events kept per MAC.
     pub per_mac: usize,
     /// MACs (and client addresses) remembered.
@@ -134,7 +134,7 @@ impl Default for BootEvents {
 
 impl BootEvents {
     /// Keeps `per_mac` events for each of at most `max_macs` MACs.
-    pub fn new(per_mac: usize, max_macs: usize) -> BootEvents {
+    pub(crate) fn new(per_mac: usize, max_macs: usize) -> BootEvents {
         BootEvents {
             per_mac: per_mac.max(1),
             max_macs: max_macs.max(1),
@@ -148,7 +148,7 @@ impl BootEvents {
     }
 
     /// Remembers that `client` asked for `mac`'s script or config.
-    pub fn note_client(&self, client: IpAddr, mac: Mac) {
+    pub(crate) fn note_client(&self, client: IpAddr, mac: Mac) {
         let mut g = self.lock();
         g.tick += 1;
         let tick = g.tick;
@@ -165,7 +165,7 @@ impl BootEvents {
     }
 
     /// The MAC `client` last named, if any.
-    pub fn client_mac(&self, client: IpAddr) -> Option<Mac> {
+    pub(crate) fn client_mac(&self, client: IpAddr) -> Option<Mac> {
         self.lock()
             .mac_by_client
             .get(&client.to_canonical())
@@ -173,7 +173,7 @@ impl BootEvents {
     }
 
     /// Records an event for `mac`, or as unattributed when `mac` is `None`.
-    pub fn record(&self, mac: Option<Mac>, event: BootEvent) {
+    pub(crate) fn record(&self, mac: Option<Mac>, event: BootEvent) {
         let mut g = self.lock();
         g.tick += 1;
         let tick = g.tick;
@@ -201,7 +201,7 @@ impl BootEvents {
     }
 
     /// The events of `mac`, oldest first.
-    pub fn of(&self, mac: &Mac) -> Vec<BootEvent> {
+    pub(crate) fn of(&self, mac: &Mac) -> Vec<BootEvent> {
         self.lock()
             .by_mac
             .get(mac)
@@ -210,7 +210,7 @@ impl BootEvents {
     }
 
     /// Every MAC with events, and its events oldest first, in MAC order.
-    pub fn all(&self) -> Vec<(Mac, Vec<BootEvent>)> {
+    pub(crate) fn all(&self) -> Vec<(Mac, Vec<BootEvent>)> {
         let g = self.lock();
         let mut v: Vec<_> = g
             .by_mac
@@ -222,7 +222,7 @@ impl BootEvents {
     }
 
     /// Events of unknown devices, oldest first.
-    pub fn unattributed(&self) -> Vec<BootEvent> {
+    pub(crate) fn unattributed(&self) -> Vec<BootEvent> {
         self.lock().unattributed.iter().cloned().collect()
     }
 }

@@ -17,7 +17,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. Fails only when one is already installed.
-pub fn init(format: LogFormat) -> Result<(), String> {
+pub(crate) fn init(format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,33 +1,40 @@
 //! `ovl serve`: the embedded HTTP, TFTP and DHCP servers of the PXE boot chain (SPEC §6).
 //!
-//! [`Settings::resolve`] merges `[serve]` of `ovl.toml` with the command line's flags once;
-//! [`run`] binds every enabled service (a failure names the address: exit 3), logs one
+//! `Settings::resolve` merges `[serve]` of `ovl.toml` with the command line's flags once;
+//! `run` binds every enabled service (a failure names the address: exit 3), logs one
 //! `listening` line per service with the real address (port 0 picks a free port), and serves
-//! until the token is cancelled ([`cancel_on_signals`]: SIGINT, SIGTERM), then lets running
+//! until the token is cancelled (`cancel_on_signals`: SIGINT, SIGTERM), then lets running
 //! transfers finish for a few seconds and returns.
 //!
-//! DHCP (`proxy` or `full`) is configured from the site by [`dhcp::site::dhcp_config`]; its
+//! DHCP (`proxy` or `full`) is configured from the site by `dhcp::site::dhcp_config`; its
 //! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
 //! `/status`).
+//!
+//! With `--watch`, watch mode ([`crate::watch`]) runs on the blocking pool beside the servers:
+//! it keeps the archives current, and every project it loads becomes the HTTP server's live
+//! project (`http::live`), which then does no change detection of its own.
 
 pub mod dhcp;
-pub mod events;
+pub(crate) mod events;
 pub mod http;
 pub mod logging;
 pub mod neighbours;
-pub mod public;
+pub(crate) mod public;
 pub mod tftp;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::build::project::Project;
 use crate::error::{Error, Result};
 use crate::site::{DhcpMode, ServeConfig};
+use crate::watch::WatchOptions;
 
 /// Where a service listens: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,33 +70,37 @@ impl fmt::Display for Listen {
 
 /// What the command line says about serving; `None` keeps the `ovl.toml` setting.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     /// `--http`.
-    pub http: Option<Listen>,
+    pub(crate) http: Option<Listen>,
     /// `--tftp`.
-    pub tftp: Option<Listen>,
+    pub(crate) tftp: Option<Listen>,
     /// `--dhcp`.
-    pub dhcp: Option<DhcpMode>,
+    pub(crate) dhcp: Option<DhcpMode>,
     /// `--interface`.
-    pub interface: Option<String>,
+    pub(crate) interface: Option<String>,
+    /// `--watch` (with `--poll`, `--poll-interval`): run watch mode while serving.
+    pub(crate) watch: Option<WatchOptions>,
 }
 
 /// The effective serve settings: `[serve]` with the flags applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// HTTP listen address.
-    pub http: Listen,
+    pub(crate) http: Listen,
     /// TFTP listen address.
-    pub tftp: Listen,
+    pub(crate) tftp: Listen,
     /// DHCP mode.
-    pub dhcp: DhcpMode,
+    pub(crate) dhcp: DhcpMode,
     /// Network interface (DHCP).
-    pub interface: Option<String>,
+    pub(crate) interface: Option<String>,
+    /// Watch mode while serving, keeping archives and the served project current.
+    pub(crate) watch: Option<WatchOptions>,
 }
 
 impl Settings {
     /// Applies `flags` over `config`. `ovl.toml`'s addresses were validated when it was read.
-    pub fn resolve(config: &ServeConfig, flags: &Overrides) -> Result<Settings> {
+    pub(crate) fn resolve(config: &ServeConfig, flags: &Overrides) -> Result<Settings> {
         let parse = |what: &str, v: &str| {
             v.parse::<Listen>()
                 .map_err(|e| Error::Usage(format!("[serve] {what}: {e}")))
@@ -105,12 +116,13 @@ impl Settings {
             },
             dhcp: flags.dhcp.unwrap_or(config.dhcp.mode),
             interface: flags.interface.clone().or_else(|| config.interface.clone()),
+            watch: flags.watch.clone(),
         })
     }
 
     /// Refuses settings that cannot be served: full DHCP without an interface, or nothing
     /// to serve.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.dhcp == DhcpMode::Full && self.interface.is_none() {
             return Err(Error::Usage(
                 "full DHCP needs the interface to serve: pass --interface IF or set [serve] \
@@ -132,91 +144,26 @@ fn bind_error(service: &str, addr: SocketAddr, e: std::io::Error) -> Error {
 }
 
 /// Binds the enabled services, logs their addresses, and serves until `shutdown` is
-/// cancelled; returns once every service has stopped.
-pub async fn run(project: Project, settings: Settings, shutdown: CancellationToken) -> Result<()> {
+/// cancelled; returns once every service (and watch mode, with `--watch`) has stopped.
+pub(crate) async fn run(
+    project: Project,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<()> {
     settings.check()?;
     let root = project.site.root.clone();
-    let mut tasks = tokio::task::JoinSet::new();
     // The DHCP configuration needs the project and the HTTP address; read both first.
     let dhcp_project = (settings.dhcp != DhcpMode::Off).then(|| project.clone());
-
     // The lease table exists once DHCP is bound, after HTTP: HTTP asks it through this slot.
     let leases = Arc::new(neighbours::LateLeases::default());
-    let http = match settings.http {
-        Listen::Off => None,
-        Listen::At(addr) => {
-            let mut cfg = http::HttpConfig::new(addr);
-            cfg.neighbours.push(leases.clone());
-            Some(
-                http::HttpServer::bind(cfg, project)
-                    .await
-                    .map_err(|e| bind_error("http", addr, e))?,
-            )
-        }
-    };
-    let tftp = match settings.tftp {
-        Listen::Off => None,
-        Listen::At(addr) => {
-            let mut cfg = tftp::TftpConfig::new(&root, addr);
-            // TFTP fetches of the boot chain (iPXE binaries, scripts, kernels) become boot
-            // events in /status, attributed like HTTP's: by the client's known MAC.
-            if let Some(events) = http.as_ref().map(|h| h.events()) {
-                cfg.on_transfer = Some(tftp::TransferHook(std::sync::Arc::new(move |t| {
-                    let name = t.file.trim_start_matches('/');
-                    let kind = if name == "boot.ipxe" || name == "gpxe-script" {
-                        Some(events::EventKind::Script)
-                    } else if name.starts_with("configs/") {
-                        Some(events::EventKind::ConfigServed)
-                    } else {
-                        events::EventKind::of_file(name)
-                    };
-                    if let Some(kind) = kind {
-                        let ip = t.client.ip();
-                        let mac = name
-                            .strip_prefix("configs/")
-                            .and_then(|n| n.strip_suffix(".tar.gz"))
-                            .and_then(|m| m.parse().ok())
-                            .or_else(|| events.client_mac(ip));
-                        let ms = u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX);
-                        events.record(
-                            mac,
-                            events::BootEvent::now(
-                                kind,
-                                format!("tftp:{name}"),
-                                ip,
-                                0,
-                                t.bytes,
-                                ms,
-                            ),
-                        );
-                    }
-                })));
-            }
-            Some(
-                tftp::TftpServer::bind(cfg)
-                    .await
-                    .map_err(|e| bind_error("tftp", addr, e))?,
-            )
-        }
-    };
+    let http = bind_http(&settings, project, &leases).await?;
+    let events = http.as_ref().map(http::HttpServer::events);
+    let live = http.as_ref().map(http::HttpServer::project);
+    let tftp = bind_tftp(&settings, &root, events).await?;
+    let http_addr = http.as_ref().map(http::HttpServer::local_addr);
     let dhcp = match &dhcp_project {
         None => None,
-        Some(p) => {
-            let http_addr = http.as_ref().map(http::HttpServer::local_addr);
-            let cfg = dhcp::site::dhcp_config(
-                p,
-                settings.dhcp,
-                settings.interface.as_deref(),
-                http_addr,
-            )?;
-            let addr = std::net::SocketAddr::from((cfg.bind_ip, cfg.server_port));
-            let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
-            let server = dhcp::DhcpServer::bind(cfg)
-                .await
-                .map_err(|e| bind_error("dhcp", addr, e))?;
-            leases.set(server.leases());
-            Some((server, addr, mode, server_ip, url))
-        }
+        Some(p) => Some(bind_dhcp(&settings, p, http_addr, &leases).await?),
     };
     let mode = match settings.dhcp {
         DhcpMode::Off => "off",
@@ -225,6 +172,7 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
     };
     tracing::info!(event = "serving", site = %root.display(), dhcp = mode,
         interface = settings.interface.as_deref().unwrap_or(""), "ovl serve");
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(s) = tftp {
         let addr = s
             .local_addr()
@@ -237,24 +185,194 @@ pub async fn run(project: Project, settings: Settings, shutdown: CancellationTok
             fs_offload = s.fs_offload(), "listening");
         tasks.spawn(s.run(shutdown.clone()));
     }
-    if let Some((s, addr, mode, server_ip, url)) = dhcp {
-        tracing::info!(event = "listening", service = "dhcp", addr = %addr, mode = %mode,
-            server_ip = %server_ip, script_url = %url,
+    if let Some(d) = dhcp {
+        d.spawn(&settings, &mut tasks, shutdown.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = settings
+        .watch
+        .clone()
+        .map(|opts| spawn_watch(root, opts, live, Arc::clone(&stop)));
+    while tasks.join_next().await.is_some() {}
+    tracing::info!(event = "stopped", "ovl serve stopped");
+    stop.store(true, Ordering::Relaxed);
+    match watcher {
+        None => Ok(()),
+        Some(w) => w
+            .await
+            .unwrap_or_else(|_| Err(Error::Env("watch mode stopped unexpectedly".into()))),
+    }
+}
+
+/// The HTTP server, when enabled; it asks `leases` who is at an address.
+async fn bind_http(
+    settings: &Settings,
+    project: Project,
+    leases: &Arc<neighbours::LateLeases>,
+) -> Result<Option<http::HttpServer>> {
+    let Listen::At(addr) = settings.http else {
+        return Ok(None);
+    };
+    let mut cfg = http::HttpConfig::new(addr);
+    cfg.neighbours.push(leases.clone());
+    // With `--watch`, the watch loop feeds the project; the server does not check on its own.
+    cfg.watched = settings.watch.is_some();
+    http::HttpServer::bind(cfg, project)
+        .await
+        .map(Some)
+        .map_err(|e| bind_error("http", addr, e))
+}
+
+/// The TFTP server, when enabled; its transfers become boot events of the HTTP server's
+/// `/status` when that runs.
+async fn bind_tftp(
+    settings: &Settings,
+    root: &std::path::Path,
+    events: Option<Arc<events::BootEvents>>,
+) -> Result<Option<tftp::TftpServer>> {
+    let Listen::At(addr) = settings.tftp else {
+        return Ok(None);
+    };
+    let mut cfg = tftp::TftpConfig::new(root, addr);
+    if let Some(events) = events {
+        cfg.on_transfer = Some(tftp::TransferHook(Arc::new(move |t| {
+            tftp_boot_event(&events, t);
+        })));
+    }
+    tftp::TftpServer::bind(cfg)
+        .await
+        .map(Some)
+        .map_err(|e| bind_error("tftp", addr, e))
+}
+
+/// Records a TFTP fetch of the boot chain (iPXE binaries, scripts, kernels, configs) as a
+/// boot event, attributed like HTTP's: by the MAC in the archive name, else the client's
+/// known MAC.
+fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
+    let name = t.file.trim_start_matches('/');
+    let kind = if name == "boot.ipxe" || name == "gpxe-script" {
+        Some(events::EventKind::Script)
+    } else if name.starts_with("configs/") {
+        Some(events::EventKind::ConfigServed)
+    } else {
+        events::EventKind::of_file(name)
+    };
+    let Some(kind) = kind else {
+        return;
+    };
+    let ip = t.client.ip();
+    let mac = name
+        .strip_prefix("configs/")
+        .and_then(|n| n.strip_suffix(".tar.gz"))
+        .and_then(|m| m.parse().ok())
+        .or_else(|| events.client_mac(ip));
+    let ms = u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX);
+    events.record(
+        mac,
+        events::BootEvent::now(kind, format!("tftp:{name}"), ip, 0, t.bytes, ms),
+    );
+}
+
+/// A bound DHCP server and what its `listening` line says.
+struct BoundDhcp {
+    server: dhcp::DhcpServer,
+    addr: SocketAddr,
+    mode: dhcp::Mode,
+    server_ip: std::net::Ipv4Addr,
+    url: String,
+}
+
+/// The DHCP server configured from the site, sending iPXE to `http_addr`; its lease table
+/// fills `leases`.
+async fn bind_dhcp(
+    settings: &Settings,
+    project: &Project,
+    http_addr: Option<SocketAddr>,
+    leases: &neighbours::LateLeases,
+) -> Result<BoundDhcp> {
+    let cfg = dhcp::site::dhcp_config(
+        project,
+        settings.dhcp,
+        settings.interface.as_deref(),
+        http_addr,
+    )?;
+    let addr = SocketAddr::from((cfg.bind_ip, cfg.server_port));
+    let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
+    let server = dhcp::DhcpServer::bind(cfg)
+        .await
+        .map_err(|e| bind_error("dhcp", addr, e))?;
+    leases.set(server.leases());
+    Ok(BoundDhcp {
+        server,
+        addr,
+        mode,
+        server_ip,
+        url,
+    })
+}
+
+impl BoundDhcp {
+    /// Logs the `listening` line and serves on `tasks` until `shutdown`.
+    fn spawn(
+        self,
+        settings: &Settings,
+        tasks: &mut tokio::task::JoinSet<()>,
+        shutdown: CancellationToken,
+    ) {
+        tracing::info!(event = "listening", service = "dhcp", addr = %self.addr,
+            mode = %self.mode, server_ip = %self.server_ip, script_url = %self.url,
             interface = settings.interface.as_deref().unwrap_or("*"), "listening");
-        let token = shutdown.clone();
+        let server = self.server;
         tasks.spawn(async move {
-            if let Err(e) = s.run(token).await {
+            if let Err(e) = server.run(shutdown).await {
                 tracing::error!(event = "dhcp_server_error", error = %e);
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
-    tracing::info!(event = "stopped", "ovl serve stopped");
-    Ok(())
+}
+
+/// Runs watch mode on the blocking pool until `stop` is set, feeding the HTTP server's live
+/// project (when HTTP runs) with every project it loads; its reports become log lines. When
+/// watch mode cannot start (inotify unavailable), the live project checks its files itself,
+/// as without `--watch`, and the error is returned once `stop` is set.
+fn spawn_watch(
+    root: PathBuf,
+    opts: WatchOptions,
+    live: Option<Arc<http::LiveProject>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::task::spawn_blocking(move || {
+        let feed = live.as_deref().map(|l| l as &dyn crate::watch::Feed);
+        let watched = crate::watch::run_feeding(
+            &root,
+            &opts,
+            &stop,
+            &mut |r| match &r {
+                crate::watch::Report::Error { .. } => {
+                    tracing::warn!(event = "watch_error", "{r}");
+                }
+                _ => tracing::info!(event = "watch", "{r}"),
+            },
+            feed,
+        );
+        if watched.is_err()
+            && let Some(live) = live
+        {
+            let every = http::RELOAD_INTERVAL;
+            while !stop.load(Ordering::Relaxed) {
+                live.check();
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        watched
+    })
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) -> Result<()> {
+pub(crate) fn cancel_on_signals(token: CancellationToken) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| Error::Env(format!("SIGINT: {e}")))?;
@@ -303,6 +421,7 @@ mod tests {
                 tftp: Some(Listen::At("127.0.0.1:6969".parse().unwrap())),
                 dhcp: Some(DhcpMode::Proxy),
                 interface: Some("br0".into()),
+                watch: None,
             },
         )
         .unwrap();
@@ -324,7 +443,36 @@ mod tests {
             tftp: Listen::Off,
             dhcp: DhcpMode::Off,
             interface: None,
+            watch: None,
         };
         assert_eq!(s.check().unwrap_err().exit_code(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_inotify_the_served_project_still_follows_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        crate::site::example::write_example(&root).unwrap();
+        let project = Project::load(crate::site::Site::open(&root).unwrap()).unwrap();
+        let live = Arc::new(http::LiveProject::new(project, None));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Watching a folder that does not exist fails at once, like inotify running out.
+        let watch = spawn_watch(
+            dir.path().join("missing"),
+            WatchOptions::default(),
+            Some(Arc::clone(&live)),
+            Arc::clone(&stop),
+        );
+        let toml = root.join("ovl.toml");
+        let good = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, format!("{good}default_profile = \"S\"\n")).unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while live.snapshot().generation < 2 && std::time::Instant::now() < end {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(live.snapshot().generation, 2);
+        stop.store(true, Ordering::Relaxed);
+        let e = watch.await.unwrap().unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
     }
 }

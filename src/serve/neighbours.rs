@@ -1,9 +1,9 @@
 //! Which MAC an IP address belongs to, for `configs_access = "owner"` (SPEC §6 "Config
 //! privacy") and for attributing boot events to devices.
 //!
-//! A [`NeighbourSource`] answers "which MAC is at this address now?". [`ProcArp`] reads the
+//! A [`NeighbourSource`] answers "which MAC is at this address now?". `ProcArp` reads the
 //! kernel's IPv4 neighbour table (`/proc/net/arp`); the DHCP server's lease table
-//! ([`LeaseTable`], or [`LateLeases`] when it is bound after the HTTP server) is a second
+//! ([`LeaseTable`], or `LateLeases` when it is bound after the HTTP server) is a second
 //! source, which also knows each device's leased address (`/status`). [`Neighbours`] asks
 //! its sources in order and takes the first answer.
 //! [`StaticNeighbours`] is a fixed table, for tests and for sites that pin addresses.
@@ -33,22 +33,22 @@ impl NeighbourSource for LeaseTable {
         let IpAddr::V4(v4) = ip.to_canonical() else {
             return None;
         };
-        self.mac_for_ip(v4).map(Mac)
+        self.mac_for_ip(v4)
     }
 
     fn address_of(&self, mac: &Mac) -> Option<IpAddr> {
-        self.lease_for_mac(&mac.0).map(IpAddr::V4)
+        self.lease_for_mac(mac).map(IpAddr::V4)
     }
 }
 
 /// A lease table that arrives later: empty until [`LateLeases::set`] (the DHCP server is
 /// bound after the HTTP server, whose neighbour sources are fixed when it binds).
 #[derive(Debug, Default)]
-pub struct LateLeases(OnceLock<Arc<LeaseTable>>);
+pub(crate) struct LateLeases(OnceLock<Arc<LeaseTable>>);
 
 impl LateLeases {
     /// Fills the slot; a second call is ignored.
-    pub fn set(&self, leases: Arc<LeaseTable>) {
+    pub(crate) fn set(&self, leases: Arc<LeaseTable>) {
         let _ = self.0.set(leases);
     }
 }
@@ -66,7 +66,7 @@ impl NeighbourSource for LateLeases {
 /// The kernel's IPv4 neighbour (ARP) table, read from `/proc/net/arp` on every question
 /// (the file is small and always current). Only complete entries count.
 #[derive(Debug, Clone)]
-pub struct ProcArp {
+pub(crate) struct ProcArp {
     /// The file to read; `/proc/net/arp` by default.
     pub path: PathBuf,
 }
@@ -102,7 +102,7 @@ const ATF_COM: u32 = 0x2;
 /// IP address       HW type     Flags       HW address            Mask     Device
 /// 192.168.0.50     0x1         0x2         52:54:00:12:34:56     *        eth0
 /// ```
-pub fn parse_proc_arp(text: &str) -> Vec<(Ipv4Addr, Mac)> {
+pub(crate) fn parse_proc_arp(text: &str) -> Vec<(Ipv4Addr, Mac)> {
     text.lines()
         .skip(1)
         .filter_map(|line| {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 /// First path components that are never served: the site's settings, inventory, profiles,
 /// overlay trees (they hold secrets) and the devices' lbu captures.
-pub const PRIVATE_TOP_LEVEL: [&str; 5] = [
+pub(crate) const PRIVATE_TOP_LEVEL: [&str; 5] = [
     "ovl.toml",
     "devices.toml",
     "profiles",
@@ -37,7 +37,7 @@ pub const PRIVATE_TOP_LEVEL: [&str; 5] = [
 
 /// Why a request path is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// The request holds a backslash or a NUL byte.
     #[error("invalid character {0:?} in path")]
     InvalidCharacter(char),
@@ -67,14 +67,14 @@ pub enum Denied {
 impl Denied {
     /// True when the refusal means "there is no such file" (TFTP error 1, HTTP 404) rather
     /// than "you may not have it" (TFTP error 2, HTTP 403).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Denied::NotFound)
     }
 }
 
 /// Resolves `request` against `site_root` and returns the canonical path of the regular file
 /// to serve, or why it must not be served (see the module documentation for the rules).
-pub fn resolve(site_root: &Path, request: &str) -> Result<PathBuf, Denied> {
+pub(crate) fn resolve(site_root: &Path, request: &str) -> Result<PathBuf, Denied> {
     if let Some(c) = request.chars().find(|&c| c == '\\' || c == '\0') {
         return Err(Denied::InvalidCharacter(c));
     }

@@ -23,6 +23,8 @@ pub struct SiteConfig {
     pub build: BuildConfig,
     /// `[serve]`: the embedded servers.
     pub serve: ServeConfig,
+    /// `[fetch]`: where `ovl fetch` finds the iPXE binaries.
+    pub fetch: FetchConfig,
 }
 
 /// `[alpine]`.
@@ -35,6 +37,9 @@ pub struct AlpineConfig {
     pub flavor: String,
     /// Package mirror base URL.
     pub mirror: String,
+    /// CPU architecture of the devices (`x86_64`, `aarch64`, …): the mirror's
+    /// `releases/ARCH/` folder `ovl fetch` takes the boot files from.
+    pub arch: String,
 }
 
 impl Default for AlpineConfig {
@@ -43,6 +48,7 @@ impl Default for AlpineConfig {
             version: "v3.20".into(),
             flavor: "lts".into(),
             mirror: "http://dl-cdn.alpinelinux.org/alpine".into(),
+            arch: "x86_64".into(),
         }
     }
 }
@@ -57,8 +63,13 @@ pub struct BootConfig {
     pub modules: Vec<String>,
     /// Site file passed as `ssh_key=` when it exists in the site.
     pub ssh_key: Option<String>,
-    /// NFS export of this site (`host:/path`): enables the lbu round trip (SPEC §5).
+    /// NFS export of the site's `captures/` folder (`host:/path`): enables the lbu round
+    /// trip (SPEC §5); devices mount only their own `PATH/MAC`.
     pub nfs: Option<String>,
+    /// The uid every device's NFS writes are squashed to (default: `captures/`'s owner).
+    pub nfs_anonuid: Option<u32>,
+    /// The gid every device's NFS writes are squashed to (default: `captures/`'s group).
+    pub nfs_anongid: Option<u32>,
     /// Extra kernel arguments for every device.
     pub kernel_args: Vec<String>,
     /// `alpine_repo=` value; default `MIRROR/VERSION/main`.
@@ -74,8 +85,39 @@ impl Default for BootConfig {
                 .to_vec(),
             ssh_key: Some(DEFAULT_SSH_KEY.into()),
             nfs: None,
+            nfs_anonuid: None,
+            nfs_anongid: None,
             kernel_args: Vec::new(),
             alpine_repo: None,
+        }
+    }
+}
+
+/// `[fetch]`: the iPXE binaries `ovl fetch` puts in the site beside Alpine's boot files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// The iPXE binaries to put in the site.
+    pub ipxe_files: Vec<String>,
+    /// The folder of the system's iPXE package (Debian's `ipxe`), copied from when it holds
+    /// the file and the architecture is x86.
+    pub ipxe_dir: String,
+    /// Base URL the iPXE binaries are downloaded from (`URL/NAME`) otherwise.
+    pub ipxe_url: String,
+    /// Seconds without a byte received (or to get a response) before a download attempt is
+    /// given up and retried from where it stopped.
+    pub timeout: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            ipxe_files: ["undionly.kpxe", "ipxe.efi", "snponly.efi"]
+                .map(String::from)
+                .to_vec(),
+            ipxe_dir: "/usr/lib/ipxe".into(),
+            ipxe_url: "https://boot.ipxe.org".into(),
+            timeout: 30,
         }
     }
 }
@@ -285,6 +327,44 @@ impl SiteConfig {
                 ),
             ));
         }
+        if c.alpine.arch.is_empty() || !c.alpine.arch.chars().all(is_name_char) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[alpine] arch = {:?}: expected an architecture such as x86_64 or aarch64",
+                    c.alpine.arch
+                ),
+            ));
+        }
+        if let Some(bad) = c
+            .fetch
+            .ipxe_files
+            .iter()
+            .find(|f| f.is_empty() || f.starts_with('.') || !f.chars().all(is_name_char))
+        {
+            return Err(Error::at_path(
+                path,
+                format!("[fetch] ipxe_files: {bad:?} is not a file name such as ipxe.efi"),
+            ));
+        }
+        if !is_http_url(&c.fetch.ipxe_url) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[fetch] ipxe_url = {:?}: expected an http:// or https:// URL",
+                    c.fetch.ipxe_url
+                ),
+            ));
+        }
+        if !(1..=3600).contains(&c.fetch.timeout) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[fetch] timeout = {}: expected 1 to 3600 seconds",
+                    c.fetch.timeout
+                ),
+            ));
+        }
         for (what, v) in [("http", &c.serve.http), ("tftp", &c.serve.tftp)] {
             if v != "off" && v.parse::<SocketAddr>().is_err() {
                 return Err(Error::at_path(
@@ -307,15 +387,32 @@ impl SiteConfig {
             ));
         }
         if let Some(nfs) = &c.boot.nfs
-            && !nfs.contains(":/")
+            && crate::build::nfs::NfsExport::parse(nfs).is_none()
         {
             return Err(Error::at_path(
                 path,
-                format!("[boot] nfs = {nfs:?}: expected HOST:/EXPORT, e.g. 192.168.0.2:/srv/pxe"),
+                format!(
+                    "[boot] nfs = {nfs:?}: expected HOST:/PATH, the export of the site's \
+                     captures/ folder, e.g. 192.168.0.2:/srv/pxe/captures"
+                ),
             ));
         }
         Ok(())
     }
+}
+
+/// Letters, digits, `.`, `_`, `-`: what file names and architecture names are made of.
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// `http://HOST…` or `https://HOST…` without whitespace.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -340,5 +437,26 @@ mod tests {
         assert_eq!(c.serve.dhcp.relays.len(), 1);
         assert!(toml::from_str::<SiteConfig>("[serve]\ndhcp = \"maybe\"\n").is_err());
         assert!(toml::from_str::<SiteConfig>("[serve.dhcp]\nrnage = []\n").is_err());
+    }
+
+    #[test]
+    fn fetch_settings_are_checked() {
+        let p = Path::new("ovl.toml");
+        let ok: SiteConfig = toml::from_str("[alpine]\narch = \"aarch64\"\n").unwrap();
+        assert!(ok.validate(p).is_ok());
+        assert_eq!(SiteConfig::default().fetch.ipxe_files.len(), 3);
+        for bad in [
+            "[alpine]\narch = \"x86/64\"\n",
+            "[alpine]\narch = \"\"\n",
+            "[fetch]\nipxe_files = [\"../x.efi\"]\n",
+            "[fetch]\nipxe_url = \"ftp://x\"\n",
+            "[fetch]\ntimeout = 0\n",
+        ] {
+            let c: SiteConfig = toml::from_str(bad).unwrap();
+            assert!(c.validate(p).is_err(), "{bad}");
+        }
+        assert!(is_http_url("http://127.0.0.1:8080/alpine"));
+        assert!(!is_http_url("http:///x"));
+        assert!(!is_http_url("https://a b"));
     }
 }

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub use config::{
-    AlpineConfig, BootConfig, BuildConfig, ConfigsAccess, DhcpMode, DhcpSettings, RelayPool,
-    ServeConfig, SiteConfig,
+    AlpineConfig, BootConfig, BuildConfig, ConfigsAccess, DhcpMode, DhcpSettings, FetchConfig,
+    RelayPool, ServeConfig, SiteConfig,
 };
 pub use layout::{DEVICES_FILE, SITE_FILE};
 

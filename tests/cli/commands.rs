@@ -124,7 +124,7 @@ fn nfs_round_trip_settings_land_in_the_archive() {
     let site = TestSite::new();
     site.write(
         "ovl.toml",
-        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe\"\n",
+        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe/captures\"\n",
     );
     site.ovl(&["build", "--all"]).ok();
     let j = site.ovl(&["show", "--json", "--mac", MAC]).ok().json();
@@ -136,18 +136,26 @@ fn nfs_round_trip_settings_land_in_the_archive() {
             .any(|f| f["path"] == p)
     };
     assert!(has("etc/runlevels/default/netmount"));
-    assert!(has("media/pxe"));
+    assert!(has(&format!("media/pxe/{MAC}")));
     let cat = |p: &str| site.archive_member(MAC, p);
+    // The device mounts its own capture folder only, never the site or other devices' folders.
     assert_eq!(
         cat("etc/fstab"),
-        "10.9.0.1:/srv/pxe /media/pxe nfs rw,nolock,_netdev 0 0\n"
+        format!("10.9.0.1:/srv/pxe/captures/{MAC} /media/pxe/{MAC} nfs rw,nolock,_netdev 0 0\n")
     );
     assert_eq!(
         cat("etc/lbu/lbu.conf"),
-        format!("LBU_BACKUPDIR=/media/pxe/captures/{MAC}\n")
+        format!("LBU_BACKUPDIR=/media/pxe/{MAC}\n")
     );
     assert!(cat("etc/apk/world").contains("nfs-utils\n"));
-    assert!(site.path(&format!("captures/{MAC}")).is_dir());
+    let dir = site.path(&format!("captures/{MAC}"));
+    assert!(dir.is_dir());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "a device's captures hold its secrets"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use ovl::mac::Mac;
 use ovl::serve::dhcp::default_boot_files;
 use ovl::serve::dhcp::export::{DhcpExport, ExportFormat, ExportHost, export};
 
@@ -25,12 +26,12 @@ fn site() -> DhcpExport {
         lease_time: 600,
         hosts: vec![
             ExportHost {
-                mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+                mac: Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
                 hostname: "kiosk-hall".into(),
                 ip: Some(Ipv4Addr::new(192, 168, 0, 50)),
             },
             ExportHost {
-                mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x57],
+                mac: Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x57]),
                 hostname: "xl_123457".into(),
                 ip: None,
             },

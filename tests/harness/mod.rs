@@ -6,6 +6,8 @@
 //!   a run (exit code, stdout, stderr, JSON), lbu archives written by an independent writer.
 //! - [`proc`]: bounded commands, required programs and root, child processes killed on drop,
 //!   output lines on a channel, bounded waits, digests and test data.
+//! - [`mirror`]: a local Alpine mirror (HTTP on 127.0.0.1 with `Range`, cut connections on
+//!   demand, a request log) holding releases laid out as Alpine's, for `ovl fetch`.
 //! - [`netns`]: network namespaces with veth pairs, bridges and tap ports, removed in `Drop`.
 //! - [`qemu`]: VMs (SeaBIOS + iPXE, or OVMF) on a namespace's tap port.
 //! - [`alpine`]: Alpine's own parts (checksums pinned) and Alpine devices in a chroot, with
@@ -16,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod alpine;
+pub mod mirror;
 pub mod netns;
 pub mod proc;
 pub mod qemu;

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 
-use super::config::{DhcpConfig, Mac, Mode, Pool, format_mac};
+use super::config::{DhcpConfig, Mode, Pool};
 use super::leases::{Inner, Lease, LeaseState, LeaseTable};
 use super::packet;
 use super::pxe::{self, ClientKind};
 use super::stats::DhcpStats;
+use crate::mac::Mac;
 
 /// Which socket a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,19 @@ pub struct Engine {
     fixed_owner: Arc<HashMap<Ipv4Addr, Mac>>,
 }
 
+/// What a full-mode request asks for.
+struct Ask {
+    mac: Mac,
+    /// Option 50.
+    requested: Option<Ipv4Addr>,
+    /// Option 54.
+    server_id: Option<Ipv4Addr>,
+    /// Option 12, else the name the client gave before.
+    hostname: Option<String>,
+    ciaddr: Ipv4Addr,
+    now: u64,
+}
+
 /// What one request resolves to, before it is encoded.
 struct Answer {
     kind: MessageType,
@@ -70,11 +84,6 @@ impl Engine {
             stats,
             fixed_owner,
         }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &DhcpConfig {
-        &self.cfg
     }
 
     /// Decides the answer to one datagram received from `src` on `listener` at Unix time
@@ -145,120 +154,151 @@ impl Engine {
         let client = pxe::classify(req);
         let pool = self.pool_for(req)?.clone();
         let opts = req.opts();
-        let requested = match opts.get(OptionCode::RequestedIpAddress) {
-            Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
-            _ => None,
-        };
-        let server_id = match opts.get(OptionCode::ServerIdentifier) {
-            Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
-            _ => None,
-        };
-        let hostname = match opts.get(OptionCode::Hostname) {
-            Some(DhcpOption::Hostname(name)) => Some(name.clone()),
-            _ => None,
-        };
-        let mac = client.mac;
         let mut inner = self.leases.lock();
+        let mut ask = Ask {
+            mac: client.mac,
+            requested: match opts.get(OptionCode::RequestedIpAddress) {
+                Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+                _ => None,
+            },
+            server_id: match opts.get(OptionCode::ServerIdentifier) {
+                Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+                _ => None,
+            },
+            hostname: match opts.get(OptionCode::Hostname) {
+                Some(DhcpOption::Hostname(name)) => Some(name.clone()),
+                _ => None,
+            },
+            ciaddr: req.ciaddr(),
+            now,
+        };
         // A renewal without option 12 keeps the name the client gave before.
-        let hostname = hostname.or_else(|| inner.for_mac(&mac).and_then(|l| l.hostname.clone()));
+        if ask.hostname.is_none() {
+            ask.hostname = inner.for_mac(&ask.mac).and_then(|l| l.hostname.clone());
+        }
         let answer = match opts.msg_type()? {
-            MessageType::Discover => {
-                let ip = self.choose(&inner, &pool, &mac, requested, now)?;
-                let keep_bound = inner.by_ip.get(&ip).is_some_and(|l| {
-                    l.mac == mac && l.state == LeaseState::Bound && l.is_active(now)
-                });
-                if !keep_bound {
-                    inner.assign(Lease {
-                        mac,
-                        ip,
-                        expires: now.saturating_add(self.cfg.offer_hold_secs),
-                        state: LeaseState::Offered,
-                        hostname: hostname.clone(),
-                    });
-                }
-                Answer::lease(MessageType::Offer, ip, pool)
-            }
-            MessageType::Request => {
-                let ciaddr = req.ciaddr();
-                let wanted = match (server_id, requested) {
-                    // Selecting: the client answers an offer; if it chose another server,
-                    // our offer is withdrawn.
-                    (Some(sid), _) if sid != self.cfg.server_ip => {
-                        if inner
-                            .for_mac(&mac)
-                            .is_some_and(|l| l.state == LeaseState::Offered)
-                        {
-                            inner.by_ip.retain(|_, l| l.mac != mac);
-                            inner.dirty = true;
-                        }
-                        return None;
-                    }
-                    (Some(_), Some(ip)) => ip,
-                    // Init-reboot (option 50, no server id) or selecting.
-                    (None, Some(ip)) => ip,
-                    // Renewing (unicast) or rebinding (broadcast): ciaddr.
-                    (_, None) if !ciaddr.is_unspecified() => ciaddr,
-                    _ => return None,
-                };
-                if self.acceptable(&inner, &pool, &mac, wanted, now) {
-                    inner.assign(Lease {
-                        mac,
-                        ip: wanted,
-                        expires: now.saturating_add(u64::from(pool.lease_time)),
-                        state: LeaseState::Bound,
-                        hostname: hostname.clone(),
-                    });
-                    Answer::lease(MessageType::Ack, wanted, pool)
-                } else {
-                    Answer::nak("requested address not available")
-                }
-            }
-            MessageType::Decline => {
-                if server_id.is_some_and(|sid| sid != self.cfg.server_ip) {
-                    return None;
-                }
-                let ip = requested.filter(|ip| pool.subnet_contains(*ip))?;
-                if inner.by_ip.get(&ip).is_some_and(|l| l.mac == mac) {
-                    inner.by_ip.remove(&ip);
-                }
-                let until = now.saturating_add(self.cfg.decline_quarantine_secs);
-                inner.declined.insert(ip, until);
-                inner.dirty = true;
-                DhcpStats::bump(&self.stats.declines);
-                self.log_event("dhcp_decline", &mac, ip, None);
-                return None;
-            }
-            MessageType::Release => {
-                let ip = req.ciaddr();
-                if let Some(lease) = inner.by_ip.get_mut(&ip).filter(|l| l.mac == mac) {
-                    lease.state = LeaseState::Released;
-                    lease.expires = now;
-                    inner.dirty = true;
-                    DhcpStats::bump(&self.stats.releases);
-                    self.log_event("dhcp_release", &mac, ip, None);
-                }
-                return None;
-            }
-            MessageType::Inform => {
-                let ciaddr = req.ciaddr();
-                let pool = self
-                    .cfg
-                    .pools
-                    .iter()
-                    .find(|p| p.subnet_contains(ciaddr))
-                    .cloned()
-                    .unwrap_or(pool);
-                Answer {
-                    kind: MessageType::Ack,
-                    ip: Ipv4Addr::UNSPECIFIED,
-                    pool: Some(pool),
-                    lease_time: None,
-                    message: None,
-                }
-            }
+            MessageType::Discover => self.discover(&mut inner, &ask, pool)?,
+            MessageType::Request => self.request(&mut inner, &ask, pool)?,
+            MessageType::Decline => return self.decline(&mut inner, &ask, &pool),
+            MessageType::Release => return self.release(&mut inner, &ask),
+            MessageType::Inform => self.inform(&ask, pool),
             _ => return None,
         };
         drop(inner);
+        self.full_reply(req, &client, &answer)
+    }
+
+    /// DISCOVER: an address is chosen and held for the client for a short time (a bound
+    /// lease of the same client stays bound).
+    fn discover(&self, inner: &mut Inner, ask: &Ask, pool: Pool) -> Option<Answer> {
+        let (mac, now) = (ask.mac, ask.now);
+        let ip = self.choose(inner, &pool, &mac, ask.requested, now)?;
+        let keep_bound = inner
+            .by_ip
+            .get(&ip)
+            .is_some_and(|l| l.mac == mac && l.state == LeaseState::Bound && l.is_active(now));
+        if !keep_bound {
+            inner.assign(Lease {
+                mac,
+                ip,
+                expires: now.saturating_add(self.cfg.offer_hold_secs),
+                state: LeaseState::Offered,
+                hostname: ask.hostname.clone(),
+            });
+        }
+        Some(Answer::lease(MessageType::Offer, ip, pool))
+    }
+
+    /// REQUEST in the selecting, init-reboot, renewing or rebinding state: ACK and bind, or
+    /// NAK; nothing when the client chose another server (our offer is then withdrawn).
+    fn request(&self, inner: &mut Inner, ask: &Ask, pool: Pool) -> Option<Answer> {
+        let (mac, now) = (ask.mac, ask.now);
+        let wanted = match (ask.server_id, ask.requested) {
+            // Selecting: the client answers an offer; if it chose another server, our offer
+            // is withdrawn.
+            (Some(sid), _) if sid != self.cfg.server_ip => {
+                if inner
+                    .for_mac(&mac)
+                    .is_some_and(|l| l.state == LeaseState::Offered)
+                {
+                    inner.by_ip.retain(|_, l| l.mac != mac);
+                    inner.dirty = true;
+                }
+                return None;
+            }
+            (Some(_), Some(ip)) => ip,
+            // Init-reboot (option 50, no server id) or selecting.
+            (None, Some(ip)) => ip,
+            // Renewing (unicast) or rebinding (broadcast): ciaddr.
+            (_, None) if !ask.ciaddr.is_unspecified() => ask.ciaddr,
+            _ => return None,
+        };
+        if !self.acceptable(inner, &pool, &mac, wanted, now) {
+            return Some(Answer::nak("requested address not available"));
+        }
+        inner.assign(Lease {
+            mac,
+            ip: wanted,
+            expires: now.saturating_add(u64::from(pool.lease_time)),
+            state: LeaseState::Bound,
+            hostname: ask.hostname.clone(),
+        });
+        Some(Answer::lease(MessageType::Ack, wanted, pool))
+    }
+
+    /// DECLINE: the address is in use by someone else; it stays out of the pool for the
+    /// quarantine time. Never answered.
+    fn decline(&self, inner: &mut Inner, ask: &Ask, pool: &Pool) -> Option<Reply> {
+        if ask.server_id.is_some_and(|sid| sid != self.cfg.server_ip) {
+            return None;
+        }
+        let ip = ask.requested.filter(|ip| pool.subnet_contains(*ip))?;
+        if inner.by_ip.get(&ip).is_some_and(|l| l.mac == ask.mac) {
+            inner.by_ip.remove(&ip);
+        }
+        let until = ask.now.saturating_add(self.cfg.decline_quarantine_secs);
+        inner.declined.insert(ip, until);
+        inner.dirty = true;
+        DhcpStats::bump(&self.stats.declines);
+        self.log_event("dhcp_decline", &ask.mac, ip, None);
+        None
+    }
+
+    /// RELEASE: the client's lease on `ciaddr` ends now (kept, so it gets the address
+    /// back). Never answered.
+    fn release(&self, inner: &mut Inner, ask: &Ask) -> Option<Reply> {
+        let ip = ask.ciaddr;
+        if let Some(lease) = inner.by_ip.get_mut(&ip).filter(|l| l.mac == ask.mac) {
+            lease.state = LeaseState::Released;
+            lease.expires = ask.now;
+            inner.dirty = true;
+            DhcpStats::bump(&self.stats.releases);
+            self.log_event("dhcp_release", &ask.mac, ip, None);
+        }
+        None
+    }
+
+    /// INFORM: the options of the client's subnet, no address.
+    fn inform(&self, ask: &Ask, pool: Pool) -> Answer {
+        let pool = self
+            .cfg
+            .pools
+            .iter()
+            .find(|p| p.subnet_contains(ask.ciaddr))
+            .cloned()
+            .unwrap_or(pool);
+        Answer {
+            kind: MessageType::Ack,
+            ip: Ipv4Addr::UNSPECIFIED,
+            pool: Some(pool),
+            lease_time: None,
+            message: None,
+        }
+    }
+
+    /// Encodes a full-mode answer: the pool's options and the boot information, or the
+    /// NAK's message; logged and counted.
+    fn full_reply(&self, req: &Message, client: &ClientKind, answer: &Answer) -> Option<Reply> {
         let mut reply = self.base_reply(req, answer.kind);
         reply.set_yiaddr(answer.ip);
         let boot = if answer.kind == MessageType::Nak {
@@ -275,9 +315,9 @@ impl Engine {
             if let Some(pool) = &answer.pool {
                 add_pool_options(&mut reply, pool, answer.lease_time);
             }
-            let boot = pxe::boot_file(&self.cfg, &client);
+            let boot = pxe::boot_file(&self.cfg, client);
             if let Some(boot) = &boot {
-                self.add_boot(&mut reply, req, &client, boot);
+                self.add_boot(&mut reply, req, client, boot);
             }
             boot
         };
@@ -285,7 +325,7 @@ impl Engine {
         if answer.kind == MessageType::Nak && !req.giaddr().is_unspecified() {
             reply.set_flags(Flags::default().set_broadcast());
         }
-        self.log(answer.kind, &mac, answer.ip, boot.as_deref());
+        self.log(answer.kind, &client.mac, answer.ip, boot.as_deref());
         self.count(answer.kind);
         Some(Reply {
             bytes: packet::encode(&reply)?,
@@ -353,7 +393,7 @@ impl Engine {
             if !inner.taken_by_other(fixed, mac, now) {
                 return Some(fixed);
             }
-            tracing::warn!(event = "dhcp_fixed_conflict", mac = %format_mac(mac), ip = %fixed,
+            tracing::warn!(event = "dhcp_fixed_conflict", mac = %mac, ip = %fixed,
                 "fixed address held by another client; offering a pool address");
         }
         let previous = inner.for_mac(mac).map(|l| l.ip);
@@ -472,7 +512,7 @@ impl Engine {
     fn log_event(&self, event: &'static str, mac: &Mac, ip: Ipv4Addr, boot: Option<&str>) {
         tracing::info!(
             event,
-            mac = %format_mac(mac),
+            mac = %mac,
             ip = %ip,
             boot_file = boot.unwrap_or(""),
             mode = %self.cfg.mode,

@@ -6,7 +6,7 @@
 //! URL, other PXE clients get the boot file of their architecture (option 93, RFC 4578),
 //! `next-server`/`siaddr` is the boot server, and inventory devices with a fixed address
 //! get a reservation. The outputs are checked by the programs themselves in
-//! `tests/export.rs` (`dnsmasq --test`, `dhcpd -t`, `kea-dhcp4 -t`).
+//! `tests/cli/export.rs` (`dnsmasq --test`, `dhcpd -t`, `kea-dhcp4 -t`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
-use crate::serve::dhcp::{Mac, format_mac};
+use crate::mac::Mac;
 
 /// The target DHCP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ fn host_id(host: &ExportHost) -> String {
         .collect();
     let id = id.trim_matches('-');
     if id.is_empty() {
-        format!("ovl-{}", format_mac(&host.mac).replace(':', ""))
+        format!("ovl-{}", host.mac.to_string().replace(':', ""))
     } else {
         id.to_string()
     }
@@ -213,7 +213,7 @@ pub fn dnsmasq(cfg: &DhcpExport) -> String {
         out.push_str("\n# Inventory devices.\n");
     }
     for host in &cfg.hosts {
-        let mac = format_mac(&host.mac);
+        let mac = host.mac.to_string();
         let name = host_id(host);
         match host.ip {
             Some(ip) => {
@@ -281,7 +281,7 @@ pub fn isc_dhcpd(cfg: &DhcpExport) -> String {
     out.push_str("  }\n}\n");
     for host in &cfg.hosts {
         let _ = writeln!(out, "\nhost {} {{", host_id(host));
-        let _ = writeln!(out, "  hardware ethernet {};", format_mac(&host.mac));
+        let _ = writeln!(out, "  hardware ethernet {};", host.mac);
         if let Some(ip) = host.ip {
             let _ = writeln!(out, "  fixed-address {ip};");
         }
@@ -328,7 +328,7 @@ pub fn kea(cfg: &DhcpExport) -> String {
         .iter()
         .map(|host| {
             let mut r = json!({
-                "hw-address": format_mac(&host.mac),
+                "hw-address": host.mac.to_string(),
                 "hostname": host_id(host),
             });
             if let (Some(ip), Some(map)) = (host.ip, r.as_object_mut()) {

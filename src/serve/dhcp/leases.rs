@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Mac, format_mac, parse_mac};
+use crate::mac::Mac;
 
 /// Where a lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,17 +50,21 @@ impl Lease {
     }
 }
 
+/// A MAC in the lease file: lowercase with colons.
 mod mac_text {
-    use super::{Mac, format_mac, parse_mac};
+    use super::Mac;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub fn serialize<S: Serializer>(mac: &Mac, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_mac(mac))
+    /// Writes `52:54:00:12:34:56`.
+    pub(super) fn serialize<S: Serializer>(mac: &Mac, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(mac)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+    /// Reads any spelling [`Mac`] accepts.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
         let text = String::deserialize(d)?;
-        parse_mac(&text).ok_or_else(|| D::Error::custom(format!("invalid MAC {text:?}")))
+        text.parse()
+            .map_err(|_| D::Error::custom(format!("invalid MAC {text:?}")))
     }
 }
 
@@ -72,11 +76,14 @@ struct LeaseFile {
     declined: BTreeMap<Ipv4Addr, u64>,
 }
 
+/// The table behind its lock: the leases by address and the quarantined addresses.
 #[derive(Debug, Default)]
 pub(crate) struct Inner {
+    /// Every lease record by its address.
     pub(crate) by_ip: BTreeMap<Ipv4Addr, Lease>,
     /// Declined addresses and the Unix time until which they stay out of the pool.
     pub(crate) declined: BTreeMap<Ipv4Addr, u64>,
+    /// Changed since the last save.
     pub(crate) dirty: bool,
 }
 
@@ -118,6 +125,7 @@ impl LeaseTable {
         Self::default()
     }
 
+    /// The table, locked (a poisoned lock is taken over).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means another thread panicked mid-update; the map itself is
         // still consistent (every update is a single insert/remove).
@@ -151,12 +159,12 @@ impl LeaseTable {
     }
 
     /// Takes the "changed since the last save" flag.
-    pub fn take_dirty(&self) -> bool {
+    pub(crate) fn take_dirty(&self) -> bool {
         std::mem::take(&mut self.lock().dirty)
     }
 
     /// Loads a table from `path`; a missing file gives an empty table.
-    pub fn load(path: &Path) -> io::Result<Self> {
+    pub(crate) fn load(path: &Path) -> io::Result<Self> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
@@ -183,7 +191,7 @@ impl LeaseTable {
 
     /// Writes the table to `path` atomically: a temporary file in the same folder, fsync,
     /// rename, then fsync of the folder.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> io::Result<()> {
         let json = {
             let inner = self.lock();
             let file = LeaseFile {
@@ -205,7 +213,7 @@ impl LeaseTable {
 }
 
 /// The current Unix time in seconds.
-pub fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -218,7 +226,7 @@ mod tests {
 
     fn lease(mac: u8, ip: [u8; 4], expires: u64) -> Lease {
         Lease {
-            mac: [2, 0, 0, 0, 0, mac],
+            mac: Mac([2, 0, 0, 0, 0, mac]),
             ip: ip.into(),
             expires,
             state: LeaseState::Bound,
@@ -250,12 +258,12 @@ mod tests {
         let back = LeaseTable::load(&path).unwrap();
         assert_eq!(back.list(), table.list());
         assert_eq!(
-            back.lease_for_mac(&[2, 0, 0, 0, 0, 1]),
+            back.lease_for_mac(&Mac([2, 0, 0, 0, 0, 1])),
             Some([10, 0, 0, 5].into())
         );
         assert_eq!(
             back.mac_for_ip([10, 0, 0, 5].into()),
-            Some([2, 0, 0, 0, 0, 1])
+            Some(Mac([2, 0, 0, 0, 0, 1]))
         );
         assert_eq!(back.lock().declined.get(&[10, 0, 0, 9].into()), Some(&77));
         // Only the lease file is left in the folder.

@@ -17,9 +17,9 @@
 //! inventory knows devices by MAC. Fixed addresses come from the inventory; they are never
 //! handed to another MAC, and a MAC with a fixed address gets only that one.
 //!
-//! Layout: [`config`] holds the settings, [`packet`] the safe codec over `dhcproto`,
-//! [`pxe`] the boot-file choice, [`leases`] the persisted lease table, [`engine`] the pure
-//! decision core (bytes and state in, reply out) and [`server`] the tokio socket layer.
+//! Layout: `config` holds the settings, `packet` the safe codec over `dhcproto`,
+//! `pxe` the boot-file choice, `leases` the persisted lease table, `engine` the pure
+//! decision core (bytes and state in, reply out) and `server` the tokio socket layer.
 //!
 //! How replies reach a client: relayed requests are answered to the relay (`giaddr`, port
 //! 67); clients with an address (`ciaddr`) get a unicast; everything else, including
@@ -30,19 +30,17 @@
 //! client cannot answer for yet (a raw socket or an `SIOCSARP` entry); this server does not
 //! do that, every client accepts broadcasts.
 
-pub mod config;
-pub mod engine;
+mod config;
+mod engine;
 pub mod export;
-pub mod leases;
-pub mod packet;
-pub mod pxe;
-pub mod server;
-pub mod site;
-pub mod stats;
+mod leases;
+mod packet;
+mod pxe;
+mod server;
+pub(crate) mod site;
+mod stats;
 
-pub use config::{
-    ConfigError, DhcpConfig, Mac, Mode, Pool, default_boot_files, format_mac, parse_mac,
-};
+pub use config::{ConfigError, DhcpConfig, Mode, Pool, default_boot_files};
 pub use engine::{Engine, Listener, Reply};
 pub use leases::{Lease, LeaseState, LeaseTable};
 pub use server::DhcpServer;

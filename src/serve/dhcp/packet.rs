@@ -14,11 +14,11 @@ const HEADER_LEN: usize = 240;
 /// The DHCP magic cookie (RFC 2131 §3).
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
 /// BOOTP's minimum message size; replies are padded up to it (RFC 1542 §3.4 / PXE).
-pub const MIN_REPLY_LEN: usize = 300;
+pub(super) const MIN_REPLY_LEN: usize = 300;
 
 /// Why a datagram was not accepted as a DHCP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
+pub(super) enum Malformed {
     /// Shorter than the BOOTP header and cookie.
     #[error("shorter than a BOOTP header")]
     Short,
@@ -43,7 +43,7 @@ pub enum Malformed {
 }
 
 /// Decodes a client request, refusing anything that is not an Ethernet DHCP request.
-pub fn decode(bytes: &[u8]) -> Result<Message, Malformed> {
+pub(super) fn decode(bytes: &[u8]) -> Result<Message, Malformed> {
     let header = bytes.get(..HEADER_LEN).ok_or(Malformed::Short)?;
     if header[0] != 1 {
         return Err(Malformed::NotRequest);
@@ -118,7 +118,7 @@ fn finish_run(run: Option<(u8, usize)>) -> Result<(), Malformed> {
 }
 
 /// Encodes a reply and pads it with zeros (PAD options after END) to [`MIN_REPLY_LEN`].
-pub fn encode(msg: &Message) -> Option<Vec<u8>> {
+pub(super) fn encode(msg: &Message) -> Option<Vec<u8>> {
     let mut bytes = msg.to_vec().ok()?;
     if bytes.len() < MIN_REPLY_LEN {
         bytes.resize(MIN_REPLY_LEN, 0);

@@ -13,14 +13,15 @@
 
 use dhcproto::v4::{DhcpOption, Message, OptionCode};
 
-use super::config::{DhcpConfig, Mac, format_mac};
+use super::config::DhcpConfig;
+use crate::mac::Mac;
 
 /// iPXE's encapsulated options (not in `dhcproto`'s list of known options).
 const IPXE_ENCAP: u8 = 175;
 
 /// What kind of boot client sent a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientKind {
+pub(super) struct ClientKind {
     /// The client's MAC (`chaddr`).
     pub mac: Mac,
     /// Option 60 starts with `PXEClient`.
@@ -32,10 +33,10 @@ pub struct ClientKind {
 }
 
 /// Classifies a (decoded, Ethernet) request.
-pub fn classify(req: &Message) -> ClientKind {
-    let mut mac = [0u8; 6];
+pub(super) fn classify(req: &Message) -> ClientKind {
+    let mut mac = Mac([0u8; 6]);
     if let Some(bytes) = req.chaddr().get(..6) {
-        mac.copy_from_slice(bytes);
+        mac.0.copy_from_slice(bytes);
     }
     let opts = req.opts();
     let pxe = matches!(opts.get(OptionCode::ClassIdentifier),
@@ -58,7 +59,7 @@ pub fn classify(req: &Message) -> ClientKind {
 /// The boot file for a client: the script URL with `?mac=` for iPXE, the file mapped to
 /// its architecture (0 when it sends none) for other PXE clients, nothing for plain clients
 /// or unmapped architectures.
-pub fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String> {
+pub(super) fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String> {
     if client.ipxe {
         return Some(script_url(&cfg.ipxe_script_url, &client.mac));
     }
@@ -69,9 +70,9 @@ pub fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String> {
 }
 
 /// `URL?mac=MAC` (or `URL&mac=MAC` when the URL already has a query).
-pub fn script_url(url: &str, mac: &Mac) -> String {
+pub(super) fn script_url(url: &str, mac: &Mac) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}mac={}", format_mac(mac))
+    format!("{url}{sep}mac={mac}")
 }
 
 #[cfg(test)]
@@ -80,7 +81,7 @@ mod tests {
 
     #[test]
     fn script_url_appends_the_mac() {
-        let mac = [0x52, 0x54, 0, 0xab, 0xcd, 0xef];
+        let mac = Mac([0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
         assert_eq!(
             script_url("http://10.0.0.1/boot.ipxe", &mac),
             "http://10.0.0.1/boot.ipxe?mac=52:54:00:ab:cd:ef"

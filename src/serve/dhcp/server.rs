@@ -67,11 +67,6 @@ impl DhcpServer {
         self.stats.clone()
     }
 
-    /// The decision core this server drives.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Answers requests until `shutdown` is cancelled, then flushes the leases and returns.
     pub async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
         tracing::info!(

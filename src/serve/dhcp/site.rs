@@ -21,14 +21,14 @@ use crate::serve::dhcp::{DhcpConfig, Mode, Pool, default_boot_files};
 use crate::site::{DhcpMode, SITE_FILE, Site};
 
 /// The private folder of the site where the server keeps its state (hidden: never served).
-pub const STATE_DIR: &str = ".ovl-state";
+pub(crate) use crate::site::layout::STATE_DIR;
 /// The lease file inside [`STATE_DIR`].
-pub const LEASE_FILE: &str = "dhcp-leases.json";
+pub(crate) const LEASE_FILE: &str = "dhcp-leases.json";
 /// Lease time when `[serve.dhcp] lease_time` is not set.
-pub const DEFAULT_LEASE_TIME: u32 = 600;
+pub(crate) const DEFAULT_LEASE_TIME: u32 = 600;
 
 /// The first IPv4 address of interface `name` and its netmask, from `getifaddrs(3)`.
-pub fn interface_ipv4(name: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+pub(crate) fn interface_ipv4(name: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -70,7 +70,10 @@ pub fn interface_ipv4(name: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
 }
 
 /// The boot server's address (and the interface's netmask when it came from there).
-pub fn server_ip(site: &Site, interface: Option<&str>) -> Result<(Ipv4Addr, Option<Ipv4Addr>)> {
+pub(crate) fn server_ip(
+    site: &Site,
+    interface: Option<&str>,
+) -> Result<(Ipv4Addr, Option<Ipv4Addr>)> {
     let configured = site.config.boot.server.as_deref();
     if let Some(ip) = configured.and_then(|s| s.parse::<Ipv4Addr>().ok()) {
         let mask = interface
@@ -109,7 +112,7 @@ pub fn server_ip(site: &Site, interface: Option<&str>) -> Result<(Ipv4Addr, Opti
 /// `Site::http_base()` + `/boot.ipxe` with the address the HTTP server really listens on
 /// (`http`), and the server address standing in when the host would be iPXE's
 /// `${next-server}`.
-pub fn script_url(site: &Site, http: Option<SocketAddr>, server_ip: Ipv4Addr) -> String {
+pub(crate) fn script_url(site: &Site, http: Option<SocketAddr>, server_ip: Ipv4Addr) -> String {
     if let Some(url) = &site.config.serve.dhcp.script_url {
         return url.clone();
     }
@@ -122,7 +125,7 @@ pub fn script_url(site: &Site, http: Option<SocketAddr>, server_ip: Ipv4Addr) ->
 }
 
 /// `[serve.dhcp] boot_files` with architecture numbers, or the engine's defaults when unset.
-pub fn boot_files(site: &Site) -> Result<BTreeMap<u16, String>> {
+pub(crate) fn boot_files(site: &Site) -> Result<BTreeMap<u16, String>> {
     let given = &site.config.serve.dhcp.boot_files;
     if given.is_empty() {
         return Ok(default_boot_files());
@@ -170,7 +173,7 @@ fn pool(site: &Site, mask: Option<Ipv4Addr>) -> Option<Pool> {
 }
 
 /// The lease file of a site, `SITE/.ovl-state/dhcp-leases.json`; the folder is created.
-pub fn lease_file(root: &Path) -> Result<PathBuf> {
+pub(crate) fn lease_file(root: &Path) -> Result<PathBuf> {
     let dir = root.join(STATE_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir.join(LEASE_FILE))
@@ -178,7 +181,7 @@ pub fn lease_file(root: &Path) -> Result<PathBuf> {
 
 /// The embedded server's configuration for `mode` (not `off`) on `interface`, sending iPXE
 /// to the HTTP server at `http` (the address it really listens on, when it runs).
-pub fn dhcp_config(
+pub(crate) fn dhcp_config(
     project: &Project,
     mode: DhcpMode,
     interface: Option<&str>,
@@ -228,7 +231,7 @@ pub fn dhcp_config(
             .inventory
             .devices
             .values()
-            .filter_map(|d| d.ip.map(|ip| (d.mac.0, ip)))
+            .filter_map(|d| d.ip.map(|ip| (d.mac, ip)))
             .collect::<HashMap<_, _>>();
     }
     cfg.validate()
@@ -238,7 +241,7 @@ pub fn dhcp_config(
 
 /// What `ovl export` writes for this site: the pool of `[serve.dhcp]` (or reservations
 /// only), and every inventory device with its effective hostname and fixed address.
-pub fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpExport> {
+pub(crate) fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpExport> {
     let site = &project.site;
     let interface = interface.or(site.config.serve.interface.as_deref());
     let (server, mask) = server_ip(site, interface)?;
@@ -267,7 +270,7 @@ pub fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpE
                 }
             };
             ExportHost {
-                mac: spec.mac.0,
+                mac: spec.mac,
                 hostname,
                 ip: spec.device.as_ref().and_then(|d| d.ip),
             }
@@ -376,7 +379,8 @@ mod tests {
         );
         assert_eq!(cfg.pools[0].lease_time, DEFAULT_LEASE_TIME);
         assert_eq!(
-            cfg.fixed.get(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            cfg.fixed
+                .get(&crate::mac::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])),
             Some(&Ipv4Addr::new(192, 168, 0, 50))
         );
         assert_eq!(cfg.fixed.len(), 2);

@@ -53,7 +53,7 @@ pub struct StatsSnapshot {
 
 impl DhcpStats {
     /// Adds one to `counter`.
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -1,8 +1,15 @@
-//! The project as the server sees it, kept current while serving: `ovl.toml`, `devices.toml`
-//! and `profiles/*` are checked (metadata only) once per reload interval; a change reloads
-//! the whole project through [`Project::load`] once the files have stayed the same for one
-//! more check (so a file caught half-written, e.g. truncated, is not taken for the new one). A broken reload keeps the last good
-//! project and logs the error (and shows it in `/status`); the next change tries again.
+//! The project as the server sees it, kept current while serving. Changes are noticed by
+//! watch's change detector ([`crate::watch::changes`]) over the files a project is loaded
+//! from (`ovl.toml`, `devices.toml`, `profiles/*.toml`):
+//! - without `--watch`, [`LiveProject::check`] compares their stat snapshot once per reload
+//!   interval and reloads the whole project through [`Project::load`] once the files have
+//!   stayed the same for one more check (so a file caught half-written, e.g. truncated, is
+//!   not taken for the new one);
+//! - with `--watch`, the watch loop feeds every project it loads ([`Feed`]): one detection and
+//!   one reload for both.
+//!
+//! A broken reload keeps the last good project and logs the error (and shows it in
+//! `/status`); the next change tries again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +21,12 @@ use crate::build::project::{Project, Selection};
 use crate::error::Result;
 use crate::mac::Mac;
 use crate::site::Site;
+use crate::watch::Feed;
+use crate::watch::changes::{StableChange, Stamps, project_inputs};
 
 /// What the server knows of one inventory device, computed once per load.
 #[derive(Debug, Clone, Default)]
-pub struct DeviceInfo {
+pub(crate) struct DeviceInfo {
     /// Effective hostname, when the device plans.
     pub hostname: Option<String>,
     /// Kernel arguments of its profile chain (site's first), when the device plans.
@@ -30,7 +39,7 @@ pub struct DeviceInfo {
 
 /// One loaded project and what was derived from it.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The project.
     pub project: Project,
     /// Counts successful loads, from 1; on-demand archives are cached per generation.
@@ -44,7 +53,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The script additions of `mac`: its profile's kernel args and modules with the literal
     /// MAC, when `mac` is an inventory device that plans; `None` otherwise.
-    pub fn script_extras(&self, mac: &Mac) -> Option<ScriptExtras> {
+    pub(crate) fn script_extras(&self, mac: &Mac) -> Option<ScriptExtras> {
         let info = self.devices.get(mac)?;
         info.error.is_none().then(|| ScriptExtras {
             kernel_args: info.kernel_args.clone(),
@@ -54,52 +63,50 @@ impl Snapshot {
     }
 }
 
-/// Metadata of the files a project is read from: (path, modified, length).
-type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
-
 /// The current project, swapped atomically on reload.
 #[derive(Debug)]
-pub struct LiveProject {
+pub(crate) struct LiveProject {
     root: PathBuf,
     http_override: Option<String>,
     current: RwLock<Arc<Snapshot>>,
-    /// What was last loaded (or tried), and a change seen once but not yet stable.
-    seen: Mutex<(Fingerprint, Option<Fingerprint>)>,
+    /// The stamps of what was last loaded (or tried), and a change seen once but not yet
+    /// stable.
+    seen: Mutex<StableChange>,
     last_error: Mutex<Option<String>>,
 }
 
 impl LiveProject {
     /// Starts from an already loaded project. `http_override` replaces `[serve] http` of every
     /// load (the address actually listened on, so generated URLs name the right port).
-    pub fn new(mut project: Project, http_override: Option<String>) -> LiveProject {
+    pub(crate) fn new(mut project: Project, http_override: Option<String>) -> LiveProject {
         let root = project.site.root.clone();
         if let Some(h) = &http_override {
             project.site.config.serve.http = h.clone();
         }
-        let seen = fingerprint(&root);
+        let seen = StableChange::new(project_inputs(&root));
         let snapshot = derive(project, 1);
         LiveProject {
             root,
             http_override,
             current: RwLock::new(Arc::new(snapshot)),
-            seen: Mutex::new((seen, None)),
+            seen: Mutex::new(seen),
             last_error: Mutex::new(None),
         }
     }
 
     /// The site folder.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// The project now.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         let g = self.current.read().unwrap_or_else(|p| p.into_inner());
         Arc::clone(&g)
     }
 
     /// The error of the last reload, when it failed (cleared by the next good one).
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -109,52 +116,74 @@ impl LiveProject {
     /// Reloads when the project's files changed and then stayed the same since the previous
     /// check; blocking (file system reads, planning every device). Returns true when a new
     /// project was swapped in.
-    pub fn check(&self) -> bool {
-        let now = fingerprint(&self.root);
+    pub(crate) fn check(&self) -> bool {
+        let now = project_inputs(&self.root);
+        if !self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settled(now)
         {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let (loaded, pending) = &mut *seen;
-            if *loaded == now {
-                *pending = None;
-                return false;
-            }
-            if pending.as_ref() != Some(&now) {
-                *pending = Some(now);
-                return false;
-            }
-            *loaded = now;
-            *pending = None;
+            return false;
         }
         match self.load() {
             Ok(project) => {
-                let generation = self.snapshot().generation + 1;
-                let snapshot = derive(project, generation);
-                let devices = snapshot.devices.len();
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                tracing::info!(
-                    event = "project_reloaded",
-                    generation,
-                    devices,
-                    "project reloaded"
-                );
+                self.swap(project);
                 true
             }
             Err(e) => {
-                tracing::error!(event = "project_reload_failed", error = %e,
-                    "reload failed; serving the last good project");
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                self.fail(&e);
                 false
             }
         }
     }
 
-    fn load(&self) -> Result<Project> {
-        let mut site = Site::open(&self.root)?;
+    /// Plans every device of `project` and serves it from now on.
+    fn swap(&self, mut project: Project) {
         if let Some(h) = &self.http_override {
-            site.config.serve.http = h.clone();
+            project.site.config.serve.http = h.clone();
         }
-        Project::load(site)
+        let generation = self.snapshot().generation + 1;
+        let snapshot = derive(project, generation);
+        let devices = snapshot.devices.len();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::info!(
+            event = "project_reloaded",
+            generation,
+            devices,
+            "project reloaded"
+        );
+    }
+
+    /// Logs a failed reload and keeps it for `/status`; the last good project stays.
+    fn fail(&self, e: &crate::error::Error) {
+        tracing::error!(event = "project_reload_failed", error = %e,
+            "reload failed; serving the last good project");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    fn load(&self) -> Result<Project> {
+        Project::load(Site::open(&self.root)?)
+    }
+}
+
+/// `ovl serve --watch`: the watch loop's projects are served as they load.
+impl Feed for LiveProject {
+    fn loaded(&self, project: &Project, inputs: Stamps) {
+        // The first load of the loop reads the files this project was started from.
+        if self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accept(inputs)
+        {
+            self.swap(project.clone());
+        }
+    }
+
+    fn failed(&self, error: &crate::error::Error) {
+        self.fail(error);
     }
 }
 
@@ -192,28 +221,6 @@ fn derive(project: Project, generation: u64) -> Snapshot {
         loaded: SystemTime::now(),
         devices,
     }
-}
-
-/// The metadata of `ovl.toml`, `devices.toml`, `profiles/` and every entry in it.
-fn fingerprint(root: &Path) -> Fingerprint {
-    let stat = |p: PathBuf| {
-        let m = std::fs::metadata(&p)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-        (p, m)
-    };
-    let profiles = root.join("profiles");
-    let mut v = vec![
-        stat(root.join(crate::site::SITE_FILE)),
-        stat(root.join(crate::site::DEVICES_FILE)),
-        stat(profiles.clone()),
-    ];
-    if let Ok(rd) = std::fs::read_dir(&profiles) {
-        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        v.extend(entries.into_iter().map(stat));
-    }
-    v
 }
 
 #[cfg(test)]
@@ -274,5 +281,83 @@ mod tests {
         assert!(l.check());
         assert_eq!(l.last_error(), None);
         assert_eq!(l.snapshot().generation, 3);
+    }
+
+    #[test]
+    fn watch_feeds_changed_projects_and_failed_loads() {
+        let (_d, l) = live();
+        let root = l.root().to_path_buf();
+        let load = || Site::open(&root).and_then(Project::load);
+        l.loaded(&load().unwrap(), project_inputs(&root));
+        assert_eq!(l.snapshot().generation, 1, "the files it started from");
+
+        let toml = root.join("ovl.toml");
+        let good = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, format!("{good}default_profile = \"S\"\n")).unwrap();
+        l.loaded(&load().unwrap(), project_inputs(&root));
+        let s = l.snapshot();
+        assert_eq!(s.generation, 2, "fed: no second look needed");
+        assert_eq!(s.project.site.config.serve.http, "127.0.0.1:8080");
+        assert!(!l.check(), "what watch loaded is not loaded again");
+
+        std::fs::write(&toml, "[alpine\n").unwrap();
+        l.failed(&load().unwrap_err());
+        assert!(l.last_error().unwrap().contains("ovl.toml"));
+        assert_eq!(l.snapshot().generation, 2);
+        std::fs::write(&toml, &good).unwrap();
+        l.loaded(&load().unwrap(), project_inputs(&root));
+        assert_eq!(l.last_error(), None);
+        assert_eq!(l.snapshot().generation, 3);
+    }
+
+    #[test]
+    fn the_watch_loop_keeps_the_live_project_current() {
+        let (_d, l) = live();
+        let root = l.root().to_path_buf();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let opts = crate::watch::WatchOptions {
+            force_poll: true,
+            poll_interval: std::time::Duration::from_millis(50),
+            ..Default::default()
+        };
+        let mut reports = Vec::new();
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                crate::watch::run_feeding(
+                    &root,
+                    &opts,
+                    &stop,
+                    &mut |r| reports.push(r.to_string()),
+                    Some(&l),
+                )
+            });
+            let wait_for = |generation: u64| {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while l.snapshot().generation < generation && std::time::Instant::now() < end {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                l.snapshot().generation
+            };
+            // The initial build loads the files the live project came from: no reload.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert_eq!(l.snapshot().generation, 1);
+            let toml = root.join("ovl.toml");
+            let good = std::fs::read_to_string(&toml).unwrap();
+            std::fs::write(&toml, format!("{good}default_profile = \"S\"\n")).unwrap();
+            assert_eq!(wait_for(2), 2);
+            let s = l.snapshot();
+            assert_eq!(
+                s.project.site.config.serve.default_profile.as_deref(),
+                Some("S")
+            );
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            watcher.join().unwrap().unwrap();
+        });
+        assert!(reports[0].starts_with("watching "), "{reports:?}");
+        assert!(
+            reports.iter().any(|r| r.contains("(initial build)")),
+            "{reports:?}"
+        );
+        assert_eq!(reports.last().map(String::as_str), Some("stopped"));
     }
 }

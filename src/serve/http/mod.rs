@@ -13,7 +13,7 @@
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
 //! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
-//! - Anything else: the site file, through [`crate::serve::public::resolve`] (private
+//! - Anything else: the site file, through `crate::serve::public::resolve` (private
 //!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
 //!   A file reached through a symlink into `configs/` is subject to the owner check too.
 //!
@@ -26,12 +26,13 @@
 //! ignore `Range`. Every response has `Content-Length`. `Cache-Control: no-cache` is sent on
 //! `configs/*`, the scripts and `/status`.
 //!
-//! The project is reloaded while serving (see [`live`]). Each request gives one log line
-//! (`event=http_request`: method, file, client, status, bytes, duration_ms, rate_kib_s,
-//! complete, mac, reason) when its body is done; boot-chain requests are also recorded in
-//! [`BootEvents`].
+//! The project is reloaded while serving (see `live`): on its own, or fed by watch mode.
+//! Each request gives one log line (`event=http_request`: method, file, client, status, bytes,
+//! duration_ms, rate_kib_s, complete, mac, reason) when its body is done; boot-chain requests
+//! are also recorded in `BootEvents`.
 
-pub mod live;
+mod configs;
+pub(crate) mod live;
 mod opened;
 mod respond;
 mod status;
@@ -54,8 +55,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-pub use live::{DeviceInfo, LiveProject, Snapshot};
-pub use respond::percent_decode;
+pub(crate) use live::LiveProject;
 
 use crate::build::project::Project;
 use crate::mac::Mac;
@@ -63,11 +63,18 @@ use crate::serve::events::{BootEvents, EventKind};
 use crate::serve::neighbours::Neighbours;
 use crate::serve::public::{self, Denied};
 use crate::site::ConfigsAccess;
+use crate::watch::changes::network_fs;
+use configs::{config, no_cache, owner_refusal};
 use opened::{OpenedBackend, OpenedFile};
-use respond::{LoggedBody, RequestLog, bytes_response, query_value, status_response};
+use respond::{
+    LoggedBody, RequestLog, bytes_response, percent_decode, query_value, status_response,
+};
 
 /// `Cache-Control` of configs, scripts and `/status`: clients must revalidate every time.
 const NO_CACHE: &str = "no-cache";
+
+/// How often the project's files are checked for changes, by default.
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -78,6 +85,9 @@ pub struct HttpConfig {
     pub neighbours: Neighbours,
     /// How often the project's files are checked for changes.
     pub reload_interval: Duration,
+    /// The project is kept current by watch mode (`ovl serve --watch` feeds
+    /// `HttpServer::project`) instead of by a check every `reload_interval`.
+    pub watched: bool,
     /// After shutdown is requested, how long running transfers may go on.
     pub shutdown_grace: Duration,
     /// On-demand archives (default profile) kept in memory at most.
@@ -103,7 +113,8 @@ impl HttpConfig {
         HttpConfig {
             bind,
             neighbours: Neighbours::default(),
-            reload_interval: Duration::from_secs(1),
+            reload_interval: RELOAD_INTERVAL,
+            watched: false,
             shutdown_grace: Duration::from_secs(5),
             on_demand_entries: 64,
             on_demand_ttl: Duration::from_secs(10),
@@ -112,14 +123,6 @@ impl HttpConfig {
             fs_offload: None,
         }
     }
-}
-
-/// An on-demand archive in memory.
-#[derive(Debug)]
-struct Cached {
-    generation: u64,
-    built: Instant,
-    bytes: Bytes,
 }
 
 /// What every request handler shares.
@@ -135,7 +138,7 @@ struct Shared {
     local: SocketAddr,
     started: SystemTime,
     builds: Semaphore,
-    cache: Mutex<HashMap<Mac, Cached>>,
+    cache: Mutex<HashMap<Mac, configs::Cached>>,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -153,7 +156,9 @@ impl HttpServer {
         let local = listener.local_addr()?;
         let (live, canonical_root, network) = tokio::task::spawn_blocking(move || {
             let canonical = project.site.root.canonicalize();
-            let network = opened::on_network_fs(&project.site.root);
+            // On network or FUSE file systems (or unknown ones), a `stat` or a read may wait
+            // on the network: file system work then goes to the blocking pool.
+            let network = !matches!(network_fs(&project.site.root), Ok(None));
             (
                 LiveProject::new(project, Some(local.to_string())),
                 canonical,
@@ -185,28 +190,30 @@ impl HttpServer {
     }
 
     /// Whether file system work goes to the blocking pool (see [`HttpConfig::fs_offload`]).
-    pub fn fs_offload(&self) -> bool {
+    pub(crate) fn fs_offload(&self) -> bool {
         self.shared.offload
     }
 
     /// The boot events recorded so far, live.
-    pub fn events(&self) -> Arc<BootEvents> {
+    pub(crate) fn events(&self) -> Arc<BootEvents> {
         Arc::clone(&self.shared.events)
     }
 
     /// The project as served, live.
-    pub fn project(&self) -> Arc<LiveProject> {
+    pub(crate) fn project(&self) -> Arc<LiveProject> {
         Arc::clone(&self.shared.live)
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running requests
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
-        let reload = tokio::spawn(reload_loop(
-            Arc::clone(&self.shared.live),
-            self.shared.cfg.reload_interval,
-            shutdown.clone(),
-        ));
+        let reload = (!self.shared.cfg.watched).then(|| {
+            tokio::spawn(reload_loop(
+                Arc::clone(&self.shared.live),
+                self.shared.cfg.reload_interval,
+                shutdown.clone(),
+            ))
+        });
         let grace = self.shared.cfg.shutdown_grace;
         let app = Router::new()
             .fallback(handle)
@@ -232,7 +239,9 @@ impl HttpServer {
                 tracing::warn!(event = "http_shutdown", "requests still running after the grace period; dropping them");
             }
         }
-        reload.abort();
+        if let Some(r) = reload {
+            r.abort();
+        }
     }
 }
 
@@ -364,158 +373,6 @@ async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
         "application/json",
         Some(NO_CACHE),
     )
-}
-
-/// Refuses a config request when `configs_access = "owner"` and the client is not `mac`.
-fn owner_refusal(st: &Shared, mac: &Mac, log: &mut RequestLog) -> Option<Response<Body>> {
-    let snap = st.live.snapshot();
-    if snap.project.site.config.serve.configs_access != ConfigsAccess::Owner
-        || st.cfg.neighbours.owns(log.client, mac)
-    {
-        return None;
-    }
-    log.kind = Some(EventKind::ConfigRefused);
-    log.reason = Some(format!(
-        "configs_access = owner: {} is not {mac}",
-        log.client
-    ));
-    Some(no_cache(status_response(StatusCode::FORBIDDEN)))
-}
-
-fn no_cache(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
-    r
-}
-
-/// `/configs/NAME.tar.gz`.
-async fn config(
-    st: &Arc<Shared>,
-    req: Request,
-    name: &str,
-    log: &mut RequestLog,
-) -> Response<Body> {
-    let stem = name.strip_suffix(".tar.gz").unwrap_or(name);
-    let Some(mac) = stem.parse::<Mac>().ok().filter(|m| m.to_string() == stem) else {
-        log.reason = Some("not a MAC in lowercase-colon form".into());
-        return no_cache(status_response(StatusCode::NOT_FOUND));
-    };
-    log.mac = Some(mac);
-    st.events.note_client(log.client, mac);
-    if let Some(r) = owner_refusal(st, &mac, log) {
-        return r;
-    }
-    match open_public(st, format!("configs/{name}")).await {
-        Ok((_, _, opened)) => {
-            log.kind = Some(EventKind::ConfigServed);
-            no_cache(serve_file(st, opened, req, log).await)
-        }
-        Err(d) if d.is_not_found() => {
-            let snap = st.live.snapshot();
-            let default = snap.project.site.config.serve.default_profile.clone();
-            match default {
-                Some(profile) if !snap.project.inventory.devices.contains_key(&mac) => {
-                    on_demand(st, req, mac, profile, log).await
-                }
-                _ => {
-                    log.kind = Some(EventKind::ConfigNotFound);
-                    log.reason = Some(if snap.project.inventory.devices.contains_key(&mac) {
-                        "in the inventory but not built".into()
-                    } else {
-                        "unknown MAC".into()
-                    });
-                    no_cache(status_response(StatusCode::NOT_FOUND))
-                }
-            }
-        }
-        Err(d) => {
-            log.kind = Some(EventKind::ConfigRefused);
-            log.reason = Some(d.to_string());
-            no_cache(status_response(StatusCode::FORBIDDEN))
-        }
-    }
-}
-
-/// The default profile's archive for a blank device, from the cache or built now.
-async fn on_demand(
-    st: &Arc<Shared>,
-    req: Request,
-    mac: Mac,
-    profile: String,
-    log: &mut RequestLog,
-) -> Response<Body> {
-    let generation = st.live.snapshot().generation;
-    let cached = |st: &Shared| -> Option<Bytes> {
-        let c = st.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.get(&mac)
-            .filter(|c| c.generation == generation && c.built.elapsed() < st.cfg.on_demand_ttl)
-            .map(|c| c.bytes.clone())
-    };
-    let bytes = match cached(st) {
-        Some(b) => b,
-        None => {
-            let Ok(_permit) = st.builds.acquire().await else {
-                return status_response(StatusCode::SERVICE_UNAVAILABLE);
-            };
-            match cached(st) {
-                Some(b) => b,
-                None => match build_default(st, mac, profile).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        log.kind = Some(EventKind::ConfigNotFound);
-                        log.reason = Some(format!("default profile build failed: {e}"));
-                        return no_cache(status_response(StatusCode::INTERNAL_SERVER_ERROR));
-                    }
-                },
-            }
-        }
-    };
-    log.kind = Some(EventKind::ConfigServed);
-    log.reason = Some("default profile, built on demand".into());
-    bytes_response(
-        req.method(),
-        req.headers(),
-        bytes,
-        "application/gzip",
-        Some(NO_CACHE),
-    )
-}
-
-/// Builds `mac`'s archive with `profile` through the pipeline and caches it.
-async fn build_default(st: &Arc<Shared>, mac: Mac, profile: String) -> Result<Bytes, String> {
-    let snap = st.live.snapshot();
-    let generation = snap.generation;
-    let built = tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<u8>> {
-        let p = &snap.project;
-        let spec = p.spec(mac, Some(&profile))?;
-        let cache = p.read_layers(std::slice::from_ref(&spec));
-        let plan = p.plan(&spec, &cache)?;
-        p.archive_bytes(&plan)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    if built.is_empty() {
-        return Err("empty archive".into());
-    }
-    let bytes = Bytes::from(built);
-    let mut c = st.cache.lock().unwrap_or_else(|p| p.into_inner());
-    c.retain(|_, v| v.generation == generation && v.built.elapsed() < st.cfg.on_demand_ttl);
-    while c.len() >= st.cfg.on_demand_entries.max(1) {
-        let Some(oldest) = c.iter().min_by_key(|(_, v)| v.built).map(|(k, _)| *k) else {
-            break;
-        };
-        c.remove(&oldest);
-    }
-    c.insert(
-        mac,
-        Cached {
-            generation,
-            built: Instant::now(),
-            bytes: bytes.clone(),
-        },
-    );
-    Ok(bytes)
 }
 
 /// Resolves a request path and opens the file, on the blocking pool: whether it lies in

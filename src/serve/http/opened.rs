@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File};
 
 /// Files up to this size are read whole in the blocking step and served from memory.
-pub const SMALL_FILE: u64 = 64 * 1024;
+pub(super) const SMALL_FILE: u64 = 64 * 1024;
 
 /// The contents of an opened file: in memory, or still on disk.
 #[derive(Debug)]
@@ -26,14 +26,14 @@ enum Content {
 
 /// A file opened (and, when small, read) on the blocking pool.
 #[derive(Debug)]
-pub struct OpenedFile {
+pub(super) struct OpenedFile {
     meta: std::fs::Metadata,
     content: Content,
 }
 
 impl OpenedFile {
     /// Opens `path` (already resolved); files up to [`SMALL_FILE`] bytes are read now.
-    pub fn open(path: &Path) -> io::Result<OpenedFile> {
+    pub(super) fn open(path: &Path) -> io::Result<OpenedFile> {
         let mut file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
@@ -61,14 +61,14 @@ impl OpenedFile {
 /// A [`Backend`] holding one opened file: `open` takes it (whatever the path), `metadata`
 /// answers with its metadata.
 #[derive(Debug, Clone)]
-pub struct OpenedBackend {
+pub(super) struct OpenedBackend {
     meta: std::fs::Metadata,
     file: Arc<Mutex<Option<Content>>>,
 }
 
 impl OpenedBackend {
     /// A backend serving `f`.
-    pub fn new(f: OpenedFile) -> OpenedBackend {
+    pub(super) fn new(f: OpenedFile) -> OpenedBackend {
         OpenedBackend {
             meta: f.meta,
             file: Arc::new(Mutex::new(Some(f.content))),
@@ -78,7 +78,7 @@ impl OpenedBackend {
 
 /// The file handed to tower-http.
 #[derive(Debug)]
-pub enum OpenedReader {
+pub(super) enum OpenedReader {
     /// Served from memory.
     Memory(Cursor<Bytes>, std::fs::Metadata),
     /// Read from disk on the blocking pool, chunk by chunk.
@@ -145,27 +145,5 @@ impl File for OpenedReader {
         ready(Ok(match self {
             OpenedReader::Memory(_, m) | OpenedReader::Disk(_, m) => m.clone(),
         }))
-    }
-}
-
-/// `statfs` magic numbers of network and FUSE file systems, where a `stat` or a read may wait
-/// on the network: NFS, SMB, CIFS, SMB2, FUSE, 9P.
-const NETWORK_FS: [u32; 6] = [
-    0x6969,
-    0x517B,
-    0xFF53_4D42,
-    0xFE53_4D42,
-    0x6573_5546,
-    0x0102_1997,
-];
-
-/// Is `path` on a network or FUSE file system (or unknown)? Then file system work of a
-/// request goes to the blocking pool; on local file systems it is done in place (a few
-/// microseconds from the page cache, and a blocking-pool round trip costs more).
-pub fn on_network_fs(path: &Path) -> bool {
-    match rustix::fs::statfs(path) {
-        #[allow(clippy::unnecessary_cast)]
-        Ok(s) => NETWORK_FS.contains(&((s.f_type as u64 & 0xffff_ffff) as u32)),
-        Err(_) => true,
     }
 }

@@ -18,7 +18,7 @@ fn unix(t: SystemTime) -> u64 {
 
 /// The `/status` document. Blocking: it stats every device's archive. `lease` is the
 /// address the DHCP server leased to the device (null without one).
-pub fn document(
+pub(super) fn document(
     live: &LiveProject,
     events: &BootEvents,
     neighbours: &Neighbours,

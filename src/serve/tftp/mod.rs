@@ -18,7 +18,7 @@
 //! timeout, at most [`TftpConfig::retries`] times in a row, then the transfer is dropped.
 //! Packets from a wrong TID get ERROR 5 and do not disturb the transfer. Duplicate ACKs never
 //! trigger a resend in lockstep (no sorcerer's apprentice). Paths go through
-//! [`crate::serve::public::resolve`]: missing files get ERROR 1, refused ones ERROR 2.
+//! `crate::serve::public::resolve`: missing files get ERROR 1, refused ones ERROR 2.
 //! Over [`TftpConfig::max_transfers`] running transfers, requests get ERROR 0 "server busy".
 //! Malformed, truncated and oversized packets are dropped and counted in [`TftpStats`].
 //!
@@ -43,5 +43,5 @@ mod stats;
 mod transfer;
 mod window;
 
-pub use server::{MAX_REQUEST_LEN, TftpConfig, TftpServer, TransferDone, TransferHook};
+pub use server::{TftpConfig, TftpServer, TransferDone, TransferHook};
 pub use stats::TftpStats;

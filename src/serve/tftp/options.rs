@@ -16,15 +16,15 @@
 use std::time::Duration;
 
 /// The smallest block size RFC 2348 allows.
-pub const MIN_BLKSIZE: u16 = 8;
+pub(super) const MIN_BLKSIZE: u16 = 8;
 /// The largest block size RFC 2348 allows.
-pub const MAX_BLKSIZE: u16 = 65464;
+pub(super) const MAX_BLKSIZE: u16 = 65464;
 /// The block size without negotiation (RFC 1350).
-pub const DEFAULT_BLKSIZE: u16 = 512;
+pub(super) const DEFAULT_BLKSIZE: u16 = 512;
 
 /// The settings one transfer runs with, after negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
+pub(super) struct Negotiated {
     /// Bytes per DATA block.
     pub blksize: u16,
     /// Blocks sent before waiting for an ACK (1 is RFC 1350 lockstep).
@@ -37,7 +37,7 @@ pub struct Negotiated {
 
 /// Negotiates a read request's `options` for a file of `file_size` bytes, with
 /// `default_timeout` when the client names none.
-pub fn negotiate(
+pub(super) fn negotiate(
     options: &[(String, String)],
     file_size: u64,
     default_timeout: Duration,

@@ -12,13 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;
 
 /// Asks the kernel to report each datagram's destination address on `socket`.
-pub fn enable(socket: &UdpSocket) -> io::Result<()> {
+pub(super) fn enable(socket: &UdpSocket) -> io::Result<()> {
     imp::enable(socket)
 }
 
 /// Receives one datagram: its length, sender, and the local address it was sent to (when
 /// the kernel reported it).
-pub async fn recv(
+pub(super) async fn recv(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
@@ -27,7 +27,7 @@ pub async fn recv(
 
 /// The address a transfer socket binds to: the listening address, or when that is
 /// unspecified the request's unicast destination.
-pub fn transfer_ip(listen: IpAddr, destination: Option<IpAddr>) -> IpAddr {
+pub(super) fn transfer_ip(listen: IpAddr, destination: Option<IpAddr>) -> IpAddr {
     if !listen.is_unspecified() {
         return listen;
     }
@@ -58,7 +58,9 @@ mod imp {
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
-    pub fn enable(socket: &UdpSocket) -> io::Result<()> {
+    /// Asks the kernel for each datagram's destination address (`IP_PKTINFO`,
+    /// `IPV6_RECVPKTINFO`).
+    pub(super) fn enable(socket: &UdpSocket) -> io::Result<()> {
         let on: libc::c_int = 1;
         let (level, name) = match socket.local_addr()? {
             SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
@@ -81,7 +83,8 @@ mod imp {
         }
     }
 
-    pub async fn recv(
+    /// Receives one datagram: its length, sender, and the address it was sent to.
+    pub(super) async fn recv(
         socket: &UdpSocket,
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
@@ -179,11 +182,13 @@ mod imp {
 
     use tokio::net::UdpSocket;
 
-    pub fn enable(_socket: &UdpSocket) -> io::Result<()> {
+    /// Nothing to enable: the destination address is not known here.
+    pub(super) fn enable(_socket: &UdpSocket) -> io::Result<()> {
         Ok(())
     }
 
-    pub async fn recv(
+    /// Receives one datagram: its length and sender (the destination is not known here).
+    pub(super) async fn recv(
         socket: &UdpSocket,
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {

@@ -19,7 +19,7 @@ use super::transfer::{Transfer, TransferError, rate_kib_s};
 use crate::serve::public;
 
 /// The longest request accepted: RFC 2347 limits a request with its options to 512 bytes.
-pub const MAX_REQUEST_LEN: usize = 512;
+pub(super) const MAX_REQUEST_LEN: usize = 512;
 /// How long running transfers get, after the server is told to stop and the grace period
 /// is over, to send their ERROR and return before they are aborted.
 const ABORT_WAIT: Duration = Duration::from_secs(1);
@@ -50,7 +50,7 @@ impl std::fmt::Debug for TransferHook {
 /// Settings of the TFTP server.
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
-    /// The site folder; files are served through [`public::resolve`].
+    /// The site folder; files are served through `public::resolve`.
     pub root: PathBuf,
     /// Address and port to listen on (port 0 picks a free one).
     pub bind: SocketAddr,
@@ -313,55 +313,82 @@ async fn serve_read(
     let result = transfer.run().await;
     // The slot is free before the transfer is counted as finished.
     drop(permit);
-    match result {
-        Ok(bytes) => {
-            TftpStats::bump(&stats.transfers_completed);
-            stats
-                .bytes_sent
-                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                event = "tftp_transfer",
-                file = %req.filename,
-                client = %client,
-                bytes,
-                duration_ms = started.elapsed().as_millis() as u64,
-                rate_kib_s = rate_kib_s(bytes, started),
-                blksize,
-                windowsize,
-                "tftp transfer done"
-            );
-            if let Some(hook) = &shared.cfg.on_transfer {
-                (hook.0)(&TransferDone {
-                    file: req.filename.clone(),
-                    client,
+    let done = Done {
+        file: &req.filename,
+        client,
+        started,
+        blksize,
+        windowsize,
+    };
+    done.report(&shared, result);
+}
+
+/// A transfer that ended, as its log line tells it.
+struct Done<'a> {
+    file: &'a str,
+    client: SocketAddr,
+    started: Instant,
+    blksize: u16,
+    windowsize: u16,
+}
+
+impl Done<'_> {
+    /// Counts and logs how the transfer ended; a completed one also goes to the
+    /// [`TftpConfig::on_transfer`] hook.
+    fn report(&self, shared: &Shared, result: Result<u64, TransferError>) {
+        let stats = &shared.stats;
+        let (file, client, started) = (self.file, self.client, self.started);
+        let (blksize, windowsize) = (self.blksize, self.windowsize);
+        match result {
+            Ok(bytes) => {
+                TftpStats::bump(&stats.transfers_completed);
+                stats
+                    .bytes_sent
+                    .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    event = "tftp_transfer",
+                    file = %file,
+                    client = %client,
                     bytes,
-                    duration: started.elapsed(),
-                });
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    rate_kib_s = rate_kib_s(bytes, started),
+                    blksize,
+                    windowsize,
+                    "tftp transfer done"
+                );
+                if let Some(hook) = &shared.cfg.on_transfer {
+                    (hook.0)(&TransferDone {
+                        file: file.to_owned(),
+                        client,
+                        bytes,
+                        duration: started.elapsed(),
+                    });
+                }
             }
-        }
-        Err(e @ TransferError::ClientError { .. }) => {
-            // UEFI firmware asks for `tsize` alone, then aborts with an ERROR and asks
-            // again: a client's abort is routine, not a server failure.
-            TftpStats::bump(&stats.transfers_failed);
-            tracing::info!(
-                event = "tftp_transfer_aborted",
-                file = %req.filename,
-                client = %client,
-                reason = %e,
-                duration_ms = started.elapsed().as_millis() as u64,
-            );
-        }
-        Err(e) => {
-            TftpStats::bump(&stats.transfers_failed);
-            tracing::warn!(
-                event = "tftp_transfer_failed",
-                file = %req.filename,
-                client = %client,
-                error = %e,
-                duration_ms = started.elapsed().as_millis() as u64,
-                blksize,
-                windowsize,
-            );
+            Err(e @ TransferError::ClientError { .. }) => {
+                // UEFI firmware asks for `tsize` alone, then aborts with an ERROR and asks
+                // again: a client's abort is routine, not a server failure.
+                TftpStats::bump(&stats.transfers_failed);
+                tracing::info!(
+                    event = "tftp_transfer_aborted",
+                    file = %file,
+                    client = %client,
+                    reason = %e,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                );
+            }
+            Err(e) => {
+                TftpStats::bump(&stats.transfers_failed);
+                tracing::warn!(
+                    event = "tftp_transfer_failed",
+                    file = %file,
+                    client = %client,
+                    error = %e,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    blksize,
+                    windowsize,
+                );
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ const MAX_SOCKET_ERRORS: u32 = 64;
 
 /// Why a transfer did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum TransferError {
+pub(super) enum TransferError {
     /// No acknowledgement came within the retries.
     #[error("no acknowledgement after {0} retransmissions")]
     TimedOut(u32),
@@ -56,7 +56,7 @@ pub enum TransferError {
 }
 
 /// Everything one transfer needs.
-pub struct Transfer {
+pub(super) struct Transfer {
     /// The transfer's own socket (its TID).
     pub socket: UdpSocket,
     /// The client's address and port (its TID).
@@ -98,7 +98,7 @@ struct Cache {
 
 impl Transfer {
     /// Runs the transfer to its end; on success returns the bytes sent.
-    pub async fn run(mut self) -> Result<u64, TransferError> {
+    pub(super) async fn run(mut self) -> Result<u64, TransferError> {
         let result = self.run_inner().await;
         if let Err(e) = &result {
             let (code, message) = match e {
@@ -298,7 +298,7 @@ impl Transfer {
 }
 
 /// Throughput in KiB/s for the transfer log line.
-pub fn rate_kib_s(bytes: u64, started: Instant) -> u64 {
+pub(super) fn rate_kib_s(bytes: u64, started: Instant) -> u64 {
     let secs = started.elapsed().as_secs_f64();
     if secs <= 0.0 {
         return 0;

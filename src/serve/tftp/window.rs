@@ -17,7 +17,7 @@ use std::ops::RangeInclusive;
 
 /// What an incoming ACK did to the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckOutcome {
+pub(super) enum AckOutcome {
     /// The last block is acknowledged: the transfer is complete.
     Done,
     /// The window moved: send the next round.
@@ -30,7 +30,7 @@ pub enum AckOutcome {
 
 /// The sender's window over the blocks of one file.
 #[derive(Debug, Clone)]
-pub struct Window {
+pub(super) struct Window {
     windowsize: u64,
     last_block: u64,
     acked: u64,
@@ -41,7 +41,7 @@ pub struct Window {
 impl Window {
     /// A window for a file of `file_size` bytes sent in `blksize` blocks (`blksize` ≥ 1),
     /// `windowsize` blocks at a time (0 is taken as 1).
-    pub fn new(file_size: u64, blksize: u16, windowsize: u16) -> Window {
+    pub(super) fn new(file_size: u64, blksize: u16, windowsize: u16) -> Window {
         let blksize = u64::from(blksize.max(1));
         Window {
             windowsize: u64::from(windowsize.max(1)),
@@ -66,7 +66,7 @@ impl Window {
 
     /// The blocks of the next round, from the first unacknowledged one; records them as
     /// sent.
-    pub fn next_round(&mut self) -> RangeInclusive<u64> {
+    pub(super) fn next_round(&mut self) -> RangeInclusive<u64> {
         let first = self.acked + 1;
         let last = (self.acked + self.windowsize).min(self.last_block);
         self.sent_upto = last;
@@ -74,7 +74,7 @@ impl Window {
     }
 
     /// Applies an ACK carrying wire block number `wire`.
-    pub fn on_ack(&mut self, wire: u16) -> AckOutcome {
+    pub(super) fn on_ack(&mut self, wire: u16) -> AckOutcome {
         let delta = u64::from(wire.wrapping_sub(wire_block(self.acked)));
         if delta == 0 {
             if self.windowsize > 1 && self.dup_served_at != Some(self.acked) {
@@ -96,7 +96,7 @@ impl Window {
 }
 
 /// The wire block number of absolute block `block`: its low 16 bits.
-pub fn wire_block(block: u64) -> u16 {
+pub(super) fn wire_block(block: u64) -> u16 {
     (block & 0xffff) as u16
 }
 

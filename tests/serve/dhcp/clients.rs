@@ -2,6 +2,7 @@
 //! udhcpc (renewal, release, a restarted server keeping its leases, PXE and iPXE boot files
 //! by architecture).
 
+use ovl::mac::Mac;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ fn dhclient_gets_fixed_and_pool_addresses_and_keeps_them_on_reboot() {
     let lab = Lab::new();
     let mut cfg = lab.config(Mode::Full);
     cfg.fixed.insert(
-        [0x52, 0x54, 0x00, 0x21, 0x00, 0x01],
+        Mac([0x52, 0x54, 0x00, 0x21, 0x00, 0x01]),
         Ipv4Addr::new(10, 213, 1, 50),
     );
     let server = Server::start(&lab, cfg);
@@ -84,7 +85,7 @@ exit 0
     let pool = dhclient("52:54:00:21:00:02", "pool.leases");
     assert_eq!(pool["reason"], "BOUND");
     assert_eq!(pool["ip"], "10.213.1.100");
-    let mac2 = [0x52, 0x54, 0x00, 0x21, 0x00, 0x02];
+    let mac2 = Mac([0x52, 0x54, 0x00, 0x21, 0x00, 0x02]);
     assert_eq!(
         server.leases.lease_for_mac(&mac2),
         Some(Ipv4Addr::new(10, 213, 1, 100))
@@ -131,7 +132,7 @@ fn udhcpc_renews_and_a_restarted_server_keeps_the_lease() {
     assert_eq!(wait_event(&log, "renew", 2)["ip"], "10.213.1.100");
     let acks = server.stats.snapshot().acks;
     assert!(acks >= 3, "renewals are acknowledged: {acks}");
-    let mac = [0x52, 0x54, 0x00, 0x22, 0x00, 0x01];
+    let mac = Mac([0x52, 0x54, 0x00, 0x22, 0x00, 0x01]);
     assert_eq!(
         server.leases.lease_for_mac(&mac),
         Some(Ipv4Addr::new(10, 213, 1, 100))

@@ -2,6 +2,7 @@
 //! namespace (dnsmasq, ISC dhcpd, Kea), each asked by udhcpc as a plain, a BIOS PXE, a UEFI
 //! PXE and an iPXE client: the same answers as ovl's own server.
 
+use ovl::mac::Mac;
 use std::net::Ipv4Addr;
 
 use super::lab::{Lab, SERVER_IF, SERVER_IP};
@@ -21,7 +22,7 @@ fn export_site() -> ovl::serve::dhcp::export::DhcpExport {
         dns: vec![SERVER_IP],
         lease_time: 600,
         hosts: vec![ovl::serve::dhcp::export::ExportHost {
-            mac: [0x52, 0x54, 0x00, 0x2b, 0x00, 0x01],
+            mac: Mac([0x52, 0x54, 0x00, 0x2b, 0x00, 0x01]),
             hostname: "kiosk-hall".into(),
             ip: Some(Ipv4Addr::new(10, 213, 1, 50)),
         }],

@@ -2,6 +2,7 @@
 //! own PXE client (UEFI), with ovl in full mode, and in proxy mode beside the site's own
 //! DHCP server (dnsmasq handing out addresses only).
 
+use ovl::mac::Mac;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -41,7 +42,7 @@ fn qemu_ipxe_gets_its_script_url_in_full_mode() {
     assert_eq!(
         server
             .leases
-            .lease_for_mac(&[0x52, 0x54, 0x00, 0x27, 0x00, 0x01]),
+            .lease_for_mac(&Mac([0x52, 0x54, 0x00, 0x27, 0x00, 0x01])),
         Some(Ipv4Addr::new(10, 213, 1, 100))
     );
     server.stop();
@@ -112,7 +113,7 @@ fn ovmf_uefi_pxe_gets_ipxe_efi_in_full_mode() {
     assert_eq!(
         server
             .leases
-            .lease_for_mac(&[0x52, 0x54, 0x00, 0x29, 0x00, 0x01]),
+            .lease_for_mac(&Mac([0x52, 0x54, 0x00, 0x29, 0x00, 0x01])),
         Some(Ipv4Addr::new(10, 213, 1, 100))
     );
     server.stop();
