@@ -294,7 +294,7 @@ fn lbu_commit_is_folded_into_that_device_only() {
     let site = TestSite::new();
     site.write(
         "ovl.toml",
-        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe\"\n",
+        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe/captures\"\n",
     );
     site.write("devices.toml", &format!("[[device]]\nmac = \"{MAC}\"\nprofile = \"S\"\nhostname = \"kiosk1\"\n[[device]]\nmac = \"52:54:00:00:00:02\"\nprofile = \"S\"\n"));
     let mut w = Watch::start(site.root(), &[]);
@@ -357,7 +357,7 @@ fn lbu_commit_is_folded_into_that_device_only() {
     );
     assert_eq!(
         std::fs::read_to_string(x.path().join("etc/lbu/lbu.conf")).unwrap(),
-        format!("LBU_BACKUPDIR=/media/pxe/captures/{MAC}\n")
+        format!("LBU_BACKUPDIR=/media/pxe/{MAC}\n")
     );
     assert!(w.stop().success());
 }
