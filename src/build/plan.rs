@@ -143,7 +143,7 @@ impl Builder<'_> {
                     Node::File(b) => Kind::File(b.clone()),
                     Node::Symlink(t) => Kind::Symlink(t.clone()),
                     Node::Template(src) => {
-                        let text = template::render(&e.source, None, src, &self.ctx)?;
+                        let text = template::render(&e.source, src, &self.ctx)?;
                         Kind::File(text.into_bytes().into())
                     }
                 };
@@ -214,7 +214,8 @@ impl Builder<'_> {
     fn network(&mut self) -> Result<()> {
         match &self.profile.interfaces {
             Some(Declared { value, file }) => {
-                let text = template::render(file, Some("[network] interfaces"), value, &self.ctx)?;
+                let text =
+                    template::render_value(file, &["network", "interfaces"], value, &self.ctx)?;
                 self.put_text("etc/network/interfaces", text, 0o644)?;
             }
             None if self.m.file("etc/network/interfaces").is_none() => {
@@ -227,7 +228,7 @@ impl Builder<'_> {
             None => {}
         }
         if let Some(Declared { value, file }) = &self.profile.resolv_conf {
-            let text = template::render(file, Some("[network] resolv_conf"), value, &self.ctx)?;
+            let text = template::render_value(file, &["network", "resolv_conf"], value, &self.ctx)?;
             self.put_text("etc/resolv.conf", text, 0o644)?;
         }
         Ok(())
@@ -239,8 +240,9 @@ impl Builder<'_> {
             return Ok(());
         };
         let mut text = String::new();
-        for line in value {
-            text.push_str(template::render(file, Some("repositories"), line, &self.ctx)?.trim());
+        for (i, line) in value.iter().enumerate() {
+            let key = ["repositories", &i.to_string()];
+            text.push_str(template::render_value(file, &key, line, &self.ctx)?.trim());
             text.push('\n');
         }
         self.put_text("etc/apk/repositories", text, 0o644)
@@ -288,8 +290,8 @@ impl Builder<'_> {
     fn inline_files(&mut self) -> Result<()> {
         for (path, d) in &self.profile.files {
             let text = if d.value.template {
-                let what = format!("[files.\"{path}\"]");
-                template::render(&d.file, Some(&what), &d.value.content, &self.ctx)?
+                let key = ["files", path.as_str(), "content"];
+                template::render_value(&d.file, &key, &d.value.content, &self.ctx)?
             } else {
                 d.value.content.clone()
             };

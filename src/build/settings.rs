@@ -124,7 +124,7 @@ fn hostname(
     };
     let ip = spec.device.as_ref().and_then(|d| d.ip);
     let ctx = context(site, spec.mac, &spec.profile, ip, vars, None);
-    let h = template::render(&t.file, Some("hostname"), &t.value, &ctx)?
+    let h = template::render_value(&t.file, &["hostname"], &t.value, &ctx)?
         .trim()
         .to_string();
     if !valid_hostname(&h) {
