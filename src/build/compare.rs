@@ -1,46 +1,25 @@
 //! Comparing what a build would write for a device with the archive already published for it:
-//! the archive's state (built, stale, missing) for `ovl list` and `ovl show`, and, for
-//! `ovl diff`, the published archive read back into a manifest and compared path by path.
+//! the archive's [state](ArchiveState) (built, stale, missing) for `ovl list` and `ovl show`,
+//! the archives no inventory device owns (orphans), and, for `ovl diff`, the published archive
+//! read back into a manifest and compared path by path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::layer::{self, LayerSource, Node};
 use crate::build::manifest::{Kind, Listed, Manifest};
-use crate::build::plan::DevicePlan;
+use crate::build::plan::{DevicePlan, DeviceSpec};
 use crate::build::project::Project;
+use crate::build::publish;
+pub(crate) use crate::build::state::ArchiveState;
+use crate::build::state::PublishState;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
-
-/// The state of a device's published archive compared with what a build would write now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum ArchiveState {
-    /// The published archive holds exactly what a build would write.
-    Built,
-    /// The published archive differs from what a build would write (or cannot be read).
-    Stale,
-    /// No archive is published.
-    Missing,
-    /// An archive is published but the device cannot be planned now.
-    Error,
-}
-
-impl ArchiveState {
-    /// `built`, `stale`, `missing` or `error`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            ArchiveState::Built => "built",
-            ArchiveState::Stale => "stale",
-            ArchiveState::Missing => "missing",
-            ArchiveState::Error => "error",
-        }
-    }
-}
 
 /// The state of `plan`'s published archive: built when its tar is byte for byte what a build
 /// would write now, missing when there is none, stale otherwise (an unreadable archive too).
@@ -57,14 +36,34 @@ pub(crate) fn archive_state(p: &Project, plan: &DevicePlan) -> Result<ArchiveSta
     })
 }
 
-/// The state of the archive of a device that cannot be planned: error when one is published,
-/// missing otherwise.
-pub(crate) fn unplanned_state(p: &Project, mac: &Mac) -> ArchiveState {
-    if p.archive_path(mac).exists() {
-        ArchiveState::Error
-    } else {
-        ArchiveState::Missing
+/// The archives published in `configs/` for MACs the inventory does not hold (ad-hoc
+/// `--profile --mac` builds, devices removed from `devices.toml`), in MAC order. Only files
+/// named exactly as ovl names archives (`52:54:00:12:34:56.tar.gz`) count.
+pub(crate) fn orphans(p: &Project) -> Result<Vec<(Mac, PathBuf)>> {
+    let dir = p.site.configs_dir();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io(&dir, e))?;
+        let name = e.file_name();
+        let Some(mac) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".tar.gz"))
+            .and_then(|m| m.parse::<Mac>().ok())
+            .filter(|m| m.archive_name() == name.to_string_lossy())
+        else {
+            continue;
+        };
+        if !p.inventory.devices.contains_key(&mac) && e.file_type().is_ok_and(|t| t.is_file()) {
+            out.push((mac, e.path()));
+        }
     }
+    out.sort();
+    Ok(out)
 }
 
 /// A published archive read back.
@@ -169,8 +168,6 @@ impl Changed {
 pub(crate) struct ArchiveDiff {
     /// The published archive's path.
     pub(crate) archive: PathBuf,
-    /// Whether it exists (when not, every path of the build counts as added).
-    pub(crate) exists: bool,
     /// Entries a build writes.
     pub(crate) entries: usize,
     /// Paths only the build has, in order.
@@ -193,7 +190,7 @@ pub(crate) fn diff(p: &Project, plan: &DevicePlan) -> Result<ArchiveDiff> {
     let archive = p.archive_path(&plan.mac);
     let new = by_path(&plan.manifest);
     let published = read_published(&archive)?;
-    let exists = published.is_some();
+    // No archive yet: every path of the build counts as added.
     let published = published.unwrap_or_default();
     let old = by_path(&published.manifest);
     let added = new.keys().filter(|k| !old.contains_key(*k)).cloned();
@@ -220,12 +217,52 @@ pub(crate) fn diff(p: &Project, plan: &DevicePlan) -> Result<ArchiveDiff> {
     }
     Ok(ArchiveDiff {
         archive,
-        exists,
         entries: new.len(),
         added: added.collect(),
         removed: removed.collect(),
         changed,
     })
+}
+
+/// One device of `ovl diff`: what a build would do to its archive, and the file changes.
+#[derive(Debug)]
+pub(crate) struct DeviceDiff {
+    /// The MAC.
+    pub(crate) mac: Mac,
+    /// The profile it is built with.
+    pub(crate) profile: String,
+    /// Created, updated, unchanged (the archive's bytes, as `ovl build` decides) or failed.
+    pub(crate) state: PublishState,
+    /// The planned hostname and the file changes; the error when the device fails.
+    pub(crate) result: Result<(String, ArchiveDiff)>,
+}
+
+/// Compare the devices of `specs` with their published archives, in parallel, in MAC order.
+pub(crate) fn diff_many(p: &Project, specs: &[DeviceSpec]) -> Vec<DeviceDiff> {
+    let cache = p.read_layers(specs);
+    let mut out: Vec<DeviceDiff> = specs
+        .par_iter()
+        .map(|spec| {
+            let r = (|| {
+                let plan = p.plan(spec, &cache)?;
+                let bytes = p.archive_bytes(&plan)?;
+                let state = publish::would_publish(&p.archive_path(&plan.mac), &bytes)?;
+                Ok((state.into(), plan.hostname.clone(), diff(p, &plan)?))
+            })();
+            let (state, result) = match r {
+                Ok((state, hostname, d)) => (state, Ok((hostname, d))),
+                Err(e) => (PublishState::Failed, Err(e)),
+            };
+            DeviceDiff {
+                mac: spec.mac,
+                profile: spec.profile.clone(),
+                state,
+                result,
+            }
+        })
+        .collect();
+    out.sort_by_key(|d| d.mac);
+    out
 }
 
 /// A manifest's listing by path.

@@ -18,4 +18,5 @@ pub mod plan;
 pub mod project;
 pub mod publish;
 pub mod settings;
+pub mod state;
 pub(crate) mod template;

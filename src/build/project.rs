@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
@@ -16,6 +15,7 @@ use crate::build::layer::{LayerCache, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
+use crate::build::state::PublishState;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
@@ -45,8 +45,8 @@ pub struct Selection {
     pub profile: Option<String>,
 }
 
-/// One device's build result.
-#[derive(Debug, Serialize)]
+/// One device's build result (or, for a dry run, what a build would do).
+#[derive(Debug)]
 pub struct Outcome {
     /// The MAC.
     pub mac: Mac,
@@ -55,13 +55,29 @@ pub struct Outcome {
     /// The archive's path.
     pub path: PathBuf,
     /// What happened.
-    #[serde(flatten)]
     pub result: OutcomeResult,
 }
 
+impl Outcome {
+    /// The state in the report vocabulary: created, updated, unchanged or failed.
+    pub fn state(&self) -> PublishState {
+        match &self.result {
+            OutcomeResult::Built { state, .. } => (*state).into(),
+            OutcomeResult::Failed { .. } => PublishState::Failed,
+        }
+    }
+
+    /// The error, when the device failed.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.result {
+            OutcomeResult::Failed { error } => Some(error),
+            OutcomeResult::Built { .. } => None,
+        }
+    }
+}
+
 /// Success or failure of one device.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum OutcomeResult {
     /// Built (and published or found unchanged).
     Built {
@@ -76,8 +92,7 @@ pub enum OutcomeResult {
     },
     /// Not built; the previous archive, if any, is untouched.
     Failed {
-        /// The error, with its location; serializes as `error` (the message) and `kind`.
-        #[serde(flatten)]
+        /// The error, with its location.
         error: Error,
     },
 }
@@ -237,7 +252,7 @@ impl Project {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = self.build_one(spec, &cache);
+                let r = self.build_one(spec, &cache, true);
                 tick();
                 Some(r)
             })
@@ -246,13 +261,45 @@ impl Project {
         out
     }
 
-    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache) -> Outcome {
+    /// What [`Project::build`] would do for `specs`, nothing written: each archive is built in
+    /// memory and compared with the published one.
+    pub fn dry_build(&self, specs: &[DeviceSpec]) -> Vec<Outcome> {
+        let cache = self.read_layers(specs);
+        let mut out: Vec<Outcome> = specs
+            .par_iter()
+            .map(|spec| self.build_one(spec, &cache, false))
+            .collect();
+        out.sort_by_key(|o| o.mac);
+        out
+    }
+
+    /// The plan and archive bytes of one device; an empty archive is an error.
+    fn planned_bytes(
+        &self,
+        spec: &DeviceSpec,
+        cache: &LayerCache,
+    ) -> Result<(DevicePlan, Vec<u8>)> {
+        let plan = self.plan(spec, cache)?;
+        let bytes = self.archive_bytes(&plan)?;
+        if bytes.is_empty() {
+            return Err(Error::device(spec.mac, "empty archive; not published"));
+        }
+        Ok((plan, bytes))
+    }
+
+    /// Build one device's archive and publish it (`write`), or only say what publishing would
+    /// do.
+    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache, write: bool) -> Outcome {
         let path = self.archive_path(&spec.mac);
         let result = (|| {
-            let plan = self.plan(spec, cache)?;
-            let bytes = self.archive_bytes(&plan)?;
-            if bytes.is_empty() {
-                return Err(Error::device(spec.mac, "empty archive; not published"));
+            let (plan, bytes) = self.planned_bytes(spec, cache)?;
+            if !write {
+                return Ok(OutcomeResult::Built {
+                    state: publish::would_publish(&path, &bytes)?,
+                    hostname: plan.hostname.clone(),
+                    bytes: bytes.len(),
+                    entries: plan.manifest.entries.len(),
+                });
             }
             let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
             if self.site.config.boot.nfs.is_some() {
@@ -277,12 +324,22 @@ impl Project {
 
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).
     pub fn write_boot_scripts(&self) -> Result<Vec<(PathBuf, Published)>> {
+        self.boot_scripts(true)
+    }
+
+    /// Write the boot scripts (`write`), or only say what writing them would do.
+    pub fn boot_scripts(&self, write: bool) -> Result<Vec<(PathBuf, Published)>> {
         let text = bootscript::script(&self.site, &ScriptExtras::default());
         BOOT_SCRIPTS
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
-                publish::publish(&p, text.as_bytes(), &self.tmp_dir()).map(|s| (p, s))
+                let state = if write {
+                    publish::publish(&p, text.as_bytes(), &self.tmp_dir())
+                } else {
+                    publish::would_publish(&p, text.as_bytes())
+                };
+                state.map(|s| (p, s))
             })
             .collect()
     }

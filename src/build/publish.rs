@@ -57,12 +57,10 @@ pub enum Published {
 /// `tmp_dir`, which must be on the same file system as `path` (the rename is then atomic), so
 /// that even a `kill -9` never leaves anything but complete files in `path`'s folder.
 pub(crate) fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Published> {
-    let existed = match std::fs::read(path) {
-        Ok(old) if old == bytes => return Ok(Published::Unchanged),
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io(path, e)),
-    };
+    let state = would_publish(path, bytes)?;
+    if state == Published::Unchanged {
+        return Ok(state);
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).at(dir)?;
     let name = path
@@ -71,11 +69,18 @@ pub(crate) fn publish(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<Publi
         .unwrap_or("archive");
     // Archives are served to anyone on the boot network; match what a web server expects.
     write_atomic(path, bytes, tmp_dir, &format!("{name}."), Some(0o644))?;
-    Ok(if existed {
-        Published::Updated
-    } else {
-        Published::Created
-    })
+    Ok(state)
+}
+
+/// What [`publish`] would do with `bytes` at `path`, nothing written: created when there is
+/// no file, unchanged when it holds exactly these bytes, updated otherwise.
+pub(crate) fn would_publish(path: &Path, bytes: &[u8]) -> Result<Published> {
+    match std::fs::read(path) {
+        Ok(old) if old == bytes => Ok(Published::Unchanged),
+        Ok(_) => Ok(Published::Updated),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Published::Created),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// Remove temporary files older than `age` that a killed process left in `tmp_dir`.

@@ -19,7 +19,8 @@ const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
 
 /// Check the whole site; the exit code is the highest of the errors found.
 pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
-    let errors = site_errors(p)?;
+    let found = site_errors(p)?;
+    let errors = output::group_errors(found.iter().map(|(m, e)| (*m, e)));
     let boot = boot_files(&p.site);
     let warnings: Vec<String> = boot.iter().filter_map(|f| boot_warning(p, f)).collect();
     if json {
@@ -27,7 +28,7 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
             "ok": errors.is_empty(),
             "profiles": p.profiles.by_name.len(),
             "devices": p.inventory.devices.len(),
-            "errors": errors.iter().map(output::error_json).collect::<Vec<_>>(),
+            "errors": output::errors_json(&errors),
             "boot_files": boot,
             "warnings": warnings,
         }));
@@ -41,10 +42,12 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    for e in &errors {
-        output::error(e);
-    }
-    Ok(errors.iter().map(Error::exit_code).max().unwrap_or(EXIT_OK))
+    output::errors(&errors);
+    Ok(errors
+        .iter()
+        .map(|g| g.error.exit_code())
+        .max()
+        .unwrap_or(EXIT_OK))
 }
 
 /// The warning about a boot file with a problem: `boot file vmlinuz-lts (PATH): missing; …`.
@@ -63,9 +66,10 @@ fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
     ))
 }
 
-/// Every error of the site, without repeats: each device planned, each unused profile
-/// planned for [`SAMPLE_MAC`], and hostnames two inventory devices share.
-fn site_errors(p: &Project) -> Result<Vec<Error>> {
+/// Every error of the site, with the inventory device it was met for: each device planned,
+/// each unused profile planned for [`SAMPLE_MAC`] (no device), and hostnames two inventory
+/// devices share.
+fn site_errors(p: &Project) -> Result<Vec<(Option<Mac>, Error)>> {
     let mut specs = p.select(&Selection {
         all: true,
         ..Default::default()
@@ -93,16 +97,17 @@ fn site_errors(p: &Project) -> Result<Vec<Error>> {
                     && let Some(other) =
                         hostnames.insert(plan.hostname.to_ascii_lowercase(), plan.mac)
                 {
-                    errors.push(Error::Device {
-                        mac: plan.mac.to_string(),
-                        message: format!("hostname {} is also {}'s", plan.hostname, other),
-                    });
+                    errors.push((
+                        Some(plan.mac),
+                        Error::Device {
+                            mac: plan.mac.to_string(),
+                            message: format!("hostname {} is also {}'s", plan.hostname, other),
+                        },
+                    ));
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push((spec.device.as_ref().map(|d| d.mac), e)),
         }
     }
-    let mut seen = BTreeSet::new();
-    errors.retain(|e| seen.insert(e.to_string()));
     Ok(errors)
 }

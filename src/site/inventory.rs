@@ -87,10 +87,17 @@ impl Inventory {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        let file: DevicesFile = toml_file::parse(path, &text)?;
+        Inventory::parse(path, &text, profiles)
+    }
+
+    /// Check `text`, the contents (or the edited contents) of `path`, against `profiles`:
+    /// bad MACs, duplicate MACs, hostnames and addresses, unknown profiles are errors located
+    /// in `text`.
+    pub(crate) fn parse(path: &Path, text: &str, profiles: &Profiles) -> Result<Inventory> {
+        let file: DevicesFile = toml_file::parse(path, text)?;
         let mut seen = Seen {
             path,
-            text: &text,
+            text,
             devices: BTreeMap::new(),
             hostnames: BTreeMap::new(),
             ips: BTreeMap::new(),

@@ -98,8 +98,8 @@ fn diff_shows_what_a_rebuild_changes() {
         r.stdout
     );
     let j = site.ovl(&["diff", "--json", "--mac", MAC]).ok().json();
-    assert_eq!(j["identical"], false);
-    assert_eq!(j["added"], serde_json::json!(["etc/new"]));
+    assert_eq!(j["devices"][0]["state"], "updated");
+    assert_eq!(j["devices"][0]["added"], serde_json::json!(["etc/new"]));
 }
 
 #[test]

@@ -15,6 +15,8 @@ mod determinism;
 mod export;
 mod fetch;
 mod golden;
+mod inventory;
 mod nfs;
 mod oracle;
+mod rollout;
 mod watch;

@@ -164,8 +164,21 @@ fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     let good = std::fs::read_to_string(site.path("profiles/S.toml")).unwrap();
     site.write("profiles/S.toml", &format!("{good}broken = = 1\n"));
     let e = w.next("error", 10);
+    // An error object: the file, line and column apart (docs/json.md).
     assert!(
-        e["error"]
+        e["error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("profiles/S.toml"),
+        "{e}"
+    );
+    assert_eq!(
+        (e["error"]["line"].as_u64(), e["error"]["column"].as_u64()),
+        (Some(6), Some(10)),
+        "{e}"
+    );
+    assert!(
+        e["error"]["text"]
             .as_str()
             .unwrap()
             .contains("profiles/S.toml:6:10"),
@@ -192,13 +205,17 @@ fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     site.write("overlays/base/etc/bad.j2", "{{ nope }}\n");
     let r = w.next("rebuild", 10);
     assert_eq!(r["devices"][0]["state"], "failed");
+    let err = &r["devices"][0]["error"];
     assert!(
-        r["devices"][0]["error"]
+        err["file"]
             .as_str()
             .unwrap()
-            .contains("overlays/base/etc/bad.j2:1:"),
+            .ends_with("overlays/base/etc/bad.j2"),
         "{r}"
     );
+    assert_eq!(err["line"], 1, "{r}");
+    assert_eq!(err["mac"], MAC, "{r}");
+    assert_eq!(err["message"], "template: undefined value `nope`", "{r}");
     assert_eq!(before, site.snapshot());
     std::fs::remove_file(site.path("overlays/base/etc/bad.j2")).unwrap();
     assert_eq!(w.next("rebuild", 10)["devices"][0]["state"], "unchanged");
