@@ -63,10 +63,9 @@ pub(crate) fn render_value(file: &Path, key: &[&str], source: &str, ctx: &Value)
 
 /// 1-based line and column of byte `offset` of `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    match Location::at_offset("", text, offset).line_col {
-        Some(lc) => lc,
-        None => (1, 1),
-    }
+    Location::at_offset("", text, offset)
+        .line_col
+        .unwrap_or((1, 1))
 }
 
 /// `key` as TOML writes a dotted key: `network.interfaces`, `files."etc/motd".content`,

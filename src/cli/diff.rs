@@ -86,11 +86,14 @@ fn device_json(d: &DeviceDiff) -> Value {
     })
 }
 
+/// What groups devices in the text: the state, the headline's detail and the body.
+type GroupKey = (PublishState, String, String);
+
 /// Devices grouped by what would happen to them, then the summary line.
 fn text(diffs: &[DeviceDiff], changing: usize) -> String {
     // (state, headline detail, body) → devices, in the order of their first device.
-    let mut index: HashMap<(PublishState, String, String), usize> = HashMap::new();
-    let mut groups: Vec<((PublishState, String, String), Vec<&DeviceDiff>)> = Vec::new();
+    let mut index: HashMap<GroupKey, usize> = HashMap::new();
+    let mut groups: Vec<(GroupKey, Vec<&DeviceDiff>)> = Vec::new();
     for d in diffs {
         let (detail, body) = match &d.result {
             Ok((_, f)) => describe(d.state, f),

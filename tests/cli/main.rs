@@ -11,6 +11,7 @@ mod harness;
 
 mod bad_input;
 mod commands;
+mod contract;
 mod determinism;
 mod export;
 mod fetch;
