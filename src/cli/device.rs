@@ -18,6 +18,7 @@ use crate::mac::Mac;
 use crate::site::Site;
 use crate::site::inventory::{Device, Inventory};
 use crate::site::inventory_edit::{DeviceEdit, InventoryDoc, valid_var_name};
+use crate::site::layout::STATE_DIR;
 use crate::site::profile::Profiles;
 
 /// `ovl device` subcommands.
@@ -227,10 +228,10 @@ fn unwritten(e: Error, note: &str) -> Error {
     }
 }
 
-/// Hold the site's inventory lock (`.ovl-tmp/devices.lock`) until dropped, so that two edits
-/// do not lose one another.
+/// Hold the site's inventory lock (`.ovl-state/devices.lock`, where no clean-up of
+/// temporaries reaches) until dropped, so that two edits do not lose one another.
 fn lock(site: &Site) -> Result<std::fs::File> {
-    let dir = site.tmp_dir();
+    let dir = site.root.join(STATE_DIR);
     std::fs::create_dir_all(&dir).at(&dir)?;
     let path = dir.join("devices.lock");
     let f = std::fs::OpenOptions::new()
