@@ -3,7 +3,7 @@
 //! the archives no inventory device owns (orphans), and, for `ovl diff`, the published archive
 //! read back into a manifest and compared path by path.
 
-use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,10 +12,9 @@ use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::layer::{self, LayerSource, Node};
-use crate::build::manifest::{Kind, Listed, Manifest};
+use crate::build::manifest::{Entry, Kind, Manifest};
 use crate::build::plan::{DevicePlan, DeviceSpec};
 use crate::build::project::Project;
-use crate::build::publish;
 pub(crate) use crate::build::state::ArchiveState;
 use crate::build::state::PublishState;
 use crate::error::{Error, Result};
@@ -66,39 +65,22 @@ pub(crate) fn orphans(p: &Project) -> Result<Vec<(Mac, PathBuf)>> {
     Ok(out)
 }
 
-/// A published archive read back.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PublishedArchive {
-    /// Its members as a manifest (owners and modes as stored).
-    pub(crate) manifest: Manifest,
-    /// The content of every regular-file member, by path, as last stored.
-    pub(crate) files: BTreeMap<String, Arc<[u8]>>,
-}
-
-/// Read the archive published at `path` back into a manifest; `None` when there is none.
-pub(crate) fn read_published(path: &Path) -> Result<Option<PublishedArchive>> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let tree = layer::read_archive(&LayerSource::Archive(path.to_path_buf()), path, f)?;
-    let mut out = PublishedArchive::default();
+/// The archive published at `path` (gzip bytes) read back into a manifest (owners and modes
+/// as stored, every file's bytes).
+fn read_published(path: &Path, gz: &[u8]) -> Result<Manifest> {
+    let tree = layer::read_archive(&LayerSource::Archive(path.to_path_buf()), path, gz)?;
+    let mut m = Manifest::default();
     for e in tree.entries {
         let kind = match e.node {
             Node::Dir => Kind::Dir,
-            Node::File(b) => {
-                out.files.insert(e.path.clone(), b.clone());
-                Kind::File(b)
-            }
+            Node::File(b) => Kind::File(b),
             Node::Symlink(t) => Kind::Symlink(t),
             Node::Template(t) => Kind::File(t.as_bytes().into()),
         };
-        out.manifest
-            .put(&e.path, kind, e.mode, e.stored.as_ref(), "archive")
+        m.put(&e.path, kind, e.mode, e.stored.as_ref(), "archive")
             .map_err(|msg| Error::at_path(path, msg))?;
     }
-    Ok(Some(out))
+    Ok(m)
 }
 
 /// One way a path differs between the published archive and a new build.
@@ -185,43 +167,87 @@ impl ArchiveDiff {
     }
 }
 
-/// Compare `plan` with the archive published for its device.
-pub(crate) fn diff(p: &Project, plan: &DevicePlan) -> Result<ArchiveDiff> {
-    let archive = p.archive_path(&plan.mac);
-    let new = by_path(&plan.manifest);
-    let published = read_published(&archive)?;
-    // No archive yet: every path of the build counts as added.
-    let published = published.unwrap_or_default();
-    let old = by_path(&published.manifest);
+impl ArchiveDiff {
+    /// No file changes for the archive at `archive` of `entries` entries.
+    fn same_files(archive: PathBuf, entries: usize) -> ArchiveDiff {
+        ArchiveDiff {
+            archive,
+            entries,
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
+        }
+    }
+}
+
+/// What building `plan` would do to its device's published archive, and the file changes:
+/// created (no archive: every path added), unchanged (the same bytes), updated (other bytes;
+/// compared path by path unless the tar inside is the same).
+fn diff_device(p: &Project, plan: &DevicePlan) -> Result<(PublishState, ArchiveDiff)> {
+    let tar = archive::tar_bytes(&plan.manifest, p.site.mtime()).map_err(|e| match e {
+        Error::Device { message, .. } => Error::device(plan.mac, message),
+        e => e,
+    })?;
+    let gz = archive::gzip(&tar, p.site.config.build.compression);
+    let path = p.archive_path(&plan.mac);
+    let entries = plan.manifest.entries.len();
+    let old_gz = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let d = compare_manifests(path, &plan.manifest, &Manifest::default());
+            return Ok((PublishState::Created, d));
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    if old_gz == gz {
+        return Ok((
+            PublishState::Unchanged,
+            ArchiveDiff::same_files(path, entries),
+        ));
+    }
+    let mut old_tar = Vec::new();
+    let same_tar = flate2::read::GzDecoder::new(old_gz.as_slice())
+        .read_to_end(&mut old_tar)
+        .is_ok_and(|_| old_tar == tar);
+    let d = if same_tar {
+        ArchiveDiff::same_files(path, entries)
+    } else {
+        let old = read_published(&path, &old_gz)?;
+        compare_manifests(path, &plan.manifest, &old)
+    };
+    Ok((PublishState::Updated, d))
+}
+
+/// How the manifest `new` differs from `old`, the one published at `archive`.
+fn compare_manifests(archive: PathBuf, new: &Manifest, old: &Manifest) -> ArchiveDiff {
+    let (new, old) = (&new.entries, &old.entries);
     let added = new.keys().filter(|k| !old.contains_key(*k)).cloned();
     let removed = old.keys().filter(|k| !new.contains_key(*k)).cloned();
     let mut changed = Vec::new();
-    for (k, n) in &new {
+    for (k, n) in new {
         let Some(o) = old.get(k) else { continue };
         let what = changes(o, n);
         if what.is_empty() {
             continue;
         }
-        let content = what.contains(&Change::Content);
+        let bytes = |e: &Entry| match &e.kind {
+            Kind::File(b) if what.contains(&Change::Content) => Some(b.clone()),
+            _ => None,
+        };
         changed.push(Changed {
             path: k.clone(),
+            old: bytes(o),
+            new: bytes(n),
             what,
-            old: content.then(|| published.files.get(k).cloned()).flatten(),
-            new: content
-                .then(|| match plan.manifest.entries.get(k).map(|e| &e.kind) {
-                    Some(Kind::File(b)) => Some(b.clone()),
-                    _ => None,
-                })
-                .flatten(),
         });
     }
-    Ok(ArchiveDiff {
+    ArchiveDiff {
         archive,
         entries: new.len(),
         added: added.collect(),
         removed: removed.collect(),
         changed,
-    })
+    }
 }
 
 /// One device of `ovl diff`: what a build would do to its archive, and the file changes.
@@ -245,9 +271,8 @@ pub(crate) fn diff_many(p: &Project, specs: &[DeviceSpec]) -> Vec<DeviceDiff> {
         .map(|spec| {
             let r = (|| {
                 let plan = p.plan(spec, &cache)?;
-                let bytes = p.archive_bytes(&plan)?;
-                let state = publish::would_publish(&p.archive_path(&plan.mac), &bytes)?;
-                Ok((state.into(), plan.hostname.clone(), diff(p, &plan)?))
+                let (state, d) = diff_device(p, &plan)?;
+                Ok((state, plan.hostname.clone(), d))
             })();
             let (state, result) = match r {
                 Ok((state, hostname, d)) => (state, Ok((hostname, d))),
@@ -265,24 +290,24 @@ pub(crate) fn diff_many(p: &Project, specs: &[DeviceSpec]) -> Vec<DeviceDiff> {
     out
 }
 
-/// A manifest's listing by path.
-fn by_path(m: &Manifest) -> BTreeMap<String, Listed> {
-    m.listing()
-        .into_iter()
-        .map(|l| (l.path.clone(), l))
-        .collect()
-}
-
 /// How `new` differs from `old`, in the order type, content, target, mode, owner.
-fn changes(old: &Listed, new: &Listed) -> Vec<Change> {
+fn changes(old: &Entry, new: &Entry) -> Vec<Change> {
     let mut what = Vec::new();
-    if old.kind != new.kind {
+    if old.kind.name() != new.kind.name() {
         what.push(Change::Type);
     }
-    if old.sha256 != new.sha256 {
+    let content = |e: &Entry| match &e.kind {
+        Kind::File(b) => Some(b.clone()),
+        _ => None,
+    };
+    if content(old) != content(new) {
         what.push(Change::Content);
     }
-    if old.target != new.target {
+    let target = |e: &Entry| match &e.kind {
+        Kind::Symlink(t) => Some(t.clone()),
+        _ => None,
+    };
+    if target(old) != target(new) {
         what.push(Change::Target);
     }
     if old.mode != new.mode {
@@ -298,8 +323,8 @@ fn changes(old: &Listed, new: &Listed) -> Vec<Change> {
 mod tests {
     use super::*;
 
-    fn listed(m: &Manifest, path: &str) -> Listed {
-        by_path(m).remove(path).unwrap()
+    fn entry<'a>(m: &'a Manifest, path: &str) -> &'a Entry {
+        &m.entries[path]
     }
 
     #[test]
@@ -316,7 +341,7 @@ mod tests {
         let mut new = Manifest::default();
         new.put("etc/a", Kind::Symlink("b".into()), 0o777, None, "y")
             .unwrap();
-        let what = changes(&listed(&old, "etc/a"), &listed(&new, "etc/a"));
+        let what = changes(entry(&old, "etc/a"), entry(&new, "etc/a"));
         assert_eq!(
             what,
             [Change::Type, Change::Content, Change::Target, Change::Mode]
@@ -326,7 +351,7 @@ mod tests {
             serde_json::to_value(&what).unwrap(),
             serde_json::json!(names)
         );
-        assert!(changes(&listed(&old, "etc"), &listed(&new, "etc")).is_empty());
+        assert!(changes(entry(&old, "etc"), entry(&new, "etc")).is_empty());
     }
 
     #[test]

@@ -67,6 +67,15 @@ fn diff_over_the_fleet_groups_devices_and_counts_them() {
         .collect();
     assert_eq!(states, ["unchanged", "updated"]);
     assert_eq!(before, site.snapshot(), "diff wrote something");
+    // Other archive bytes with the same files: a build would update them.
+    let settings = site.read("ovl.toml");
+    site.write(
+        "ovl.toml",
+        &format!("{settings}\n[build]\ncompression = 1\n"),
+    );
+    site.ovl(&["diff", "--profile", "S", "--exit-code"])
+        .code(4)
+        .stdout_has("updated   2 devices: 52:54:00:ab:cd:01, 52:54:00:ab:cd:02: same files, other archive bytes (entry times or compression)\n");
 }
 
 #[test]
