@@ -22,6 +22,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod fallback;
 mod initramfs;
 mod lab;
 mod listing;

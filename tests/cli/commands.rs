@@ -114,9 +114,15 @@ fn boot_script_follows_the_settings() {
         std::fs::read_to_string(site.path("gpxe-script")).unwrap()
     );
     assert!(s.starts_with("#!ipxe\n"));
-    assert!(s.contains("kernel http://10.9.0.1:8080/vmlinuz-virt initrd=initramfs-virt apkovl=http://10.9.0.1:8080/configs/${net0/mac}.tar.gz ip=dhcp modloop=http://10.9.0.1:8080/modloop-virt alpine_repo=http://dl-cdn.alpinelinux.org/alpine/v3.21/main modules=loop,squashfs,sd-mod,usb-storage ssh_key=http://10.9.0.1:8080/sshkeys.pub console=ttyS0 || goto kernel_retry\n"), "{s}");
-    assert!(s.contains("initrd http://10.9.0.1:8080/initramfs-virt || goto initrd_retry\n"));
+    assert!(s.contains("kernel http://10.9.0.1:8080/vmlinuz-virt initrd=initramfs-virt apkovl=http://10.9.0.1:8080/configs/${net0/mac}.tar.gz ip=dhcp modloop=http://10.9.0.1:8080/modloop-virt alpine_repo=http://dl-cdn.alpinelinux.org/alpine/v3.21/main modules=loop,squashfs,sd-mod,usb-storage ssh_key=http://10.9.0.1:8080/sshkeys.pub console=ttyS0 || goto ovl_kernel_failed\n"), "{s}");
+    assert!(s.contains("initrd http://10.9.0.1:8080/initramfs-virt || goto ovl_initrd_failed\n"));
     assert!(!s.contains("alpine_dev"));
+    // Bounded retries with back-off, then the default fallback.
+    assert!(
+        s.contains("set ovl_wait_4 16\n") && !s.contains("ovl_wait_5"),
+        "{s}"
+    );
+    assert!(s.ends_with("reboot\n"), "{s}");
 }
 
 #[test]
