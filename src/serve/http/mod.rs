@@ -1,10 +1,10 @@
 //! The HTTP server of the boot chain (SPEC §6), on axum/hyper with tower-http's `ServeFile`.
 //!
 //! What it serves, by path (after percent-decoding; empty components collapse):
-//! - `/boot.ipxe`, `/gpxe-script`: the iPXE script (also kept on disk, see `live`), generated per request by
+//! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
 //!   [`crate::build::bootscript::script`] from the current project. With `?mac=MAC` naming an
 //!   inventory device, its profile's kernel arguments and modules and the literal MAC;
-//!   otherwise the static `${net0/mac}` form.
+//!   otherwise the static `${net0/mac}` form, which is also kept on disk (see `live`).
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
 //!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
