@@ -357,7 +357,7 @@ fn lbu_commit_is_folded_into_that_device_only() {
     );
     assert_eq!(
         std::fs::read_to_string(x.path().join("etc/lbu/lbu.conf")).unwrap(),
-        format!("LBU_BACKUPDIR=/media/pxe/captures/{MAC}\n")
+        format!("LBU_BACKUPDIR=/media/pxe/{MAC}\n")
     );
     assert!(w.stop().success());
 }
