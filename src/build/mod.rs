@@ -11,6 +11,7 @@ pub mod archive;
 pub mod bootscript;
 pub(crate) mod compare;
 pub mod layer;
+pub mod lbu;
 pub mod manifest;
 pub(crate) mod owners;
 pub mod plan;

@@ -13,5 +13,7 @@ mod commands;
 mod determinism;
 mod export;
 mod golden;
+mod hostile;
+mod modes;
 mod oracle;
 mod watch;
