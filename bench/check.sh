@@ -2,7 +2,7 @@
 # Benchmark: `ovl check` of a 50,000-device inventory (goal: under 2 s on the project's
 # 2-core machine). The site has 10 profiles in two chains, a small overlay with a template,
 # and every device with a hostname template, a fixed IP and its own vars. Runs `ovl check`
-# RUNS times (default 2) and prints each wall time and the peak RSS.
+# RUNS times (default 2) and prints each wall and CPU time and the peak RSS.
 #
 # Usage: bench/check.sh [DEVICES] [RUNS]   (defaults 50000 2)
 set -euo pipefail
@@ -37,9 +37,11 @@ with open(f"{site}/devices.toml", "w") as f:
 PY
 echo "site: $devices devices, 10 profiles, devices.toml $(du -h "$site/devices.toml" | cut -f1)"
 for run in $(seq 1 "$runs"); do
-    /usr/bin/time -f "%e %M" -o "$work/time" "$ovl" --site "$site" check > "$work/out" 2> "$work/err" \
+    /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$ovl" --site "$site" check > "$work/out" 2> "$work/err" \
         || { cat "$work/err" >&2; exit 1; }
-    read -r wall rss_kb < "$work/time"
-    printf "run %d: ovl check %s s, peak RSS %.1f MB: %s\n" "$run" "$wall" "$(echo "$rss_kb/1024" | bc -l)" "$(cat "$work/out")"
+    read -r wall user sys rss_kb < "$work/time"
+    printf "run %d: ovl check %s s wall (%s s user, %s s sys), peak RSS %.1f MB: %s\n" \
+        "$run" "$wall" "$user" "$sys" "$(echo "$rss_kb/1024" | bc -l)" "$(cat "$work/out")"
 done
-echo "cores: $(nproc)"
+# The machine is shared: the load says how much of the wall time was waiting for a core.
+echo "cores: $(nproc), load average: $(cut -d' ' -f1-3 /proc/loadavg)"

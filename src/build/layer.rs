@@ -337,6 +337,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn our_hidden_temporaries_are_temporary_names() {
+        assert!(is_temporary_name(
+            ".52:54:00:12:34:56.tar.gz.Ab12Cd.ovl-tmp"
+        ));
+        assert!(is_temporary_name(".boot.ipxe.Ab12Cd.ovl-tmp"));
+        assert!(is_temporary_name(".ovl-tmp"));
+        assert!(!is_temporary_name("52:54:00:12:34:56.tar.gz"));
+        assert!(!is_temporary_name(".profile"));
+    }
+
+    #[test]
     fn layer_specs() {
         let root = Path::new("/site");
         assert_eq!(

@@ -185,6 +185,9 @@ impl Builder<'_> {
     /// `etc/apk/world`: the layers' packages and the profile's, `nfs-utils` with NFS, minus
     /// the profile's removals.
     fn world(&mut self, mut world: BTreeSet<String>) -> Result<()> {
+        if self.site.config.boot.nfs.is_some() {
+            world.insert("nfs-utils".into());
+        }
         for r in &self.profile.package_removals {
             if !world.contains(&r.name) {
                 let known = self.profile.declared_packages.iter().chain(&world);
@@ -192,9 +195,6 @@ impl Builder<'_> {
             }
         }
         world.extend(self.profile.packages.iter().cloned());
-        if self.site.config.boot.nfs.is_some() {
-            world.insert("nfs-utils".into());
-        }
         for r in &self.profile.removed_packages {
             world.remove(r);
         }
@@ -214,11 +214,9 @@ impl Builder<'_> {
         }
         for r in &self.profile.service_removals {
             let level = r.level.unwrap_or("default");
-            if !self
-                .m
-                .entries
-                .contains_key(&format!("etc/runlevels/{level}/{}", r.name))
-            {
+            let added = services.get(level).is_some_and(|l| l.contains(&r.name));
+            let link = format!("etc/runlevels/{level}/{}", r.name);
+            if !added && !self.m.entries.contains_key(&link) {
                 return Err(removes_nothing(r, "service", &self.service_names()));
             }
         }
