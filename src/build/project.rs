@@ -16,6 +16,7 @@ use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
+use crate::build::template;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
@@ -85,6 +86,7 @@ pub enum OutcomeResult {
 impl Project {
     /// Read profiles and inventory of `site`, checking every cross-reference.
     pub fn load(site: Site) -> Result<Project> {
+        template::forget_runaways();
         let profiles = Profiles::load(&site.profiles_dir())?;
         let inventory = Inventory::load(&site.devices_file(), &profiles)?;
         if let Some(p) = &site.config.serve.default_profile {

@@ -1,11 +1,14 @@
 //! Templates (`*.j2` overlay files, inline file contents, hostname and repository lines),
 //! rendered with minijinja; an undefined variable is an error, never an empty string. Every
 //! render has a work limit ([`FUEL`] instructions) and an output limit ([`MAX_OUTPUT`]), so a
-//! template such as nested `range(100000)` loops is an error naming its file, not a hang.
+//! template such as nested `range(100000)` loops is an error naming its file, not a hang; one
+//! that keeps running out of fuel is not run again for every device ([`RUNAWAY_AFTER`]).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Mutex;
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
@@ -16,6 +19,59 @@ use crate::error::{Error, Location, Result};
 pub(crate) const FUEL: u64 = 1_000_000;
 /// Bytes one render may produce: 32 MiB.
 pub(crate) const MAX_OUTPUT: usize = 32 << 20;
+/// After a template ran out of fuel for this many devices and rendered for none, the others
+/// get the same error without running it: a runaway template in a 50,000-device site costs
+/// three renders, not 50,000 (about 15 ms each).
+const RUNAWAY_AFTER: u32 = 3;
+
+/// Templates that ran out of fuel, by [`key`]: how often, whether one ever rendered, and the
+/// error to repeat. Forgotten when a project is loaded ([`forget_runaways`]), so a fix made
+/// in the TOML files (a smaller loop bound in `vars`) is tried afresh.
+#[derive(Default)]
+struct Runaway {
+    failures: u32,
+    rendered: bool,
+    error: Option<Error>,
+}
+
+static RUNAWAYS: Mutex<Option<HashMap<String, Runaway>>> = Mutex::new(None);
+
+/// Forget which templates ran out of fuel (called when a project is loaded).
+pub(crate) fn forget_runaways() {
+    if let Ok(mut r) = RUNAWAYS.lock() {
+        *r = None;
+    }
+}
+
+/// The error to repeat for the template `key`, if it ran out of fuel often enough and never
+/// rendered.
+fn known_runaway(key: &str) -> Option<Error> {
+    let r = RUNAWAYS.lock().ok()?;
+    let entry = r.as_ref()?.get(key)?;
+    (!entry.rendered && entry.failures >= RUNAWAY_AFTER)
+        .then(|| entry.error.clone())
+        .flatten()
+}
+
+/// Note how the template `key` ended: rendered, or out of fuel with `error`.
+fn note_runaway(key: &str, out_of_fuel: Option<&Error>) {
+    let Ok(mut r) = RUNAWAYS.lock() else { return };
+    match out_of_fuel {
+        Some(e) => {
+            let entry = r
+                .get_or_insert_with(HashMap::new)
+                .entry(key.to_string())
+                .or_default();
+            entry.failures += 1;
+            entry.error.get_or_insert_with(|| e.clone());
+        }
+        None => {
+            if let Some(entry) = r.as_mut().and_then(|m| m.get_mut(key)) {
+                entry.rendered = true;
+            }
+        }
+    }
+}
 
 /// Templates compiled per thread: one `*.j2` file or TOML value is rendered for every device,
 /// and is compiled once. Keyed by file, part and a hash of the source, so an edited template
@@ -86,6 +142,9 @@ impl std::io::Write for Output {
 /// (e.g. `hostname`) when the template is a value inside a TOML file.
 pub(crate) fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value) -> Result<String> {
     let name = key(file, what, source);
+    if let Some(e) = known_runaway(&name) {
+        return Err(e);
+    }
     let mut out = Output::default();
     let rendered = COMPILED.with(|cell| {
         let mut c = cell.borrow_mut();
@@ -103,9 +162,18 @@ pub(crate) fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value)
             .map(|_| ())
     });
     match rendered {
-        Ok(()) => String::from_utf8(out.bytes)
-            .map_err(|_| Error::at_path(file, "template output is not valid UTF-8")),
-        Err(e) => Err(located(file, what, source, &e, out.too_large)),
+        Ok(()) => {
+            note_runaway(&name, None);
+            String::from_utf8(out.bytes)
+                .map_err(|_| Error::at_path(file, "template output is not valid UTF-8"))
+        }
+        Err(e) => {
+            let error = located(file, what, source, &e, out.too_large);
+            if e.kind() == ErrorKind::OutOfFuel {
+                note_runaway(&name, Some(&error));
+            }
+            Err(error)
+        }
     }
 }
 
@@ -161,6 +229,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("undefined"), "{e}");
+    }
+
+    #[test]
+    fn a_runaway_template_is_run_only_a_few_times() {
+        let loops =
+            "{% for i in range(100000) %}{% for j in range(vars.n) %}x{% endfor %}{% endfor %}";
+        let file = Path::new("runaway-test.j2");
+        let big = minijinja::context! { vars => minijinja::context! { n => 100000 } };
+        let first = render(file, None, loops, &big).unwrap_err().to_string();
+        for _ in 1..RUNAWAY_AFTER {
+            assert_eq!(
+                render(file, None, loops, &big).unwrap_err().to_string(),
+                first
+            );
+        }
+        // Now known: even a device for which it would render gets the error at once.
+        let small = minijinja::context! { vars => minijinja::context! { n => 0 } };
+        let t = std::time::Instant::now();
+        assert_eq!(
+            render(file, None, loops, &small).unwrap_err().to_string(),
+            first
+        );
+        assert!(t.elapsed() < std::time::Duration::from_millis(5));
+        // Until a project is loaded again.
+        forget_runaways();
+        assert_eq!(render(file, None, loops, &small).unwrap(), "");
     }
 
     #[test]
