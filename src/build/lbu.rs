@@ -73,7 +73,7 @@ pub fn read_archive(
     };
     let mut metadata: u64 = 0;
     loop {
-        let step = METADATA_STEP.min(METADATA_TOTAL - metadata);
+        let step = METADATA_STEP.min(METADATA_TOTAL.saturating_sub(metadata));
         budget.set(step);
         let Some(item) = members.next() else { break };
         metadata += step - budget.get();
