@@ -11,6 +11,7 @@ pub mod archive;
 pub mod bootscript;
 pub(crate) mod compare;
 pub mod layer;
+pub mod lbu;
 pub mod manifest;
 pub mod nfs;
 pub(crate) mod owners;

@@ -61,11 +61,16 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         b.finish_and_clear();
     }
     let scripts = p.write_boot_scripts()?;
+    let warnings = p.warnings();
+    for w in &warnings {
+        output::warning(w);
+    }
     let summary = Summary::of(&outcomes);
     let ms = millis(start);
     if json {
         output::json(&json!({
             "devices": outcomes,
+            "warnings": warnings,
             "scripts": scripts.iter().map(|(p, s)| json!({"path": p, "state": s})).collect::<Vec<_>>(),
             "counts": summary.counts,
             "duration_ms": ms,

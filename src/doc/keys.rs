@@ -179,6 +179,13 @@ pub static SITE_KEYS: &[Key] = &[
         meaning: "entry time in archives when `SOURCE_DATE_EPOCH` is unset",
     },
     Key {
+        section: "build",
+        names: &["max_capture_bytes"],
+        key: "`[build] max_capture_bytes`",
+        default: "`268435456` (256 MiB)",
+        meaning: "most bytes the files of one lbu archive layer (a capture, a reference archive) may hold uncompressed; a member or a total over it is an error naming the archive and the member",
+    },
+    Key {
         section: "serve",
         names: &["interface"],
         key: "`[serve] interface`",
@@ -292,7 +299,7 @@ pub static PROFILE_KEYS: &[Key] = &[
         names: &["packages"],
         key: "`packages = [\"chromium\", \"!nano\"]`",
         default: "",
-        meaning: "`etc/apk/world`; inherited lists merge; `\"!name\"` drops an inherited package",
+        meaning: "`etc/apk/world`; inherited lists merge; `\"!name\"` drops a package an earlier profile of the chain or a layer's `etc/apk/world` brings; one that drops nothing is an error at its line, with a did-you-mean",
     },
     Key {
         section: "",
@@ -327,7 +334,7 @@ pub static PROFILE_KEYS: &[Key] = &[
         names: &["sysinit", "boot", "default", "shutdown"],
         key: "`[services] sysinit/boot/default/shutdown = [\"sshd\", \"!crond\"]`",
         default: "",
-        meaning: "runlevel links `etc/runlevels/LEVEL/SVC → /etc/init.d/SVC`; `\"!svc\"` drops a default, inherited or captured one",
+        meaning: "runlevel links `etc/runlevels/LEVEL/SVC → /etc/init.d/SVC`; `\"!svc\"` drops a default, inherited or captured one (dropping nothing is an error, as for packages)",
     },
     Key {
         section: "network",
@@ -355,7 +362,7 @@ pub static PROFILE_KEYS: &[Key] = &[
         names: &["mode", "uid", "gid", "user", "group"],
         key: "`[permissions.\"etc/kiosk/token\"] mode = \"0600\"`",
         default: "",
-        meaning: "owner/mode of a path a layer provides: `mode`, `uid`, `gid`, `user`, `group` (names resolved with the device's own `etc/passwd`/`etc/group`, else Alpine's)",
+        meaning: "owner/mode of a path a layer provides: `mode`, `uid`, `gid`, `user`, `group` (names resolved with the device's own `etc/passwd`/`etc/group`, else Alpine's); the only way to a setuid, setgid or sticky bit, or to a mode wider than the source's",
     },
     Key {
         section: "vars",

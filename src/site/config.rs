@@ -168,7 +168,13 @@ pub struct BuildConfig {
     pub compression: u32,
     /// Entry mtime (seconds since the epoch) when `SOURCE_DATE_EPOCH` is not set.
     pub mtime: u64,
+    /// Most bytes the files of one lbu archive layer (a capture or a profile's reference
+    /// archive) may hold uncompressed; a member or a total over it is refused.
+    pub max_capture_bytes: u64,
 }
+
+/// The default of `[build] max_capture_bytes`: 256 MiB.
+pub(crate) const DEFAULT_MAX_CAPTURE_BYTES: u64 = 256 << 20;
 
 /// The fixed entry time used when neither `SOURCE_DATE_EPOCH` nor `[build] mtime` is set:
 /// 2000-01-01T00:00:00Z.
@@ -179,6 +185,7 @@ impl Default for BuildConfig {
         BuildConfig {
             compression: 6,
             mtime: DEFAULT_MTIME,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
         }
     }
 }
@@ -369,6 +376,12 @@ impl SiteConfig {
                     "[boot] retry_delay = {}: expected 1 to {MAX_RETRY_WAIT} seconds",
                     c.boot.retry_delay
                 ),
+            ));
+        }
+        if c.build.max_capture_bytes == 0 {
+            return Err(Error::at_path(
+                path,
+                "[build] max_capture_bytes = 0: expected a number of bytes, e.g. 268435456 (256 MiB)",
             ));
         }
         if c.alpine.flavor.is_empty() || c.alpine.flavor.contains(['/', ' ']) {

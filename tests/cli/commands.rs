@@ -10,6 +10,50 @@ fn init_refuses_an_existing_site() {
 }
 
 #[test]
+fn init_refuses_a_folder_that_is_not_empty_unless_forced() {
+    let site = TestSite::empty();
+    site.write("devices.toml", "# the admin's own inventory\n");
+    let dir = site.root().to_str().unwrap();
+    site.ovl(&["init", dir])
+        .code(2)
+        .stderr_has("is not empty (devices.toml); nothing written (pass --force");
+    assert_eq!(site.read("devices.toml"), "# the admin's own inventory\n");
+    assert!(!site.path("ovl.toml").exists());
+    site.ovl(&["init", "--force", dir]).ok();
+    assert!(site.path("ovl.toml").is_file());
+    assert!(site.read("devices.toml").contains("[[device]]"));
+}
+
+#[test]
+fn the_examples_placeholder_key_is_flagged_where_it_is() {
+    let site = TestSite::example();
+    let warning = "warning: SITE/profiles/S.toml:7:20: authorized_keys holds the example's placeholder, not a key"
+        .replace("SITE", site.root().to_str().unwrap());
+    site.ovl(&["check"]).ok().stderr_has(&warning);
+    let j = site.ovl(&["check", "--json"]).ok().json();
+    // One placeholder warning (the others name the boot files `ovl fetch` has not fetched).
+    let placeholder = |w: &&serde_json::Value| w.as_str().unwrap().contains("placeholder");
+    assert_eq!(
+        j["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(placeholder)
+            .count(),
+        1,
+        "{j}"
+    );
+    site.ovl(&["build", "--all"]).ok().stderr_has(&warning);
+    let s = site.read("profiles/S.toml").replace(
+        "ssh-ed25519 REPLACE-WITH-YOUR-OWN-PUBLIC-KEY",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKey",
+    );
+    site.write("profiles/S.toml", &s);
+    let r = site.ovl(&["check"]).ok();
+    assert!(!r.stderr.contains("placeholder"), "{}", r.stderr);
+}
+
+#[test]
 fn check_lists_counts() {
     TestSite::example()
         .ovl(&["check"])

@@ -15,6 +15,8 @@ mod determinism;
 mod export;
 mod fetch;
 mod golden;
+mod hostile;
+mod modes;
 mod nfs;
 mod oracle;
 mod watch;
