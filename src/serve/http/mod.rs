@@ -13,6 +13,8 @@
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
 //! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
+//! - `/`: the status page (`page`), with `/status.js` and `/status.css`; `/metrics`: the
+//!   counters in Prometheus text format (`metrics`). These names shadow site files.
 //! - Anything else: the site file, through `crate::serve::public::resolve` (private
 //!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
 //!   A file reached through a symlink into `configs/` is subject to the owner check too.
@@ -33,7 +35,9 @@
 
 mod configs;
 pub(crate) mod live;
+mod metrics;
 mod opened;
+mod page;
 mod respond;
 mod status;
 
@@ -139,6 +143,8 @@ struct Shared {
     started: SystemTime,
     builds: Semaphore,
     cache: Mutex<HashMap<Mac, configs::Cached>>,
+    metrics: Arc<crate::serve::metrics::Metrics>,
+    archive_states: page::ArchiveStates,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -177,6 +183,8 @@ impl HttpServer {
             local,
             started: SystemTime::now(),
             cache: Mutex::default(),
+            metrics: Arc::default(),
+            archive_states: page::ArchiveStates::default(),
         };
         Ok(HttpServer {
             listener,
@@ -197,6 +205,11 @@ impl HttpServer {
     /// The boot events recorded so far, live.
     pub(crate) fn events(&self) -> Arc<BootEvents> {
         Arc::clone(&self.shared.events)
+    }
+
+    /// The counters of `/metrics`, live; the other services attach theirs.
+    pub(crate) fn metrics(&self) -> Arc<crate::serve::metrics::Metrics> {
+        Arc::clone(&self.shared.metrics)
     }
 
     /// The project as served, live.
@@ -279,7 +292,9 @@ async fn handle(
         kind: None,
         reason: None,
         events: Arc::clone(&st.events),
+        metrics: Arc::clone(&st.metrics),
     };
+    st.metrics.http_started();
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
@@ -314,6 +329,10 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
+        [] => page_route(st, req, Page::Html).await,
+        ["status.js"] => page_route(st, req, Page::Script).await,
+        ["status.css"] => page_route(st, req, Page::Style).await,
+        ["metrics"] => page_route(st, req, Page::Metrics).await,
         ["status"] => status(st, req).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
@@ -358,7 +377,14 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
 async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
     let s = Arc::clone(st);
     let doc = tokio::task::spawn_blocking(move || {
-        status::document(&s.live, &s.events, &s.cfg.neighbours, s.local, s.started)
+        status::document(
+            &s.live,
+            &s.events,
+            &s.cfg.neighbours,
+            s.local,
+            s.started,
+            &s.archive_states,
+        )
     })
     .await;
     let Ok(doc) = doc else {
@@ -373,6 +399,69 @@ async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
         "application/json",
         Some(NO_CACHE),
     )
+}
+
+/// The generated pages besides `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    /// `/`: the status page.
+    Html,
+    /// `/status.js`.
+    Script,
+    /// `/status.css`.
+    Style,
+    /// `/metrics`.
+    Metrics,
+}
+
+/// `/`, `/status.js`, `/status.css`, `/metrics`.
+async fn page_route(st: &Arc<Shared>, req: Request, which: Page) -> Response<Body> {
+    let (body, content_type) = match which {
+        Page::Script => (page::SCRIPT.to_owned(), "text/javascript; charset=utf-8"),
+        Page::Style => (page::STYLE.to_owned(), "text/css; charset=utf-8"),
+        Page::Html | Page::Metrics => {
+            let s = Arc::clone(st);
+            let made = tokio::task::spawn_blocking(move || match which {
+                Page::Metrics => metrics::render(&s.metrics, &s.events, &s.live),
+                _ => page::html(&status::document(
+                    &s.live,
+                    &s.events,
+                    &s.cfg.neighbours,
+                    s.local,
+                    s.started,
+                    &s.archive_states,
+                )),
+            })
+            .await;
+            let Ok(body) = made else {
+                return status_response(StatusCode::INTERNAL_SERVER_ERROR);
+            };
+            let ct = if which == Page::Metrics {
+                metrics::CONTENT_TYPE
+            } else {
+                "text/html; charset=utf-8"
+            };
+            (body, ct)
+        }
+    };
+    let mut r = bytes_response(
+        req.method(),
+        req.headers(),
+        Bytes::from(body),
+        content_type,
+        Some(NO_CACHE),
+    );
+    if which == Page::Html {
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(page::CSP),
+        );
+        r.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    r
 }
 
 /// Resolves a request path and opens the file, on the blocking pool: whether it lies in
