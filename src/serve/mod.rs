@@ -163,7 +163,7 @@ pub(crate) async fn run(
     let events = http.as_ref().map(http::HttpServer::events);
     let live = http.as_ref().map(http::HttpServer::project);
     let metrics = http.as_ref().map(http::HttpServer::metrics);
-    let tftp = bind_tftp(&settings, &root, events.clone()).await?;
+    let tftp = bind_tftp(&settings, &root, events.clone(), &leases).await?;
     if let (Some(m), Some(t)) = (&metrics, &tftp) {
         let _ = m.tftp.set(t.stats());
     }
@@ -246,14 +246,17 @@ async fn bind_tftp(
     settings: &Settings,
     root: &std::path::Path,
     events: Option<Arc<events::BootEvents>>,
+    leases: &Arc<neighbours::LateLeases>,
 ) -> Result<Option<tftp::TftpServer>> {
     let Listen::At(addr) = settings.tftp else {
         return Ok(None);
     };
     let mut cfg = tftp::TftpConfig::new(root, addr);
     if let Some(events) = events {
+        let mut neighbours = neighbours::Neighbours::default();
+        neighbours.push(leases.clone());
         cfg.on_transfer = Some(tftp::TransferHook(Arc::new(move |t| {
-            tftp_boot_event(&events, t);
+            tftp_boot_event(&events, &neighbours, t);
         })));
     }
     tftp::TftpServer::bind(cfg)
@@ -263,9 +266,13 @@ async fn bind_tftp(
 }
 
 /// Records a TFTP fetch of the boot chain (iPXE binaries, scripts, kernels, configs) as a
-/// boot event, attributed like HTTP's: by the MAC in the archive name, else the client's
-/// known MAC.
-fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
+/// boot event, attributed like HTTP's: by the MAC in the archive name, else the neighbour
+/// table or DHCP lease of the client, else the MAC it last named.
+fn tftp_boot_event(
+    events: &events::BootEvents,
+    neighbours: &neighbours::Neighbours,
+    t: &tftp::TransferDone,
+) {
     let name = t.file.trim_start_matches('/');
     let kind = if name == "boot.ipxe" || name == "gpxe-script" {
         Some(events::EventKind::Script)
@@ -282,6 +289,7 @@ fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
         .strip_prefix("configs/")
         .and_then(|n| n.strip_suffix(".tar.gz"))
         .and_then(|m| m.parse().ok())
+        .or_else(|| neighbours.mac_of(ip))
         .or_else(|| events.client_mac(ip));
     let ms = u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX);
     events.record(
