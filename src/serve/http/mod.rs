@@ -329,10 +329,10 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
-        [] => page_route(st, req, Page::Html).await,
-        ["status.js"] => page_route(st, req, Page::Script).await,
-        ["status.css"] => page_route(st, req, Page::Style).await,
-        ["metrics"] => page_route(st, req, Page::Metrics).await,
+        [] => page::respond(st, req, page::Page::Html).await,
+        ["status.js"] => page::respond(st, req, page::Page::Script).await,
+        ["status.css"] => page::respond(st, req, page::Page::Style).await,
+        ["metrics"] => page::respond(st, req, page::Page::Metrics).await,
         ["status"] => status(st, req).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
@@ -399,69 +399,6 @@ async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
         "application/json",
         Some(NO_CACHE),
     )
-}
-
-/// The generated pages besides `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Page {
-    /// `/`: the status page.
-    Html,
-    /// `/status.js`.
-    Script,
-    /// `/status.css`.
-    Style,
-    /// `/metrics`.
-    Metrics,
-}
-
-/// `/`, `/status.js`, `/status.css`, `/metrics`.
-async fn page_route(st: &Arc<Shared>, req: Request, which: Page) -> Response<Body> {
-    let (body, content_type) = match which {
-        Page::Script => (page::SCRIPT.to_owned(), "text/javascript; charset=utf-8"),
-        Page::Style => (page::STYLE.to_owned(), "text/css; charset=utf-8"),
-        Page::Html | Page::Metrics => {
-            let s = Arc::clone(st);
-            let made = tokio::task::spawn_blocking(move || match which {
-                Page::Metrics => metrics::render(&s.metrics, &s.events, &s.live),
-                _ => page::html(&status::document(
-                    &s.live,
-                    &s.events,
-                    &s.cfg.neighbours,
-                    s.local,
-                    s.started,
-                    &s.archive_states,
-                )),
-            })
-            .await;
-            let Ok(body) = made else {
-                return status_response(StatusCode::INTERNAL_SERVER_ERROR);
-            };
-            let ct = if which == Page::Metrics {
-                metrics::CONTENT_TYPE
-            } else {
-                "text/html; charset=utf-8"
-            };
-            (body, ct)
-        }
-    };
-    let mut r = bytes_response(
-        req.method(),
-        req.headers(),
-        Bytes::from(body),
-        content_type,
-        Some(NO_CACHE),
-    );
-    if which == Page::Html {
-        r.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(page::CSP),
-        );
-        r.headers_mut().insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-    }
-    r
 }
 
 /// Resolves a request path and opens the file, on the blocking pool: whether it lies in

@@ -11,9 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::build::compare::{self, ArchiveState};
@@ -21,12 +24,15 @@ use crate::build::project::{Project, Selection};
 use crate::mac::Mac;
 use crate::serve::events::{BootEvent, EventKind};
 
+use super::respond::{bytes_response, status_response};
+use super::{NO_CACHE, Shared};
+
 /// The page's script, served at `/status.js`.
-pub(super) const SCRIPT: &str = include_str!("page/status.js");
+const SCRIPT: &str = include_str!("page/status.js");
 /// The page's style sheet, served at `/status.css`.
-pub(super) const STYLE: &str = include_str!("page/status.css");
+const STYLE: &str = include_str!("page/status.css");
 /// The page's `Content-Security-Policy`.
-pub(super) const CSP: &str =
+const CSP: &str =
     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'";
 
 /// The boot stages shown, in order.
@@ -116,7 +122,10 @@ pub(crate) fn unix_now() -> u64 {
 /// device and comparing with its published archive, and reused for a few seconds within one
 /// project generation (so that `/status` every 2 s does not rebuild every archive each time).
 #[derive(Debug, Default)]
-pub(crate) struct ArchiveStates(Mutex<Option<(u64, Instant, BTreeMap<Mac, &'static str>)>>);
+pub(crate) struct ArchiveStates(Mutex<Option<StatesAt>>);
+
+/// Archive states computed for one generation at one instant.
+type StatesAt = (u64, Instant, BTreeMap<Mac, &'static str>);
 
 impl ArchiveStates {
     /// The states for `project` of `generation`; blocking.
@@ -238,7 +247,7 @@ fn row(out: &mut String, d: &Value, known: bool) {
 }
 
 /// The page for the `/status` document `doc`.
-pub(super) fn html(doc: &Value) -> String {
+fn html(doc: &Value) -> String {
     let server = &doc["server"];
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -246,10 +255,10 @@ pub(super) fn html(doc: &Value) -> String {
          <title>ovl status</title><link rel=\"stylesheet\" href=\"/status.css\">\
          <script src=\"/status.js\" defer></script></head><body>\n",
     );
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<header><h1>ovl</h1><span id=\"site\">{}</span> <span id=\"version\">ovl {}</span> \
-         <span id=\"updated\"></span><p id=\"reload-error\">{}</p></header>\n",
+         <span id=\"updated\"></span><p id=\"reload-error\">{}</p></header>",
         escape(&text(&server["site"])),
         escape(&text(&server["version"])),
         escape(&text(&server["reload_error"])),
@@ -271,6 +280,69 @@ pub(super) fn html(doc: &Value) -> String {
     }
     out.push_str("</tbody></table>\n</body></html>\n");
     out
+}
+
+/// The generated pages besides `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Page {
+    /// `/`: the status page.
+    Html,
+    /// `/status.js`.
+    Script,
+    /// `/status.css`.
+    Style,
+    /// `/metrics`.
+    Metrics,
+}
+
+/// `/`, `/status.js`, `/status.css`, `/metrics`.
+pub(super) async fn respond(st: &Arc<Shared>, req: Request, which: Page) -> Response<Body> {
+    let (body, content_type) = match which {
+        Page::Script => (SCRIPT.to_owned(), "text/javascript; charset=utf-8"),
+        Page::Style => (STYLE.to_owned(), "text/css; charset=utf-8"),
+        Page::Html | Page::Metrics => {
+            let s = Arc::clone(st);
+            let made = tokio::task::spawn_blocking(move || match which {
+                Page::Metrics => super::metrics::render(&s.metrics, &s.events, &s.live),
+                _ => html(&super::status::document(
+                    &s.live,
+                    &s.events,
+                    &s.cfg.neighbours,
+                    s.local,
+                    s.started,
+                    &s.archive_states,
+                )),
+            })
+            .await;
+            let Ok(body) = made else {
+                return status_response(StatusCode::INTERNAL_SERVER_ERROR);
+            };
+            let ct = if which == Page::Metrics {
+                super::metrics::CONTENT_TYPE
+            } else {
+                "text/html; charset=utf-8"
+            };
+            (body, ct)
+        }
+    };
+    let mut r = bytes_response(
+        req.method(),
+        req.headers(),
+        Bytes::from(body),
+        content_type,
+        Some(NO_CACHE),
+    );
+    if which == Page::Html {
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        r.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    r
 }
 
 #[cfg(test)]
