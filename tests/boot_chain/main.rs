@@ -34,6 +34,7 @@ mod kernel;
 mod lab;
 mod record;
 mod serve_log;
+mod zero;
 
 use std::sync::Mutex;
 use std::time::Duration;
