@@ -69,21 +69,35 @@ pub(crate) struct Metrics {
     pub(crate) build_errors: AtomicU64,
 }
 
-impl Metrics {
-    /// A request started.
-    pub(crate) fn http_started(&self) {
-        self.http_in_flight.fetch_add(1, Ordering::Relaxed);
-    }
+/// One HTTP request in flight, from its arrival until this is dropped (its body done, or the
+/// request abandoned before a response).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Metrics>);
 
-    /// A request's body ended after `bytes`.
-    pub(crate) fn http_done(&self, bytes: u64) {
-        self.http_bytes.fetch_add(bytes, Ordering::Relaxed);
+impl InFlight {
+    /// Counts `bytes` of its response body as sent.
+    pub(crate) fn sent(&self, bytes: u64) {
+        self.0.http_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
         // Never below zero, whatever the order of updates.
         let _ = self
+            .0
             .http_in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(1))
             });
+    }
+}
+
+impl Metrics {
+    /// A request arrived: in flight until the guard is dropped.
+    pub(crate) fn http_started(self: &Arc<Self>) -> InFlight {
+        self.http_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
     }
 
     /// Watch mode built (first) or rebuilt archives in `secs`.
@@ -117,11 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_never_goes_below_zero() {
-        let m = Metrics::default();
-        m.http_done(10);
-        m.http_started();
-        m.http_done(5);
+    fn requests_are_in_flight_while_their_guard_lives() {
+        let m = Arc::new(Metrics::default());
+        let a = m.http_started();
+        let b = m.http_started();
+        assert_eq!(m.http_in_flight.load(Ordering::Relaxed), 2);
+        a.sent(10);
+        drop(a);
+        b.sent(5);
+        drop(b);
         assert_eq!(m.http_in_flight.load(Ordering::Relaxed), 0);
         assert_eq!(m.http_bytes.load(Ordering::Relaxed), 15);
     }

@@ -292,9 +292,8 @@ async fn handle(
         kind: None,
         reason: None,
         events: Arc::clone(&st.events),
-        metrics: Arc::clone(&st.metrics),
+        in_flight: st.metrics.http_started(),
     };
-    st.metrics.http_started();
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
