@@ -4,7 +4,11 @@
 //! `run` binds every enabled service (a failure names the address: exit 3), logs one
 //! `listening` line per service with the real address (port 0 picks a free port), and serves
 //! until the token is cancelled (`cancel_on_signals`: SIGINT, SIGTERM), then lets running
-//! transfers finish for a few seconds and returns.
+//! transfers finish for a few seconds and returns. SIGHUP reloads the site (`reload`).
+//!
+//! The HTTP server's counters (`metrics`) get TFTP's and DHCP's once those are bound, and
+//! DHCP replies become boot events, so that `/`, `/status` and `/metrics` show the whole
+//! chain.
 //!
 //! DHCP (`proxy` or `full`) is configured from the site by `dhcp::site::dhcp_config`; its
 //! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
