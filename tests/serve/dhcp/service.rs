@@ -155,6 +155,29 @@ fn serve_runs_unprivileged_with_only_the_bind_capability() {
         dom.contains("data-updates=\""),
         "the script did not run: {dom}"
     );
+    // The filter, preset by the URL: only the other device is shown.
+    let filtered = chromium(
+        lab.client_ns.name(),
+        "http://10.213.1.1/?q=kiosk-two",
+        lab.dir.path(),
+        None,
+    );
+    let hidden = filtered
+        .split("<tr ")
+        .find(|r| r.contains(&format!("data-mac=\"{CLIENT_MAC}\"")))
+        .unwrap();
+    assert!(hidden.contains("class=\"hidden\""), "{hidden}");
+    assert!(
+        filtered.contains("1 of 2 devices shown, 1 booting now"),
+        "{filtered}"
+    );
+    let booting = chromium(
+        lab.client_ns.name(),
+        "http://10.213.1.1/?state=booting",
+        lab.dir.path(),
+        None,
+    );
+    assert!(booting.contains("1 of 2 devices shown"), "{booting}");
     // A screenshot of the same page (README's docs/status-page.png is one, made with
     // OVL_SCREENSHOT=docs/status-page.png).
     let shot = std::env::var_os("OVL_SCREENSHOT")

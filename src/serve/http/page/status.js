@@ -83,6 +83,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // ?q=TEXT&state=STATE preset the filter (links, bookmarks).
+    var params = new URLSearchParams(window.location.search);
+    if (params.has("q")) document.getElementById("filter").value = params.get("q");
+    if (params.has("state")) document.getElementById("state").value = params.get("state");
     document.getElementById("filter").addEventListener("input", applyFilter);
     document.getElementById("state").addEventListener("change", applyFilter);
     document.getElementById("filters").addEventListener("submit", function (e) { e.preventDefault(); });
