@@ -354,6 +354,14 @@ fn reply_mac(reply: &dhcp::Reply) -> Option<crate::mac::Mac> {
     Some(crate::mac::Mac(b))
 }
 
+/// An ACK of a lease renewal (or rebinding): the client already had the address (`ciaddr`,
+/// bytes 12..16, copied from its request) and got one (`yiaddr`; proxy replies give none).
+/// Not a boot event: a running device renews its lease every half lease time.
+fn is_renewal(reply: &dhcp::Reply) -> bool {
+    let had = reply.bytes.get(12..16).is_some_and(|c| c != [0, 0, 0, 0]);
+    reply.kind == dhcproto::v4::MessageType::Ack && had && !reply.ip.is_unspecified()
+}
+
 impl BoundDhcp {
     /// Makes its replies boot events (offer, ack, nak) and its counters part of `/metrics`.
     fn observe(
@@ -371,6 +379,9 @@ impl BoundDhcp {
         let Some(events) = events else { return };
         self.server.on_reply(dhcp::ReplyHook(Arc::new(move |r| {
             use dhcproto::v4::MessageType;
+            if is_renewal(r) {
+                return;
+            }
             let kind = match r.kind {
                 MessageType::Offer => events::EventKind::DhcpOffer,
                 MessageType::Ack => events::EventKind::DhcpAck,

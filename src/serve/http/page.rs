@@ -40,6 +40,8 @@ pub(crate) const STAGES: [&str; 6] = ["dhcp", "tftp", "script", "kernel", "initr
 
 /// A pause between two events this long starts a new boot.
 const NEW_BOOT_GAP: u64 = 120;
+/// A DHCP offer this long after a finished boot starts a new one.
+const NEW_BOOT_AFTER_CONFIG: u64 = 60;
 /// A boot with no event for this long is no longer "booting".
 const BOOTING_FOR: u64 = 600;
 /// How long archive states are reused within one project generation.
@@ -60,20 +62,36 @@ fn stage(e: &BootEvent) -> (usize, bool) {
     }
 }
 
+/// Does `b` start a new boot after `a`? A request for iPXE after the script, or for the
+/// script after the kernel, certainly does; a DHCP offer (a DISCOVER: firmware starting over)
+/// a minute or more after the current boot got its config (`config_at`) does (the booted
+/// system's own DHCP comes sooner); any event after two quiet minutes does.
+fn starts_boot(a: &BootEvent, b: &BootEvent, config_at: Option<u64>) -> bool {
+    let sa = stage(a).0;
+    let since = |t: u64| b.time.saturating_sub(t);
+    (b.kind == EventKind::Ipxe && sa >= 2)
+        || (b.kind == EventKind::Script && sa >= 3)
+        || (b.kind == EventKind::DhcpOffer
+            && config_at.is_some_and(|t| since(t) >= NEW_BOOT_AFTER_CONFIG))
+        || since(a.time) > NEW_BOOT_GAP
+}
+
 /// The progress of the current boot, from a device's events (oldest first): the stages
 /// reached, the state (`booting`, `booted`, `failed`, `idle`, or `none` without events) and
-/// the last event. A boot starts again at a DHCP or iPXE event that follows a finished boot
-/// (config served or refused) or a pause of two minutes.
+/// the last event. Where the current boot starts: see `starts_boot`.
 pub(crate) fn progress(events: &[BootEvent], now: u64) -> Value {
     let Some(last) = events.last() else {
         return json!({ "state": "none", "stages": [], "last": null });
     };
     let mut start = 0;
+    let mut config_at = None;
     for (i, pair) in events.windows(2).enumerate() {
-        let (a, b) = (&pair[0], &pair[1]);
-        let restart = stage(b).0 <= 1 && (stage(a).0 == 5 || stage(a).0 >= 2 && stage(b).0 == 1);
-        if restart || b.time.saturating_sub(a.time) > NEW_BOOT_GAP {
+        if stage(&pair[0]).0 == 5 {
+            config_at = Some(pair[0].time);
+        }
+        if starts_boot(&pair[0], &pair[1], config_at) {
             start = i + 1;
+            config_at = None;
         }
     }
     let mut reached = [false; STAGES.len()];
@@ -374,12 +392,23 @@ mod tests {
         done.push(ev(DhcpAck, t + 9, 0));
         done.push(ev(ConfigServed, t + 10, 200));
         assert_eq!(progress(&done, t + 11)["state"], "booted");
-        // The next boot starts over.
-        done.push(ev(DhcpOffer, t + 60, 0));
-        let p = progress(&done, t + 61);
+        // The booted system's own DHCP does not start a new boot.
+        done.push(ev(DhcpOffer, t + 25, 0));
+        done.push(ev(DhcpAck, t + 25, 0));
+        assert_eq!(progress(&done, t + 26)["state"], "booted");
+        // A firmware DISCOVER a while later does.
+        done.push(ev(DhcpOffer, t + 100, 0));
+        let p = progress(&done, t + 101);
         assert_eq!(p["stages"], json!(["dhcp"]));
         assert_eq!(p["state"], "booting");
         assert_eq!(progress(&done, t + 5000)["state"], "idle");
+        // iPXE fetched again after the script: a new boot at once.
+        let again = vec![
+            ev(Script, t, 200),
+            ev(Kernel, t + 1, 200),
+            ev(Ipxe, t + 5, 0),
+        ];
+        assert_eq!(progress(&again, t + 6)["stages"], json!(["tftp"]));
         let bad = vec![ev(Script, t, 200), ev(Kernel, t + 1, 404)];
         let p = progress(&bad, t + 2);
         assert_eq!(p["state"], "failed");
