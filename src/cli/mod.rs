@@ -13,6 +13,7 @@ mod export;
 mod fetch;
 mod init;
 mod list;
+mod man;
 mod output;
 mod serve;
 mod show;
@@ -87,8 +88,9 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Print shell completions.
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff): ovl(1), one per command (ovl-build(1), …), ovl.toml(5) and
+    /// ovl-profile(5) with every key; or write them all into a folder (--dir).
+    Man(man::ManArgs),
 }
 
 /// A device, for `show` and `diff`.
@@ -147,7 +149,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Export(a) => export::run(&project(&cli)?, a, json),
         Command::Fetch(a) => fetch::run(&Site::discover(cli.site.as_deref())?, a, json),
         Command::Completions(a) => completions::completions(a),
-        Command::Man => completions::man(),
+        Command::Man(a) => man::run(a, json),
     }
 }
 

@@ -29,6 +29,7 @@ mod harness;
 
 mod checks;
 mod device;
+mod fallback;
 mod initramfs;
 mod kernel;
 mod lab;

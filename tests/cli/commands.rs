@@ -114,9 +114,15 @@ fn boot_script_follows_the_settings() {
         std::fs::read_to_string(site.path("gpxe-script")).unwrap()
     );
     assert!(s.starts_with("#!ipxe\n"));
-    assert!(s.contains("kernel http://10.9.0.1:8080/vmlinuz-virt initrd=initramfs-virt apkovl=http://10.9.0.1:8080/configs/${net0/mac}.tar.gz ip=dhcp modloop=http://10.9.0.1:8080/modloop-virt alpine_repo=http://dl-cdn.alpinelinux.org/alpine/v3.21/main modules=loop,squashfs,sd-mod,usb-storage ssh_key=http://10.9.0.1:8080/sshkeys.pub console=ttyS0 || goto kernel_retry\n"), "{s}");
-    assert!(s.contains("initrd http://10.9.0.1:8080/initramfs-virt || goto initrd_retry\n"));
+    assert!(s.contains("kernel http://10.9.0.1:8080/vmlinuz-virt initrd=initramfs-virt apkovl=http://10.9.0.1:8080/configs/${net0/mac}.tar.gz ip=dhcp modloop=http://10.9.0.1:8080/modloop-virt alpine_repo=http://dl-cdn.alpinelinux.org/alpine/v3.21/main modules=loop,squashfs,sd-mod,usb-storage ssh_key=http://10.9.0.1:8080/sshkeys.pub console=ttyS0 || goto ovl_kernel_failed\n"), "{s}");
+    assert!(s.contains("initrd http://10.9.0.1:8080/initramfs-virt || goto ovl_initrd_failed\n"));
     assert!(!s.contains("alpine_dev"));
+    // Bounded retries with back-off, then the default fallback.
+    assert!(
+        s.contains("set ovl_wait_4 16\n") && !s.contains("ovl_wait_5"),
+        "{s}"
+    );
+    assert!(s.ends_with("reboot\n"), "{s}");
 }
 
 #[test]
@@ -166,8 +172,82 @@ fn usage_errors_exit_2_and_help_lists_commands() {
     site.ovl(&["--help"])
         .ok()
         .stdout_has("Exit codes: 0 success, 1 invalid input, 2 usage, 3 environment");
-    site.ovl(&["man"]).ok().stdout_has(".TH ovl");
+    site.ovl(&["man"]).ok().stdout_has(".TH OVL 1");
     site.ovl(&["completions", "bash"]).ok().stdout_has("_ovl()");
+}
+
+/// `ovl man PAGE` prints one page, `ovl man --dir` writes them all; man-db's `man` and groff
+/// (warnings on) read every one of them, and ovl(1) names exactly the pages written.
+#[test]
+fn man_pages_for_every_command_and_file_format() {
+    let site = TestSite::new();
+    site.ovl(&["man", "build"])
+        .ok()
+        .stdout_has(".TH OVL-BUILD 1")
+        .stdout_has("\\-\\-profile");
+    site.ovl(&["man", "ovl.toml"])
+        .ok()
+        .stdout_has("[boot] on_failure");
+    site.ovl(&["man", "ovl-profile"])
+        .ok()
+        .stdout_has("authorized_keys");
+    site.ovl(&["man", "nope"]).code(2).stderr_has("ovl-build");
+    let dir = site.scratch("man");
+    let r = site.ovl(&["man", "--dir", dir.to_str().unwrap()]).ok();
+    let mut written: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written.len(), 15, "{written:?}");
+    for name in [
+        "ovl.1",
+        "ovl-build.1",
+        "ovl-serve.1",
+        "ovl-man.1",
+        "ovl.toml.5",
+        "ovl-profile.5",
+    ] {
+        assert!(written.contains(&name.to_string()), "{written:?}");
+        assert!(r.stdout.contains(name), "{}", r.stdout);
+    }
+    let top = std::fs::read_to_string(dir.join("ovl.1")).unwrap();
+    let see_also = top.split(".SH \"SEE ALSO\"").nth(1).unwrap();
+    for name in &written {
+        let (page, section) = name.rsplit_once('.').unwrap();
+        if page != "ovl" {
+            let r = format!("\\fB{}\\fR({section})", page.replace('-', "\\-"));
+            assert!(see_also.contains(&r), "{r} in {see_also}");
+        }
+    }
+    crate::harness::proc::require("groff");
+    crate::harness::proc::require("man");
+    for name in &written {
+        let path = dir.join(name);
+        let o =
+            crate::harness::proc::run(30, &["groff", "-man", "-ww", "-z", path.to_str().unwrap()]);
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = std::process::Command::new("man")
+            .args(["-l", path.to_str().unwrap()])
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("NAME") && text.contains("SEE ALSO"),
+            "{name}:\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -52,8 +52,8 @@ fn example_site_archives_are_byte_identical_to_the_recorded_ones() {
             "52:54:00:ab:cd:02.tar.gz 9b3927b9433d5ac7eadfab6c26db4a51ada581fb47ecdffa542e49811c1c6b0a",
             "52:54:00:ab:cd:10.tar.gz c40f8402cbc0356837fe75383681aa4ca5aa9f8c5bcaf486b1932c66828b1c75",
             "52:54:00:ab:cd:20.tar.gz a054a32ba973152c0656b75e5dc25361076529ac083f6a7133f7d26d200638d3",
-            "boot.ipxe 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
-            "gpxe-script 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
+            "boot.ipxe 29cd1c70bb759c2922517fb4234fba7ac4757d06727b7362dfe31afbe61fa5ab",
+            "gpxe-script 29cd1c70bb759c2922517fb4234fba7ac4757d06727b7362dfe31afbe61fa5ab",
         ],
     );
 }
@@ -191,8 +191,8 @@ fn rich_site_archives_are_byte_identical_to_the_recorded_ones() {
             "52:54:00:12:34:56.tar.gz b304a95176296f87c7b120bf20985261e412d108db8db63f2403d58e6ec84d98",
             "52:54:00:12:34:57.tar.gz b113223663cb73ea8095f5bf95f2b4e1f420c4daea44e5e0f7103405b26fdd8d",
             "52:54:00:12:34:58.tar.gz 5dea497e545d93d50e4773a304cdd677a80bd0d3972a8a91c0c80eda2d60e0d3",
-            "boot.ipxe ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
-            "gpxe-script ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
+            "boot.ipxe cef01d7bfee328e0376956772c71c24af8dd7987c5305736b8acdf25cf0fcdc5",
+            "gpxe-script cef01d7bfee328e0376956772c71c24af8dd7987c5305736b8acdf25cf0fcdc5",
         ],
     );
 }

@@ -4,7 +4,7 @@
 //! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
 //!   [`crate::build::bootscript::script`] from the current project. With `?mac=MAC` naming an
 //!   inventory device, its profile's kernel arguments and modules and the literal MAC;
-//!   otherwise the static `${net0/mac}` form.
+//!   otherwise the static `${net0/mac}` form, which is also kept on disk (see `live`).
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
 //!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
@@ -220,13 +220,12 @@ impl HttpServer {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running requests
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
-        let reload = (!self.shared.cfg.watched).then(|| {
-            tokio::spawn(reload_loop(
-                Arc::clone(&self.shared.live),
-                self.shared.cfg.reload_interval,
-                shutdown.clone(),
-            ))
-        });
+        let reload = tokio::spawn(reload_loop(
+            Arc::clone(&self.shared.live),
+            self.shared.cfg.reload_interval,
+            !self.shared.cfg.watched,
+            shutdown.clone(),
+        ));
         let grace = self.shared.cfg.shutdown_grace;
         let app = Router::new()
             .fallback(handle)
@@ -252,14 +251,18 @@ impl HttpServer {
                 tracing::warn!(event = "http_shutdown", "requests still running after the grace period; dropping them");
             }
         }
-        if let Some(r) = reload {
-            r.abort();
-        }
+        reload.abort();
     }
 }
 
-/// Checks the project's files every `interval` until cancelled.
-async fn reload_loop(live: Arc<LiveProject>, interval: Duration, cancel: CancellationToken) {
+/// Every `interval` until cancelled: checks the project's files (unless watch mode feeds the
+/// project: `check` false) and keeps the boot scripts on disk equal to the served ones.
+async fn reload_loop(
+    live: Arc<LiveProject>,
+    interval: Duration,
+    check: bool,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -267,7 +270,12 @@ async fn reload_loop(live: Arc<LiveProject>, interval: Duration, cancel: Cancell
             () = cancel.cancelled() => return,
             _ = tick.tick() => {
                 let l = Arc::clone(&live);
-                let _ = tokio::task::spawn_blocking(move || l.check()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if !check || !l.check() {
+                        l.keep_boot_scripts();
+                    }
+                })
+                .await;
             }
         }
     }

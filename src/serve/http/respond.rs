@@ -167,7 +167,14 @@ impl RequestLog {
                 )
             };
         }
-        if self.status >= 500 || !complete || self.status == 403 {
+        // A boot file a device asked for and the site lacks: its boot script retries it, and
+        // nothing else tells the admin (`ovl fetch` places it).
+        let missing_boot_file = self.status == 404
+            && matches!(
+                EventKind::of_file(&self.file),
+                Some(EventKind::Kernel | EventKind::Initramfs | EventKind::Modloop)
+            );
+        if self.status >= 500 || !complete || self.status == 403 || missing_boot_file {
             line!(warn);
         } else {
             line!(info);
