@@ -9,10 +9,10 @@
 #   usr/share/zsh/vendor-completions/_ovl                       `ovl completions zsh`
 #   usr/share/fish/vendor_completions.d/ovl.fish                `ovl completions fish`
 #   usr/share/doc/ovl/example-site/                             `ovl init`
-#   lib/systemd/system/                                         dist/*.service, dist/*.socket,
-#                                                               dist/*.timer, when present
-#   usr/lib/sysusers.d/ovl.conf, usr/lib/tmpfiles.d/ovl.conf    dist/ovl.sysusers,
-#                                                               dist/ovl.tmpfiles, when present
+#   lib/systemd/system/                                         dist/systemd/*.service,
+#                                                               *.socket, *.timer, when present
+#   usr/lib/sysusers.d/ovl.conf, usr/lib/tmpfiles.d/ovl.conf    dist/systemd/ovl.sysusers,
+#                                                               dist/systemd/ovl.tmpfiles
 #
 # dist/openrc/ (Alpine servers) is not part of a Debian package.
 set -euo pipefail
@@ -38,16 +38,16 @@ install -d "$root/usr/share/bash-completion/completions" \
 "$bin" init "$root/usr/share/doc/ovl/example-site" >/dev/null
 
 shopt -s nullglob
-units=(dist/*.service dist/*.socket dist/*.timer)
+units=(dist/systemd/*.service dist/systemd/*.socket dist/systemd/*.timer)
 if [ ${#units[@]} -gt 0 ]; then
   install -d "$root/lib/systemd/system"
   install -m 0644 "${units[@]}" "$root/lib/systemd/system/"
 fi
-if [ -f dist/ovl.sysusers ]; then
-  install -D -m 0644 dist/ovl.sysusers "$root/usr/lib/sysusers.d/ovl.conf"
+if [ -f dist/systemd/ovl.sysusers ]; then
+  install -D -m 0644 dist/systemd/ovl.sysusers "$root/usr/lib/sysusers.d/ovl.conf"
 fi
-if [ -f dist/ovl.tmpfiles ]; then
-  install -D -m 0644 dist/ovl.tmpfiles "$root/usr/lib/tmpfiles.d/ovl.conf"
+if [ -f dist/systemd/ovl.tmpfiles ]; then
+  install -D -m 0644 dist/systemd/ovl.tmpfiles "$root/usr/lib/tmpfiles.d/ovl.conf"
 fi
 
 cargo deb --no-build --locked

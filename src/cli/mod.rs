@@ -72,6 +72,11 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
     /// ovl.toml).
+    ///
+    /// HTTP also serves the status page at / (every device, its archive state and boot
+    /// progress), /status (JSON) and /metrics (Prometheus). SIGHUP re-reads ovl.toml,
+    /// devices.toml and profiles/; SIGINT and SIGTERM stop. Needs no root: only the
+    /// capability to bind ports below 1024 (dist/ has a systemd unit and an OpenRC service).
     Serve(serve::ServeArgs),
     /// Print the configuration of the site's other servers: DHCP (dnsmasq, ISC dhcpd or Kea:
     /// pool, PXE boot files, the iPXE script URL, reservations) or NFS (/etc/exports lines for

@@ -35,6 +35,7 @@ mod kernel;
 mod lab;
 mod record;
 mod serve_log;
+mod zero;
 
 use std::sync::Mutex;
 use std::time::Duration;

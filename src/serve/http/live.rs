@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -84,6 +84,8 @@ pub(crate) struct LiveProject {
     last_error: Mutex<Option<String>>,
     /// The last attempt to write them failed (logged once until one succeeds).
     scripts_failing: AtomicBool,
+    /// Failed reloads since the start, for `/metrics`.
+    reload_errors: AtomicU64,
 }
 
 impl LiveProject {
@@ -103,6 +105,7 @@ impl LiveProject {
             seen: Mutex::new(seen),
             last_error: Mutex::new(None),
             scripts_failing: AtomicBool::new(false),
+            reload_errors: AtomicU64::new(0),
         };
         live.publish_boot_scripts(true);
         live
@@ -168,6 +171,32 @@ impl LiveProject {
             .clone()
     }
 
+    /// Failed reloads since the start.
+    pub(crate) fn reload_errors(&self) -> u64 {
+        self.reload_errors.load(Ordering::Relaxed)
+    }
+
+    /// Reloads now, changed or not (SIGHUP); blocking. On failure the last good project
+    /// stays, and the error is logged, kept for `/status` and returned.
+    pub(crate) fn reload_now(&self) -> std::result::Result<Arc<Snapshot>, String> {
+        let inputs = project_inputs(&self.root);
+        let loaded = self.load();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accept(inputs);
+        match loaded {
+            Ok(project) => {
+                self.swap(project);
+                Ok(self.snapshot())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// Reloads when the project's files changed and then stayed the same since the previous
     /// check; blocking (file system reads, planning every device). Returns true when a new
     /// project was swapped in.
@@ -214,6 +243,7 @@ impl LiveProject {
 
     /// Logs a failed reload and keeps it for `/status`; the last good project stays.
     fn fail(&self, e: &crate::error::Error) {
+        self.reload_errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(event = "project_reload_failed", error = %e,
             "reload failed; serving the last good project");
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());

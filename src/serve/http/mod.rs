@@ -13,6 +13,8 @@
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
 //! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
+//! - `/`: the status page (`page`), with `/status.js` and `/status.css`; `/metrics`: the
+//!   counters in Prometheus text format (`metrics`). These names shadow site files.
 //! - Anything else: the site file, through `crate::serve::public::resolve` (private
 //!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
 //!   A file reached through a symlink into `configs/` is subject to the owner check too.
@@ -33,7 +35,9 @@
 
 mod configs;
 pub(crate) mod live;
+mod metrics;
 mod opened;
+mod page;
 mod respond;
 mod status;
 
@@ -139,6 +143,8 @@ struct Shared {
     started: SystemTime,
     builds: Semaphore,
     cache: Mutex<HashMap<Mac, configs::Cached>>,
+    metrics: Arc<crate::serve::metrics::Metrics>,
+    archive_states: page::ArchiveStates,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -177,6 +183,8 @@ impl HttpServer {
             local,
             started: SystemTime::now(),
             cache: Mutex::default(),
+            metrics: Arc::default(),
+            archive_states: page::ArchiveStates::default(),
         };
         Ok(HttpServer {
             listener,
@@ -197,6 +205,11 @@ impl HttpServer {
     /// The boot events recorded so far, live.
     pub(crate) fn events(&self) -> Arc<BootEvents> {
         Arc::clone(&self.shared.events)
+    }
+
+    /// The counters of `/metrics`, live; the other services attach theirs.
+    pub(crate) fn metrics(&self) -> Arc<crate::serve::metrics::Metrics> {
+        Arc::clone(&self.shared.metrics)
     }
 
     /// The project as served, live.
@@ -287,6 +300,7 @@ async fn handle(
         kind: None,
         reason: None,
         events: Arc::clone(&st.events),
+        in_flight: st.metrics.http_started(),
     };
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
@@ -322,6 +336,10 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
+        [] => page::respond(st, req, page::Page::Html).await,
+        ["status.js"] => page::respond(st, req, page::Page::Script).await,
+        ["status.css"] => page::respond(st, req, page::Page::Style).await,
+        ["metrics"] => page::respond(st, req, page::Page::Metrics).await,
         ["status"] => status(st, req).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
@@ -366,7 +384,14 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
 async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
     let s = Arc::clone(st);
     let doc = tokio::task::spawn_blocking(move || {
-        status::document(&s.live, &s.events, &s.cfg.neighbours, s.local, s.started)
+        status::document(
+            &s.live,
+            &s.events,
+            &s.cfg.neighbours,
+            s.local,
+            s.started,
+            &s.archive_states,
+        )
     })
     .await;
     let Ok(doc) = doc else {

@@ -131,11 +131,14 @@ pub(super) struct RequestLog {
     pub reason: Option<String>,
     /// Where boot events go.
     pub events: Arc<BootEvents>,
+    /// Counts the request in flight (until dropped) and its bytes, for `/metrics`.
+    pub in_flight: crate::serve::metrics::InFlight,
 }
 
 impl RequestLog {
     /// Writes the log line and records the boot event.
     fn finish(self, bytes: u64, complete: bool) {
+        self.in_flight.sent(bytes);
         let elapsed = self.started.elapsed();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let secs = elapsed.as_secs_f64();
