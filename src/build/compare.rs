@@ -11,13 +11,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::build::archive;
-use crate::build::layer::{self, LayerSource, Node};
+use crate::build::layer::{LayerSource, Node};
+use crate::build::lbu;
 use crate::build::manifest::{Entry, Kind, Manifest};
 use crate::build::plan::{DevicePlan, DeviceSpec};
 use crate::build::project::Project;
 pub(crate) use crate::build::state::ArchiveState;
 use crate::build::state::PublishState;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::mac::Mac;
 
 /// The state of `plan`'s published archive: built when its tar is byte for byte what a build
@@ -68,7 +69,8 @@ pub(crate) fn orphans(p: &Project) -> Result<Vec<(Mac, PathBuf)>> {
 /// The archive published at `path` (gzip bytes) read back into a manifest (owners and modes
 /// as stored, every file's bytes).
 fn read_published(path: &Path, gz: &[u8]) -> Result<Manifest> {
-    let tree = layer::read_archive(&LayerSource::Archive(path.to_path_buf()), path, gz)?;
+    let source = LayerSource::Archive(path.to_path_buf());
+    let tree = lbu::read_archive(&source, path, gz, lbu::PUBLISHED_LIMITS)?;
     let mut m = Manifest::default();
     for e in tree.entries {
         let kind = match e.node {
@@ -191,14 +193,14 @@ fn diff_device(p: &Project, plan: &DevicePlan) -> Result<(PublishState, ArchiveD
     let gz = archive::gzip(&tar, p.site.config.build.compression);
     let path = p.archive_path(&plan.mac);
     let entries = plan.manifest.entries.len();
-    let old_gz = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let d = compare_manifests(path, &plan.manifest, &Manifest::default());
-            return Ok((PublishState::Created, d));
-        }
-        Err(e) => return Err(Error::io(&path, e)),
+    let Some(f) = archive::open_published(&path)? else {
+        let d = compare_manifests(path, &plan.manifest, &Manifest::default());
+        return Ok((PublishState::Created, d));
     };
+    let mut old_gz = Vec::new();
+    f.take(lbu::PUBLISHED_LIMITS.max_bytes + 1)
+        .read_to_end(&mut old_gz)
+        .at(&path)?;
     if old_gz == gz {
         return Ok((
             PublishState::Unchanged,
@@ -207,6 +209,7 @@ fn diff_device(p: &Project, plan: &DevicePlan) -> Result<(PublishState, ArchiveD
     }
     let mut old_tar = Vec::new();
     let same_tar = flate2::read::GzDecoder::new(old_gz.as_slice())
+        .take(tar.len() as u64 + 1)
         .read_to_end(&mut old_tar)
         .is_ok_and(|_| old_tar == tar);
     let d = if same_tar {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::Serialize;
 
-use crate::build::layer::{LayerCache, LayerTree, Node};
+use crate::build::layer::{LayerCache, LayerTree, Node, StoredMeta};
 use crate::build::manifest::{Collision, Kind, Manifest};
 use crate::build::nfs::{self, NfsExport};
 use crate::build::owners::Ids;
@@ -17,7 +17,7 @@ use crate::build::settings::DeviceSettings;
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
-use crate::site::profile::{Declared, Profile, RUNLEVELS};
+use crate::site::profile::{Declared, Profile, RUNLEVELS, Removal, default_services, nearest};
 use crate::site::profile_file::PermDecl;
 
 pub use crate::build::settings::DeviceSpec;
@@ -102,8 +102,14 @@ impl Builder<'_> {
         Error::device(self.settings.mac, e)
     }
 
-    /// Put a declared path (origin: the profile).
+    /// Put a declared path (origin: the profile). A declared folder that a layer already
+    /// has keeps the layer's mode and owner.
     fn put(&mut self, path: &str, kind: Kind, mode: u32) -> Result<()> {
+        if matches!(kind, Kind::Dir)
+            && matches!(self.m.entries.get(path), Some(e) if matches!(e.kind, Kind::Dir))
+        {
+            return Ok(());
+        }
         let r = self.m.put(path, kind, mode, None, &self.origin);
         r.map_err(|e| self.collision(e))
     }
@@ -134,7 +140,7 @@ impl Builder<'_> {
             let tree = match layers.get(src) {
                 Some(Ok(t)) => t.clone(),
                 Some(Err(e)) => return Err(e.clone()),
-                None => Arc::new(LayerTree::read(src)?),
+                None => Arc::new(LayerTree::read(self.site, src)?),
             };
             let label = self.site.relative(src.path());
             for e in &tree.entries {
@@ -153,7 +159,14 @@ impl Builder<'_> {
                     let text = String::from_utf8_lossy(b);
                     world.extend(text.split_whitespace().map(str::to_string));
                 }
-                let r = self.m.put(&e.path, kind, e.mode, e.stored.as_ref(), &label);
+                // setuid, setgid and sticky only when `[permissions]` declares them.
+                let stored = e.stored.as_ref().map(|m| StoredMeta {
+                    mode: m.mode & 0o777,
+                    ..m.clone()
+                });
+                let r = self
+                    .m
+                    .put(&e.path, kind, e.mode & 0o777, stored.as_ref(), &label);
                 r.map_err(|e| self.collision(e))?;
             }
         }
@@ -169,10 +182,16 @@ impl Builder<'_> {
     /// `etc/apk/world`: the layers' packages and the profile's, `nfs-utils` with NFS, minus
     /// the profile's removals.
     fn world(&mut self, mut world: BTreeSet<String>) -> Result<()> {
-        world.extend(self.profile.packages.iter().cloned());
         if self.site.config.boot.nfs.is_some() {
             world.insert("nfs-utils".into());
         }
+        for r in &self.profile.package_removals {
+            if !world.contains(&r.name) {
+                let known = self.profile.declared_packages.iter().chain(&world);
+                return Err(removes_nothing(r, "package", known));
+            }
+        }
+        world.extend(self.profile.packages.iter().cloned());
         for r in &self.profile.removed_packages {
             world.remove(r);
         }
@@ -188,6 +207,14 @@ impl Builder<'_> {
             let d = services.entry("default".into()).or_default();
             if !d.iter().any(|s| s == "netmount") {
                 d.push("netmount".into());
+            }
+        }
+        for r in &self.profile.service_removals {
+            let level = r.level.unwrap_or("default");
+            let added = services.get(level).is_some_and(|l| l.contains(&r.name));
+            let link = format!("etc/runlevels/{level}/{}", r.name);
+            if !added && !self.m.entries.contains_key(&link) {
+                return Err(removes_nothing(r, "service", &self.service_names()));
             }
         }
         for level in RUNLEVELS {
@@ -207,6 +234,25 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Every service name the profile chain, Alpine's defaults or a layer's runlevel links
+    /// know, in any runlevel (did-you-mean candidates).
+    fn service_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = RUNLEVELS
+            .iter()
+            .flat_map(|l| default_services(l).iter().map(|s| s.to_string()))
+            .collect();
+        names.extend(self.profile.services.values().flatten().cloned());
+        names.extend(self.profile.removed_services.values().flatten().cloned());
+        for path in self.m.entries.keys() {
+            if let Some(rest) = path.strip_prefix("etc/runlevels/")
+                && let Some((_, svc)) = rest.split_once('/')
+            {
+                names.insert(svc.to_string());
+            }
+        }
+        names
     }
 
     /// `etc/network/interfaces` (declared, else the default when no layer has one) and
@@ -346,6 +392,37 @@ impl Builder<'_> {
             format!("symlink loop in {origin}: {}", cycle.join(" → ")),
         ))
     }
+}
+
+/// The error of a `"!name"` removal that removes nothing, with the nearest `known` name.
+fn removes_nothing<'a>(
+    r: &Removal,
+    what: &str,
+    known: impl IntoIterator<Item = &'a String>,
+) -> Error {
+    let list = if what == "package" {
+        "packages"
+    } else {
+        "services"
+    };
+    let level = r
+        .level
+        .map(|l| format!(" from runlevel {l}"))
+        .unwrap_or_default();
+    let known = known
+        .into_iter()
+        .map(String::as_str)
+        .filter(|k| *k != r.name);
+    let near = nearest(&r.name, known)
+        .map(|n| format!("; did you mean \"!{n}\"?"))
+        .unwrap_or_default();
+    Error::input(
+        r.loc.clone(),
+        format!(
+            "{list}: \"!{}\" removes nothing: no profile of the chain and no layer brings {what} {}{level}{near}",
+            r.name, r.name
+        ),
+    )
 }
 
 fn apply_permission(m: &mut Manifest, ids: &Ids, path: &str, d: &Declared<PermDecl>) -> Result<()> {

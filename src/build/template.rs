@@ -1,36 +1,216 @@
 //! Templates (`*.j2` overlay files, inline file contents, hostname and repository lines),
-//! rendered with minijinja; an undefined variable is an error, never an empty string. Errors
-//! name the place: `file:line:col` in a template file, and for a template written as a TOML
-//! string the line of the profile file it is on; an undefined variable is named, with the
-//! nearest defined one when there is one (`vars.start_ulr` → `vars.start_url`).
+//! rendered with minijinja; an undefined variable is an error, never an empty string. Every
+//! render has a work limit ([`FUEL`] instructions) and an output limit ([`MAX_OUTPUT`]), so a
+//! template such as nested `range(100000)` loops is an error naming its file, not a hang; one
+//! that keeps running out of fuel is not run again for every device ([`RUNAWAY_AFTER`]).
+//! Errors name the place — `file:line:col` in a template file, the line and column in the
+//! profile file for a template written as a TOML string — and an undefined value by its name,
+//! with the nearest defined one ([`template_error`](crate::build::template_error)).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
+use crate::build::template_error::{describe, key_name, line_col, value_location};
 use crate::error::{Error, Location, Result};
 
-fn env() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-            .keep_trailing_newline(true)
-            .build()
-        {
-            env.set_syntax(syntax);
+/// Instructions one render may run (minijinja's fuel): far beyond what a configuration file
+/// needs (a loop printing 10,000 numbers takes about 70,000), and about 15 ms of work when spent.
+pub(crate) const FUEL: u64 = 1_000_000;
+/// Bytes one render may produce: 32 MiB.
+pub(crate) const MAX_OUTPUT: usize = 32 << 20;
+/// After a template ran out of fuel for this many devices and rendered for none, the others
+/// get the same error without running it: a runaway template in a 50,000-device site costs
+/// three renders, not 50,000 (about 15 ms each).
+const RUNAWAY_AFTER: u32 = 3;
+
+/// Templates that ran out of fuel, by [`cache_key`]: how often, whether one ever rendered, and the
+/// error to repeat. Forgotten when a project is loaded ([`forget_runaways`]), so a fix made
+/// in the TOML files (a smaller loop bound in `vars`) is tried afresh.
+#[derive(Default)]
+struct Runaway {
+    failures: u32,
+    rendered: bool,
+    error: Option<Error>,
+}
+
+static RUNAWAYS: Mutex<Option<HashMap<String, Runaway>>> = Mutex::new(None);
+
+/// Forget which templates ran out of fuel (called when a project is loaded).
+pub(crate) fn forget_runaways() {
+    if let Ok(mut r) = RUNAWAYS.lock() {
+        *r = None;
+    }
+}
+
+/// The error to repeat for the template `key`, if it ran out of fuel often enough and never
+/// rendered.
+fn known_runaway(key: &str) -> Option<Error> {
+    let r = RUNAWAYS.lock().ok()?;
+    let entry = r.as_ref()?.get(key)?;
+    (!entry.rendered && entry.failures >= RUNAWAY_AFTER)
+        .then(|| entry.error.clone())
+        .flatten()
+}
+
+/// Note how the template `key` ended: rendered, or out of fuel with `error`.
+fn note_runaway(key: &str, out_of_fuel: Option<&Error>) {
+    let Ok(mut r) = RUNAWAYS.lock() else { return };
+    match out_of_fuel {
+        Some(e) => {
+            let entry = r
+                .get_or_insert_with(HashMap::new)
+                .entry(key.to_string())
+                .or_default();
+            entry.failures += 1;
+            entry.error.get_or_insert_with(|| e.clone());
         }
-        env
-    })
+        None => {
+            if let Some(entry) = r.as_mut().and_then(|m| m.get_mut(key)) {
+                entry.rendered = true;
+            }
+        }
+    }
+}
+
+/// Templates compiled per thread: one `*.j2` file or TOML value is rendered for every device,
+/// and is compiled once. Keyed by file, part and a hash of the source, so an edited template
+/// is compiled anew; cleared when it holds [`MAX_CACHED`] templates.
+struct Compiled {
+    env: Environment<'static>,
+    count: usize,
+}
+
+/// Compiled templates kept per thread.
+const MAX_CACHED: usize = 512;
+
+thread_local! {
+    static COMPILED: RefCell<Compiled> = RefCell::new(Compiled {
+        env: new_env(),
+        count: 0,
+    });
+}
+
+fn new_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env
+}
+
+/// The cache key of `source`, read from `file` (`what` part of it).
+fn cache_key(file: &Path, what: Option<&str>, source: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    format!(
+        "{}\u{0}{}\u{0}{:016x}",
+        file.display(),
+        what.unwrap_or(""),
+        h.finish()
+    )
+}
+
+/// The rendered text, refusing to grow past [`MAX_OUTPUT`].
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    too_large: bool,
+}
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            self.too_large = true;
+            return Err(std::io::Error::other("output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Render the template file `file` (its text is `source`) with `ctx`.
 pub(crate) fn render(file: &Path, source: &str, ctx: &Value) -> Result<String> {
-    env()
-        .render_named_str(&file.display().to_string(), source, ctx)
-        .map_err(|e| {
+    run(file, None, source, ctx)
+}
+
+/// Render `source`, the string at `key` of the TOML file `file` (e.g. `["files", "etc/motd",
+/// "content"]`; a number indexes an array), with `ctx`. Errors are located in `file`.
+pub(crate) fn render_value(file: &Path, key: &[&str], source: &str, ctx: &Value) -> Result<String> {
+    run(file, Some(key), source, ctx)
+}
+
+/// Render `source`, read from `file` (at `key` when it is a value inside a TOML file).
+fn run(file: &Path, key: Option<&[&str]>, source: &str, ctx: &Value) -> Result<String> {
+    let what = key.map(key_name);
+    let name = cache_key(file, what.as_deref(), source);
+    if let Some(e) = known_runaway(&name) {
+        return Err(e);
+    }
+    let mut out = Output::default();
+    let rendered = COMPILED.with(|cell| {
+        let mut c = cell.borrow_mut();
+        if c.env.get_template(&name).is_err() {
+            if c.count >= MAX_CACHED {
+                c.env.clear_templates();
+                c.count = 0;
+            }
+            c.env.add_template_owned(name.clone(), source.to_string())?;
+            c.count += 1;
+        }
+        c.env
+            .get_template(&name)?
+            .render_captured_to(ctx, &mut out)
+            .map(|_| ())
+    });
+    match rendered {
+        Ok(()) => {
+            note_runaway(&name, None);
+            String::from_utf8(out.bytes)
+                .map_err(|_| Error::at_path(file, "template output is not valid UTF-8"))
+        }
+        Err(e) => {
+            let error = located(file, key, source, &e, out.too_large, ctx);
+            if e.kind() == ErrorKind::OutOfFuel {
+                note_runaway(&name, Some(&error));
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A render error as an input error at its place: the line and column in a template file, or
+/// in the TOML file that holds the template at `key`.
+fn located(
+    file: &Path,
+    key: Option<&[&str]>,
+    source: &str,
+    e: &minijinja::Error,
+    too_large: bool,
+    ctx: &Value,
+) -> Error {
+    let detail = if too_large {
+        format!("output larger than {MAX_OUTPUT} bytes")
+    } else if e.kind() == ErrorKind::OutOfFuel {
+        format!("too much work (more than {FUEL} instructions); is a loop running away?")
+    } else {
+        describe(e, ctx)
+    };
+    match key {
+        None => {
             let loc = match (e.range(), e.line()) {
                 (Some(r), _) => Location::at_offset(file, source, r.start),
                 (None, Some(line)) => Location {
@@ -39,171 +219,73 @@ pub(crate) fn render(file: &Path, source: &str, ctx: &Value) -> Result<String> {
                 },
                 _ => Location::path(file),
             };
-            Error::input(loc, format!("template: {}", describe(&e, ctx)))
-        })
-}
-
-/// Render `source`, the string at `key` of the TOML file `file` (e.g. `["files", "etc/motd",
-/// "content"]`; a number indexes an array), with `ctx`. Errors are located in `file`.
-pub(crate) fn render_value(file: &Path, key: &[&str], source: &str, ctx: &Value) -> Result<String> {
-    env()
-        .render_named_str(&file.display().to_string(), source, ctx)
-        .map_err(|e| {
+            Error::input(loc, format!("template: {detail}"))
+        }
+        Some(k) => {
             let (line, col) = match (e.range(), e.line()) {
                 (Some(r), _) => line_col(source, r.start),
                 (None, Some(line)) => (line, 1),
                 _ => (1, 1),
             };
             Error::input(
-                value_location(file, key, line, col),
-                format!("template in {}: {}", key_name(key), describe(&e, ctx)),
+                value_location(file, k, line, col),
+                format!("template in {}: {detail}", key_name(k)),
             )
-        })
-}
-
-/// 1-based line and column of byte `offset` of `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    Location::at_offset("", text, offset)
-        .line_col
-        .unwrap_or((1, 1))
-}
-
-/// `key` as TOML writes a dotted key: `network.interfaces`, `files."etc/motd".content`,
-/// `repositories[0]`.
-fn key_name(key: &[&str]) -> String {
-    let mut out = String::new();
-    for k in key {
-        if k.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
-            out.push_str(&format!("[{k}]"));
-            continue;
-        }
-        if !out.is_empty() {
-            out.push('.');
-        }
-        if k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            out.push_str(k);
-        } else {
-            out.push_str(&format!("{k:?}"));
         }
     }
-    out
-}
-
-/// Where line `line`, column `col` of the string at `key` of the TOML file `file` is in that
-/// file; the file alone when it cannot be read or the key is not found in it.
-pub(crate) fn value_location(file: &Path, key: &[&str], line: usize, col: usize) -> Location {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return Location::path(file);
-    };
-    match string_start(&text, key) {
-        Some((start, multiline)) => {
-            let (l0, c0) = line_col(&text, start);
-            let at = match (line, multiline) {
-                (1, _) => (l0, c0 + col - 1),
-                (l, true) => (l0 + l - 1, col),
-                // A one-line string with escaped newlines: its start.
-                (_, false) => (l0, c0),
-            };
-            Location {
-                path: file.to_path_buf(),
-                line_col: Some(at),
-            }
-        }
-        None => Location::path(file),
-    }
-}
-
-/// The byte offset in `text` where the contents of the string at `key` begin, and whether it
-/// is a multi-line string.
-fn string_start(text: &str, key: &[&str]) -> Option<(usize, bool)> {
-    let doc = toml_edit::Document::parse(text).ok()?;
-    let (first, rest) = key.split_first()?;
-    let mut item = doc.as_table().get(first)?;
-    for k in rest {
-        item = match k.parse::<usize>() {
-            Ok(i) if item.as_array().is_some() => item.get(i)?,
-            _ => item.get(*k)?,
-        };
-    }
-    let span = item.span()?;
-    let raw = text.get(span.start..)?;
-    for delim in ["\"\"\"", "'''"] {
-        if raw.starts_with(delim) {
-            let after = span.start + delim.len();
-            let skip = match text.get(after..) {
-                Some(t) if t.starts_with("\r\n") => 2,
-                Some(t) if t.starts_with('\n') => 1,
-                _ => 0,
-            };
-            return Some((after + skip, true));
-        }
-    }
-    Some((span.start + 1, false))
-}
-
-/// The error in words; an undefined value is named, with the nearest defined name.
-fn describe(e: &minijinja::Error, ctx: &Value) -> String {
-    let detail = e.detail().unwrap_or_default();
-    if e.kind() != ErrorKind::UndefinedError {
-        return match e.detail() {
-            Some(d) => format!("{}: {d}", e.kind()),
-            None => e.kind().to_string(),
-        };
-    }
-    let Some(name) = detail.split('`').nth(1).filter(|n| !n.is_empty()) else {
-        return e.kind().to_string();
-    };
-    let (near, known) = nearest(name, ctx);
-    match (near, known) {
-        (Some(n), _) => format!("undefined value `{name}`; did you mean `{n}`?"),
-        (None, Some(k)) if !k.is_empty() => format!("undefined value `{name}` (defined: {k})"),
-        _ => format!("undefined value `{name}`"),
-    }
-}
-
-/// For an undefined dotted name (`vars.start_ulr`), the closest defined name beside it
-/// (`vars.start_url`), and the defined names beside it when they are few.
-fn nearest(name: &str, ctx: &Value) -> (Option<String>, Option<String>) {
-    if name.contains(['[', ']', '(', ' ']) {
-        return (None, None);
-    }
-    let parts: Vec<&str> = name.split('.').collect();
-    let Some((last, parents)) = parts.split_last() else {
-        return (None, None);
-    };
-    let mut v = ctx.clone();
-    for p in parents {
-        match v.get_attr(p) {
-            Ok(x) if !x.is_undefined() => v = x,
-            _ => return (None, None),
-        }
-    }
-    let Ok(keys) = v.try_iter() else {
-        return (None, None);
-    };
-    let keys: Vec<String> = keys
-        .filter_map(|k| k.as_str().map(str::to_string))
-        .collect();
-    let prefix: String = parents.iter().map(|p| format!("{p}.")).collect();
-    let best = keys
-        .iter()
-        .map(|k| (strsim::jaro_winkler(last, k), k))
-        .filter(|(score, k)| *score >= 0.8 || k.eq_ignore_ascii_case(last))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| format!("{prefix}{k}"));
-    let known = (keys.len() <= 12).then(|| {
-        let mut k: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
-        k.sort();
-        k.join(", ")
-    });
-    (best, known)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runaway_template_is_run_only_a_few_times() {
+        let loops =
+            "{% for i in range(100000) %}{% for j in range(vars.n) %}x{% endfor %}{% endfor %}";
+        let file = Path::new("runaway-test.j2");
+        let big = minijinja::context! { vars => minijinja::context! { n => 100000 } };
+        let first = render(file, loops, &big).unwrap_err().to_string();
+        for _ in 1..RUNAWAY_AFTER {
+            assert_eq!(render(file, loops, &big).unwrap_err().to_string(), first);
+        }
+        // Now known: even a device for which it would render gets the error at once.
+        let small = minijinja::context! { vars => minijinja::context! { n => 0 } };
+        let t = std::time::Instant::now();
+        assert_eq!(render(file, loops, &small).unwrap_err().to_string(), first);
+        assert!(t.elapsed() < std::time::Duration::from_millis(5));
+        // Until a project is loaded again.
+        forget_runaways();
+        assert_eq!(render(file, loops, &small).unwrap(), "");
+    }
+
+    #[test]
+    fn a_long_but_finite_loop_renders() {
+        let ctx = minijinja::context! {};
+        let text = "{% for i in range(10000) %}{{ i }}\n{% endfor %}";
+        let out = render(Path::new("t.j2"), text, &ctx).unwrap();
+        assert_eq!(out.lines().count(), 10000);
+    }
+
+    #[test]
+    fn runaway_templates_stop_with_their_file() {
+        let ctx = minijinja::context! {};
+        let loops =
+            "a\n{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let e = render(Path::new("t.j2"), loops, &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.j2:2:"), "{e}");
+        assert!(e.contains("too much work"), "{e}");
+        let big = "{% for i in range(3) %}{{ 'x' * 20000000 }}{% endfor %}";
+        let e = render_value(Path::new("t.j2"), &["hostname"], big, &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.j2: template in hostname: output larger than"),
+            "{e}"
+        );
+    }
 
     fn ctx() -> Value {
         minijinja::context! {

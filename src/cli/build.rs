@@ -74,6 +74,10 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         outcomes
     };
     let scripts = p.boot_scripts(!a.dry_run)?;
+    let warnings = p.warnings();
+    for w in &warnings {
+        output::warning(w);
+    }
     let groups = output::group_errors(
         outcomes
             .iter()
@@ -84,6 +88,7 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         output::json(&json!({
             "dry_run": a.dry_run,
             "devices": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+            "warnings": warnings,
             "scripts": scripts.iter().map(|(p, s)| json!({"path": p, "state": PublishState::from(*s)})).collect::<Vec<_>>(),
             "counts": output::counts_json(outcomes.iter().map(Outcome::state), &BUILD_STATES, PublishState::name),
             "errors": output::errors_json(&groups),

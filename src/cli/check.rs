@@ -1,10 +1,11 @@
-//! `ovl check`: plan every device of the inventory, and every profile no device uses, and
-//! report every error found (each once). Missing or unreadable boot files (kernel, initramfs,
-//! modloop, DHCP boot files) are warnings: a site that has not run `ovl fetch` yet can still
-//! check its profiles.
+//! `ovl check`: plan every device of the inventory (in parallel), and every profile no device
+//! uses, and report every error found (each once, in inventory order). Missing or unreadable
+//! boot files (kernel, initramfs, modloop, DHCP boot files) are warnings: a site that has not
+//! run `ovl fetch` yet can still check its profiles.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use rayon::prelude::*;
 use serde_json::json;
 
 use crate::build::plan::DeviceSpec;
@@ -22,7 +23,8 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
     let found = site_errors(p)?;
     let errors = output::group_errors(found.iter().map(|(m, e)| (*m, e)));
     let boot = boot_files(&p.site);
-    let warnings: Vec<String> = boot.iter().filter_map(|f| boot_warning(p, f)).collect();
+    let mut warnings = p.warnings();
+    warnings.extend(boot.iter().filter_map(|f| boot_warning(p, f)));
     if json {
         output::json(&json!({
             "ok": errors.is_empty(),
@@ -40,7 +42,7 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
         ));
     }
     for w in &warnings {
-        eprintln!("warning: {w}");
+        output::warning(w);
     }
     output::errors(&errors);
     Ok(errors
@@ -66,9 +68,9 @@ fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
     ))
 }
 
-/// Every error of the site, with the inventory device it was met for: each device planned,
-/// each unused profile planned for [`SAMPLE_MAC`] (no device), and hostnames two inventory
-/// devices share.
+/// Every error of the site, with the inventory device it was met for: hostnames two
+/// inventory devices share (also when templates render them), each device planned, each unused
+/// profile planned for [`SAMPLE_MAC`] (no device).
 fn site_errors(p: &Project) -> Result<Vec<(Option<Mac>, Error)>> {
     let mut specs = p.select(&Selection {
         all: true,
@@ -88,26 +90,18 @@ fn site_errors(p: &Project) -> Result<Vec<(Option<Mac>, Error)>> {
         device: None,
     }));
     let cache = p.read_layers(&specs);
-    let mut errors = Vec::new();
-    let mut hostnames: BTreeMap<String, Mac> = BTreeMap::new();
-    for spec in &specs {
-        match p.plan(spec, &cache) {
-            Ok(plan) => {
-                if spec.device.is_some()
-                    && let Some(other) =
-                        hostnames.insert(plan.hostname.to_ascii_lowercase(), plan.mac)
-                {
-                    errors.push((
-                        Some(plan.mac),
-                        Error::Device {
-                            mac: plan.mac.to_string(),
-                            message: format!("hostname {} is also {}'s", plan.hostname, other),
-                        },
-                    ));
-                }
-            }
-            Err(e) => errors.push((spec.device.as_ref().map(|d| d.mac), e)),
-        }
-    }
+    let mut errors: Vec<(Option<Mac>, Error)> = p
+        .hostname_clashes()
+        .into_iter()
+        .map(|(m, e)| (Some(m), e))
+        .collect();
+    let planned: Vec<(Option<Mac>, Error)> = specs
+        .par_iter()
+        .filter_map(|spec| {
+            let e = p.plan(spec, &cache).err()?;
+            Some((spec.device.as_ref().map(|d| d.mac), e))
+        })
+        .collect();
+    errors.extend(planned);
     Ok(errors)
 }

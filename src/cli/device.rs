@@ -185,7 +185,7 @@ pub(crate) fn run(site: &Site, c: &DeviceCommand, json: bool) -> Result<i32> {
     }
     let written = text != doc.original();
     if written {
-        write_inventory(site, &path, &text)?;
+        write_inventory(&path, &text)?;
     }
     let (archive, code, line) = match (c, &device) {
         (DeviceCommand::Rm(a), _) => remove_archive(&p, mac, a.keep_archive)?,
@@ -245,22 +245,23 @@ fn lock(site: &Site) -> Result<std::fs::File> {
 }
 
 /// Replace `devices.toml` atomically, keeping its permission bits and, where allowed, owner.
-fn write_inventory(site: &Site, path: &Path, text: &str) -> Result<()> {
+/// A symlinked `devices.toml` is replaced where it points; the link stays.
+fn write_inventory(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let old = std::fs::metadata(path).ok();
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).at(path)?,
+        _ => path.to_path_buf(),
+    };
+    let old = std::fs::metadata(&target).ok();
     let mode = old
         .as_ref()
         .map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    publish::write_atomic(
-        path,
-        text.as_bytes(),
-        &site.tmp_dir(),
-        "devices.toml.",
-        Some(mode),
-    )?;
+    // Hidden beside the file, as archives are: the rename stays atomic wherever it lives.
+    let dir = target.parent().unwrap_or(Path::new("."));
+    publish::write_atomic(&target, text.as_bytes(), dir, ".devices.toml.", Some(mode))?;
     if let Some(m) = old {
         // Best effort: an administrator's `sudo ovl device …` keeps the site's owner.
-        let _ = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()));
+        let _ = std::os::unix::fs::chown(&target, Some(m.uid()), Some(m.gid()));
     }
     Ok(())
 }

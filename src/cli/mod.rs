@@ -19,6 +19,7 @@ mod export;
 mod fetch;
 mod init;
 mod list;
+mod man;
 mod output;
 mod prune;
 mod serve;
@@ -87,6 +88,11 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
     /// ovl.toml).
+    ///
+    /// HTTP also serves the status page at / (every device, its archive state and boot
+    /// progress), /status (JSON) and /metrics (Prometheus). SIGHUP re-reads ovl.toml,
+    /// devices.toml and profiles/; SIGINT and SIGTERM stop. Needs no root: only the
+    /// capability to bind ports below 1024 (dist/ has a systemd unit and an OpenRC service).
     Serve(serve::ServeArgs),
     /// Print the configuration of the site's other servers: DHCP (dnsmasq, ISC dhcpd or Kea:
     /// pool, PXE boot files, the iPXE script URL, reservations) or NFS (/etc/exports lines for
@@ -98,8 +104,9 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Print shell completions.
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff): ovl(1), one per command (ovl-build(1), …), ovl.toml(5) and
+    /// ovl-profile(5) with every key; or write them all into a folder (--dir).
+    Man(man::ManArgs),
 }
 
 /// A device, for `show`.
@@ -176,10 +183,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
     if json && let Some(name) = json_refused(&cli.command) {
         return Err(Error::Usage(format!(
             "--json: `ovl {name}` prints no results to put in JSON{}",
-            if name == "serve" {
-                " (its log lines are JSON with --log-format json)"
-            } else {
-                ""
+            match name {
+                "serve" => " (its log lines are JSON with --log-format json)",
+                "man" => " (with --dir, the pages written are)",
+                _ => "",
             }
         )));
     }
@@ -197,7 +204,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Export(a) => export::run(&project(&cli)?, a, json),
         Command::Fetch(a) => fetch::run(&Site::discover(cli.site.as_deref())?, a, json),
         Command::Completions(a) => completions::completions(a),
-        Command::Man => completions::man(),
+        Command::Man(a) => man::run(a, json),
     }
 }
 
@@ -205,7 +212,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
 fn json_refused(c: &Command) -> Option<&'static str> {
     match c {
         Command::Serve(_) => Some("serve"),
-        Command::Man => Some("man"),
+        Command::Man(a) if !a.writes_files() => Some("man"),
         Command::Completions(_) => Some("completions"),
         _ => None,
     }

@@ -59,6 +59,11 @@ pub(crate) fn error(e: &impl std::fmt::Display) {
     eprintln!("error: {e}");
 }
 
+/// Print `warning: …` on stderr.
+pub(crate) fn warning(w: &impl std::fmt::Display) {
+    eprintln!("warning: {w}");
+}
+
 /// What a failed command prints on stdout with `--json`: `{"schema", "error": {…}}`.
 pub(crate) fn error_json(e: &Error) -> Value {
     json!({ "error": JsonError::new(e, None) })

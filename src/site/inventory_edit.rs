@@ -10,6 +10,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, TableLike, Value};
 
 use crate::error::{Error, Location, Result};
 use crate::mac::Mac;
+use crate::site::toml_file;
 
 /// The `[[device]]` array's key.
 const DEVICE_KEY: &str = "device";
@@ -52,11 +53,7 @@ pub(crate) struct InventoryDoc {
 impl InventoryDoc {
     /// Read `path`; a missing file is an empty inventory.
     pub(crate) fn read(path: &Path) -> Result<InventoryDoc> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io(path, e)),
-        };
+        let text = toml_file::read_text_if_exists(path)?.unwrap_or_default();
         InventoryDoc::parse(path, text)
     }
 

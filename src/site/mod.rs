@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 
 pub use config::{
     AlpineConfig, BootConfig, BuildConfig, ConfigsAccess, DhcpMode, DhcpSettings, FetchConfig,
-    RelayPool, ServeConfig, SiteConfig,
+    OnFailure, RelayPool, ServeConfig, SiteConfig,
 };
 pub use layout::{DEVICES_FILE, SITE_FILE};
 

@@ -28,6 +28,7 @@ fn every_json_output_carries_the_schema() {
     let site = TestSite::example();
     let dir = tempfile::tempdir().unwrap();
     let new_site = dir.path().join("new");
+    let man_dir = dir.path().join("man");
     let runs: Vec<Vec<&str>> = vec![
         vec!["init", new_site.to_str().unwrap()],
         vec!["check"],
@@ -40,6 +41,7 @@ fn every_json_output_carries_the_schema() {
         vec!["device", "set", MAC, "--var", "screen=portrait"],
         vec!["export", "dnsmasq"],
         vec!["export", "nfs"],
+        vec!["man", "--dir", man_dir.to_str().unwrap()],
         vec!["show", "--mac", "02:00:00:00:00:01"],
     ];
     for args in runs {
@@ -121,6 +123,7 @@ fn json_is_refused_where_it_means_nothing() {
     for args in [
         &["--json", "serve", "--http", "127.0.0.1:0", "--tftp", "off"][..],
         &["man", "--json"],
+        &["man", "build", "--json"],
         &["completions", "bash", "--json"],
     ] {
         site.ovl(args)

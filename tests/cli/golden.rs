@@ -5,6 +5,13 @@
 //! Deliberate changes since: the NFS round trip mounts each device's own capture folder
 //! (`/media/pxe/MAC`, issue #9 item 6; only `etc/fstab`, `etc/lbu/lbu.conf` and the mount
 //! point of the rich site's archives changed).
+//!
+//! Issue #9 changed the example site's archives once, deliberately: `profiles/S.toml` now
+//! ships a placeholder instead of a real-looking ed25519 key, so `root/.ssh/authorized_keys`
+//! changed (99 → 63 bytes) and nothing else (checked with `tar -tvzf` before and after). The
+//! new mode rule (source permission bits minus group/other write, no setuid/setgid/sticky
+//! unless declared) leaves both recorded sites' bytes as they were: their sources hold only
+//! 0644/0755 files and 0755 folders, which the old git-like rule gave too.
 
 use crate::harness::proc::sha256;
 use crate::harness::site::{TestSite, python_tar};
@@ -47,13 +54,13 @@ fn example_site_archives_are_byte_identical_to_the_recorded_ones() {
     assert_digests(
         &site,
         &[
-            "52:54:00:12:34:56.tar.gz 8793209e835d58f5e4392de471af74ba9ac80432db02d8db09b0639e7c39ee28",
-            "52:54:00:ab:cd:01.tar.gz c2b13655f5e927d93b1ec046f2edb628348e5c849b455b2c0e7202bf3b6cb849",
-            "52:54:00:ab:cd:02.tar.gz 9b3927b9433d5ac7eadfab6c26db4a51ada581fb47ecdffa542e49811c1c6b0a",
-            "52:54:00:ab:cd:10.tar.gz c40f8402cbc0356837fe75383681aa4ca5aa9f8c5bcaf486b1932c66828b1c75",
-            "52:54:00:ab:cd:20.tar.gz a054a32ba973152c0656b75e5dc25361076529ac083f6a7133f7d26d200638d3",
-            "boot.ipxe 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
-            "gpxe-script 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
+            "52:54:00:12:34:56.tar.gz beb9a882acaad05d823784931c83b1505cefb71520571d684619a5a903f88564",
+            "52:54:00:ab:cd:01.tar.gz 7370311fbfa53f884ce40a0b87e90005bf66078fee33aa662b1eac4458097e87",
+            "52:54:00:ab:cd:02.tar.gz a012d37d181dc4fef660c1148be89f058b1931d85724756a92fb4b0317f4a34a",
+            "52:54:00:ab:cd:10.tar.gz 6820d404352987b13a6ac896cf38dfc9920a74df56ae64feb4d2ae7bcbbcbc90",
+            "52:54:00:ab:cd:20.tar.gz e9e68c150dfb5c922a1d6d89c728b62b8d3a4f3b32b667eb05d6af0c7b15bc0a",
+            "boot.ipxe 29cd1c70bb759c2922517fb4234fba7ac4757d06727b7362dfe31afbe61fa5ab",
+            "gpxe-script 29cd1c70bb759c2922517fb4234fba7ac4757d06727b7362dfe31afbe61fa5ab",
         ],
     );
 }
@@ -191,8 +198,8 @@ fn rich_site_archives_are_byte_identical_to_the_recorded_ones() {
             "52:54:00:12:34:56.tar.gz b304a95176296f87c7b120bf20985261e412d108db8db63f2403d58e6ec84d98",
             "52:54:00:12:34:57.tar.gz b113223663cb73ea8095f5bf95f2b4e1f420c4daea44e5e0f7103405b26fdd8d",
             "52:54:00:12:34:58.tar.gz 5dea497e545d93d50e4773a304cdd677a80bd0d3972a8a91c0c80eda2d60e0d3",
-            "boot.ipxe ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
-            "gpxe-script ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
+            "boot.ipxe cef01d7bfee328e0376956772c71c24af8dd7987c5305736b8acdf25cf0fcdc5",
+            "gpxe-script cef01d7bfee328e0376956772c71c24af8dd7987c5305736b8acdf25cf0fcdc5",
         ],
     );
 }
