@@ -353,3 +353,28 @@ fn add_to_a_site_without_an_inventory() {
     );
     assert!(site.path(".ovl-state/devices.lock").is_file());
 }
+
+#[test]
+fn a_hostname_clash_with_a_rendered_one_writes_nothing() {
+    // The one device of the test site is s-123456 by its profile's template.
+    let site = TestSite::new();
+    site.ovl(&["build", "--all"]).ok();
+    let before = inventory(&site);
+    let archives = site.snapshot();
+    site.ovl(&[
+        "device",
+        "add",
+        "02:00:00:00:00:09",
+        "--profile",
+        "S",
+        "--hostname",
+        "s-123456",
+    ])
+    .code(1)
+    .stderr_has(
+        "device 02:00:00:00:00:09: hostname s-123456 is also the hostname of 52:54:00:12:34:56",
+    )
+    .stderr_has("(nothing written)");
+    assert_eq!(before, inventory(&site));
+    assert_eq!(archives, site.snapshot());
+}
