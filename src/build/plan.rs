@@ -9,14 +9,18 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::Serialize;
 
-use crate::build::layer::{LayerCache, LayerTree, Node};
-use crate::build::manifest::{Collision, Kind, Manifest};
+use crate::build::capture::{self, Base, BaseRef, CaptureReport};
+use crate::build::history::{self, FileState, Identity, Record, States};
+use crate::build::layer::{LayerCache, LayerSource, LayerTree, Node};
+use crate::build::manifest::{Collision, Entry, Kind, Manifest};
+use crate::build::merge;
 use crate::build::nfs::{self, NfsExport};
 use crate::build::owners::Ids;
 use crate::build::settings::DeviceSettings;
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
+use crate::site::layout::{IDENTITY_DIR, IDENTITY_FILE};
 use crate::site::profile::{Declared, Profile, RUNLEVELS};
 use crate::site::profile_file::PermDecl;
 
@@ -27,16 +31,29 @@ pub(crate) use crate::build::settings::layer_sources;
 pub(crate) const DEFAULT_INTERFACES: &str =
     "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n";
 
-/// A device resolved: settings and manifest. Serializes as its settings (`ovl show --json`);
-/// reads as its settings too (`plan.hostname`).
+/// A device resolved: settings, manifest and build identity, and what its capture does.
+/// Serializes as its settings (`ovl show --json`); reads as its settings too
+/// (`plan.hostname`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DevicePlan {
     /// Profile, hostname, layers, kernel line, …
     #[serde(flatten)]
     pub settings: DeviceSettings,
-    /// The files.
+    /// The files, the identity file included.
     #[serde(skip)]
     pub manifest: Manifest,
+    /// The build identity (written in the archive's `etc/ovl/build`).
+    #[serde(skip)]
+    pub id: String,
+    /// What every path of `manifest` holds.
+    #[serde(skip)]
+    pub(crate) states: States,
+    /// The fleet's part (the plan without the capture), when the device has a capture.
+    #[serde(skip)]
+    pub(crate) fleet: Option<(Manifest, States)>,
+    /// The device's capture: its base and what it changes against the fleet.
+    #[serde(skip)]
+    pub capture: Option<CaptureReport>,
 }
 
 impl std::ops::Deref for DevicePlan {
@@ -47,27 +64,180 @@ impl std::ops::Deref for DevicePlan {
     }
 }
 
+impl DevicePlan {
+    /// The conflicts its capture has with the fleet.
+    pub fn conflicts(&self) -> Vec<&str> {
+        self.capture
+            .as_ref()
+            .map(CaptureReport::conflicts)
+            .unwrap_or_default()
+    }
+
+    /// What to keep in the device's history once its archive is published.
+    pub(crate) fn record(&self) -> Record<'_> {
+        Record {
+            mac: self.mac,
+            profile: &self.profile,
+            hostname: &self.hostname,
+            id: &self.id,
+            published: (&self.manifest, &self.states),
+            fleet: self.fleet.as_ref().map(|(m, s)| (m, s)),
+            conflicts: self.conflicts().into_iter().map(str::to_string).collect(),
+        }
+    }
+}
+
+/// How the plan of a device treats its capture layer.
+#[derive(Clone, Copy)]
+enum CaptureUse<'a> {
+    /// Left out: the fleet's part.
+    Skip,
+    /// On top of the other layers (a capture without a known base), but for these paths.
+    OnTop(&'a [String]),
+}
+
 /// Build the manifest of a device with `settings` and `profile` from `layers` (read
-/// beforehand; a layer missing from the cache is read now).
+/// beforehand; a layer missing from the cache is read now): the fleet's part, then the
+/// device's capture merged into it (or laid on top, without a known base), then the build
+/// identity.
 pub(crate) fn plan(
     site: &Site,
     profile: &Profile,
     settings: DeviceSettings,
     layers: &LayerCache,
 ) -> Result<DevicePlan> {
-    let mut b = Builder {
-        site,
-        profile,
-        settings: &settings,
-        ctx: settings.context(site),
-        origin: format!(
-            "profile {} ({})",
-            profile.name,
-            site.relative(&profile.file)
-        ),
-        m: Manifest::default(),
+    let mut fleet = assemble(site, profile, &settings, layers, CaptureUse::Skip)?;
+    put_identity(&mut fleet, &settings)?;
+    let fleet_states = history::states(&fleet, None);
+    let (manifest, mut states, capture, fleet) = match settings.capture.clone() {
+        None => (fleet, fleet_states, None, None),
+        Some(src) => {
+            let tree = layer_tree(layers, &src)?;
+            let parts = (&fleet, &fleet_states);
+            let (m, report) = with_capture(site, profile, &settings, layers, &tree, parts)?;
+            let states = history::states(&m, Some(parts));
+            (m, states, Some(report), Some((fleet, fleet_states)))
+        }
     };
-    let world = b.layers(layers)?;
+    let mut plan = DevicePlan {
+        id: history::identity(&states),
+        settings,
+        manifest,
+        states: States::new(),
+        fleet,
+        capture,
+    };
+    let text = Identity {
+        id: plan.id.clone(),
+        mac: plan.mac,
+        profile: plan.profile.clone(),
+    }
+    .text();
+    if let Some(e) = plan.manifest.entries.get_mut(IDENTITY_FILE) {
+        e.kind = Kind::File(Arc::from(text.into_bytes()));
+        let ids = (e.uid, e.gid);
+        let st = FileState::new(&e.kind, e.mode, ids, (&e.user, &e.group));
+        states.insert(IDENTITY_FILE.to_string(), st);
+    }
+    if let Some(c) = &mut plan.capture {
+        merge::settle(&mut c.items, &states);
+    }
+    plan.states = states;
+    Ok(plan)
+}
+
+/// Put the identity file (empty until the identity is known; root, 0644), replacing any a
+/// layer brought.
+fn put_identity(m: &mut Manifest, settings: &DeviceSettings) -> Result<()> {
+    m.entries.remove(IDENTITY_FILE);
+    m.put(
+        IDENTITY_FILE,
+        Kind::File(Arc::from(&b""[..])),
+        0o644,
+        None,
+        "ovl",
+    )
+    .map_err(|e| Error::device(settings.mac, e))?;
+    let text = |p| m.file(p).map(|x| String::from_utf8_lossy(x).into_owned());
+    let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
+    for p in [IDENTITY_DIR, IDENTITY_FILE] {
+        if let Some(e) = m.entries.get_mut(p)
+            && e.user.is_empty()
+        {
+            (e.user, e.group) = (ids.users.name(e.uid), ids.groups.name(e.gid));
+        }
+    }
+    Ok(())
+}
+
+/// A layer tree from the cache (read now when missing).
+fn layer_tree(layers: &LayerCache, src: &LayerSource) -> Result<Arc<LayerTree>> {
+    match layers.get(src) {
+        Some(Ok(t)) => Ok(t.clone()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Ok(Arc::new(LayerTree::read(src)?)),
+    }
+}
+
+/// The manifest of a device with its capture `tree`, and the capture's report: merged three
+/// ways with the fleet's part when its base is known, else laid on top as before.
+fn with_capture(
+    site: &Site,
+    profile: &Profile,
+    settings: &DeviceSettings,
+    layers: &LayerCache,
+    tree: &LayerTree,
+    fleet: (&Manifest, &States),
+) -> Result<(Manifest, CaptureReport)> {
+    let label = site.relative(tree.source.path());
+    let discard = settings.discard.as_slice();
+    let policy = site.config.capture.conflicts;
+    let mut report = CaptureReport {
+        file: label.clone(),
+        base: None,
+        no_base: None,
+        policy: policy.name(),
+        items: Vec::new(),
+    };
+    match capture::base_of(site, tree) {
+        Base::Known(given, identity) => {
+            let inputs = merge::Inputs {
+                given: &given,
+                device: tree,
+                label: &label,
+                fleet,
+                policy,
+                discard,
+            };
+            let (merged, items) = merge::merge(&inputs);
+            report.base = Some(BaseRef {
+                id: identity.id,
+                mac: identity.mac.to_string(),
+            });
+            report.items = items;
+            Ok((after_merge(site, profile, settings, merged)?, report))
+        }
+        Base::Unknown(why) => {
+            let mut m = assemble(site, profile, settings, layers, CaptureUse::OnTop(discard))?;
+            put_identity(&mut m, settings)?;
+            report.no_base = Some(why);
+            report.items = merge::compare(tree, &label, fleet, discard);
+            Ok((m, report))
+        }
+    }
+}
+
+/// The manifest of the profile's declarations over `layers` (the capture used as `capture`
+/// says), owners and modes finished.
+fn assemble(
+    site: &Site,
+    profile: &Profile,
+    settings: &DeviceSettings,
+    layers: &LayerCache,
+    capture: CaptureUse,
+) -> Result<Manifest> {
+    let mut b = Builder::new(site, profile, settings);
+    let world = b.layers(layers, capture)?;
     b.hostname()?;
     b.world(world)?;
     b.runlevels()?;
@@ -80,8 +250,39 @@ pub(crate) fn plan(
     b.inline_files()?;
     b.ownership()?;
     b.check_links()?;
-    let manifest = b.m;
-    Ok(DevicePlan { settings, manifest })
+    Ok(b.m)
+}
+
+/// The rules of the fleet that hold whatever a capture says, applied to a merged manifest:
+/// the profile's `"!pkg"` and `"!svc"` removals, the NFS round trip's lines (their files
+/// keep their mode and owner), Alpine's owner names; no symlink loop.
+fn after_merge(
+    site: &Site,
+    profile: &Profile,
+    settings: &DeviceSettings,
+    merged: Manifest,
+) -> Result<Manifest> {
+    let mut b = Builder::new(site, profile, settings);
+    b.m = merged;
+    b.drop_removed()?;
+    if let Some(export) = site.config.boot.nfs.as_deref().and_then(NfsExport::parse) {
+        let keep: Vec<(String, Entry)> = ["etc/fstab", "etc/lbu/lbu.conf"]
+            .iter()
+            .filter_map(|p| Some((p.to_string(), b.m.entries.get(*p)?.clone())))
+            .collect();
+        b.nfs(&export)?;
+        for (p, old) in keep {
+            if let Some(e) = b.m.entries.get_mut(&p) {
+                (e.mode, e.uid, e.gid, e.explicit) = (old.mode, old.uid, old.gid, old.explicit);
+                (e.user, e.group) = (old.user, old.group);
+            }
+        }
+    }
+    let text = |p| b.m.file(p).map(|x| String::from_utf8_lossy(x).into_owned());
+    let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
+    b.m.finish_ownership(&ids);
+    b.check_links()?;
+    Ok(b.m)
 }
 
 /// The manifest being built, and what every step needs.
@@ -96,7 +297,23 @@ struct Builder<'a> {
     m: Manifest,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// An empty manifest for the device of `settings`.
+    fn new(site: &'a Site, profile: &'a Profile, settings: &'a DeviceSettings) -> Self {
+        Builder {
+            site,
+            profile,
+            settings,
+            ctx: settings.context(site),
+            origin: format!(
+                "profile {} ({})",
+                profile.name,
+                site.relative(&profile.file)
+            ),
+            m: Manifest::default(),
+        }
+    }
+
     /// A collision in this device's manifest.
     fn collision(&self, e: Collision) -> Error {
         Error::device(self.settings.mac, e)
@@ -126,18 +343,24 @@ impl Builder<'_> {
             .unwrap_or_default()
     }
 
-    /// Every layer in order, templates rendered; returns the packages of the layers'
-    /// `etc/apk/world` files.
-    fn layers(&mut self, layers: &LayerCache) -> Result<BTreeSet<String>> {
+    /// Every layer in order, templates rendered, the device's capture as `capture` says;
+    /// returns the packages of the layers' `etc/apk/world` files.
+    fn layers(&mut self, layers: &LayerCache, capture: CaptureUse) -> Result<BTreeSet<String>> {
         let mut world = BTreeSet::new();
         for src in &self.settings.sources {
-            let tree = match layers.get(src) {
-                Some(Ok(t)) => t.clone(),
-                Some(Err(e)) => return Err(e.clone()),
-                None => Arc::new(LayerTree::read(src)?),
+            let is_capture = self.settings.capture.as_ref() == Some(src);
+            let skip: &[String] = match capture {
+                CaptureUse::Skip if is_capture => continue,
+                CaptureUse::OnTop(discard) if is_capture => discard,
+                _ => &[],
             };
+            let tree = layer_tree(layers, src)?;
             let label = self.site.relative(src.path());
-            for e in &tree.entries {
+            for e in tree
+                .entries
+                .iter()
+                .filter(|e| !merge::under_any(&e.path, skip))
+            {
                 let kind = match &e.node {
                     Node::Dir => Kind::Dir,
                     Node::File(b) => Kind::File(b.clone()),
@@ -158,6 +381,31 @@ impl Builder<'_> {
             }
         }
         Ok(world)
+    }
+
+    /// The profile's package and service removals, applied to a merged manifest (what the
+    /// device added is removed too): `etc/apk/world` lines and runlevel links.
+    fn drop_removed(&mut self) -> Result<()> {
+        let removed = &self.profile.removed_packages;
+        if let Some(e) = self.m.entries.get_mut("etc/apk/world")
+            && let Kind::File(b) = &e.kind
+        {
+            let text = String::from_utf8_lossy(b);
+            let kept: Vec<&str> = text
+                .split_whitespace()
+                .filter(|p| !removed.contains(*p))
+                .collect();
+            if kept.len() != text.split_whitespace().count() {
+                let out: String = kept.iter().map(|p| format!("{p}\n")).collect();
+                e.kind = Kind::File(Arc::from(out.into_bytes()));
+            }
+        }
+        for (level, services) in &self.profile.removed_services {
+            for svc in services {
+                self.m.remove(&format!("etc/runlevels/{level}/{svc}"));
+            }
+        }
+        Ok(())
     }
 
     /// `etc/hostname`.

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
+use crate::build::history;
 use crate::build::layer::{LayerCache, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
@@ -73,6 +74,13 @@ pub enum OutcomeResult {
         bytes: usize,
         /// Entries in the archive.
         entries: usize,
+        /// Paths where the device's capture and the fleet both changed (resolved by
+        /// `[capture] conflicts`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        conflicts: Vec<String>,
+        /// Why the device's capture has no known base (it then lies on top of the layers).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        no_base: Option<String>,
     },
     /// Not built; the previous archive, if any, is untouched.
     Failed {
@@ -254,6 +262,9 @@ impl Project {
             if bytes.is_empty() {
                 return Err(Error::device(spec.mac, "empty archive; not published"));
             }
+            // Kept before the archive is published: a device never holds an archive whose
+            // manifest ovl does not know.
+            self.keep_manifest(&plan)?;
             let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
             if self.site.config.boot.nfs.is_some() {
                 // lbu commits into this folder over NFS; it must exist.
@@ -264,6 +275,8 @@ impl Project {
                 hostname: plan.hostname.clone(),
                 bytes: bytes.len(),
                 entries: plan.manifest.entries.len(),
+                conflicts: plan.conflicts().into_iter().map(str::to_string).collect(),
+                no_base: plan.capture.as_ref().and_then(|c| c.no_base.clone()),
             })
         })();
         let result = result.unwrap_or_else(|error| OutcomeResult::Failed { error });
@@ -273,6 +286,26 @@ impl Project {
             path,
             result,
         }
+    }
+
+    /// Keep the manifest of `plan` in its device's history (`.ovl-state/manifests/MAC/`), the
+    /// base of the next merge of its captures; only the last `[capture] history` are kept,
+    /// and never the base of the device's current capture. A device without a capture gets
+    /// the same manifest for the same build, so one already kept is left as it is.
+    pub(crate) fn keep_manifest(&self, plan: &DevicePlan) -> Result<()> {
+        let keep = self.site.config.capture.history;
+        if plan.capture.is_none() && history::record_path(&self.site, &plan.mac, &plan.id).is_file()
+        {
+            return Ok(());
+        }
+        let mac = plan.mac.to_string();
+        let protect = plan
+            .capture
+            .as_ref()
+            .and_then(|c| c.base.as_ref())
+            .filter(|b| b.mac == mac)
+            .map(|b| b.id.as_str());
+        history::save(&self.site, &plan.record().given(), keep, protect)
     }
 
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).

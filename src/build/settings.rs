@@ -52,12 +52,19 @@ pub struct DeviceSettings {
     pub kernel_args: Vec<String>,
     /// Kernel modules (`modules=`).
     pub modules: Vec<String>,
+    /// Paths where the fleet's version wins over the device's capture (`discard` in
+    /// `devices.toml`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub discard: Vec<String>,
     /// Template values: the profile chain's, then the device's own.
     #[serde(skip)]
     pub vars: toml::Table,
-    /// The layers as sources, in the order of `layers`.
+    /// The layers as sources, in the order of `layers` (the capture last, if any).
     #[serde(skip)]
     pub sources: Vec<LayerSource>,
+    /// The device's capture (`captures/MAC/…`), the last of `sources`, if it has one.
+    #[serde(skip)]
+    pub capture: Option<LayerSource>,
 }
 
 /// Resolve the settings of `spec`, whose profile is `profile`.
@@ -69,7 +76,8 @@ pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Resu
         }
     }
     let hostname = hostname(site, profile, spec, &vars)?;
-    let sources = layer_sources(site, profile, spec)?;
+    let (mut sources, capture) = sources_and_capture(site, profile, spec)?;
+    sources.extend(capture.clone());
     let mut kernel_args = site.config.boot.kernel_args.clone();
     kernel_args.extend(profile.kernel_args.iter().cloned());
     let mut modules = site.config.boot.modules.clone();
@@ -88,8 +96,14 @@ pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Resu
         layers: sources.iter().map(|s| site.relative(s.path())).collect(),
         kernel_args,
         modules,
+        discard: spec
+            .device
+            .as_ref()
+            .map(|d| d.discard.clone())
+            .unwrap_or_default(),
         vars,
         sources,
+        capture,
     })
 }
 
@@ -175,6 +189,17 @@ pub(crate) fn layer_sources(
     profile: &Profile,
     spec: &DeviceSpec,
 ) -> Result<Vec<LayerSource>> {
+    let (mut out, capture) = sources_and_capture(site, profile, spec)?;
+    out.extend(capture);
+    Ok(out)
+}
+
+/// The layers of one device but its capture, in order, and its capture.
+fn sources_and_capture(
+    site: &Site,
+    profile: &Profile,
+    spec: &DeviceSpec,
+) -> Result<(Vec<LayerSource>, Option<LayerSource>)> {
     let mut out = Vec::new();
     for o in &profile.overlays {
         out.push(LayerSource::parse(&site.root, &o.value).map_err(|e| Error::at_path(&o.file, e))?);
@@ -188,10 +213,8 @@ pub(crate) fn layer_sources(
         }
     }
     let explicit = spec.device.as_ref().and_then(|d| d.hostname.as_deref());
-    if let Some(c) = find_capture(site, &spec.mac, explicit) {
-        out.push(LayerSource::Archive(c));
-    }
-    Ok(out)
+    let capture = find_capture(site, &spec.mac, explicit).map(LayerSource::Archive);
+    Ok((out, capture))
 }
 
 /// A device's capture: the newest `*.apkovl.tar.gz` in `captures/MAC/` (the one named after

@@ -1,5 +1,5 @@
 //! `ovl.toml`: the site's settings, one struct per section (`[alpine]`, `[boot]`, `[build]`,
-//! `[serve]`, `[serve.dhcp]`), every key optional with a sensible default, checked once when
+//! `[capture]`, `[serve]`, `[serve.dhcp]`), every key optional with a sensible default, checked once when
 //! the site is opened (SPEC §2).
 
 use std::collections::BTreeMap;
@@ -25,6 +25,8 @@ pub struct SiteConfig {
     pub serve: ServeConfig,
     /// `[fetch]`: where `ovl fetch` finds the iPXE binaries.
     pub fetch: FetchConfig,
+    /// `[capture]`: how devices' lbu captures are merged with the fleet.
+    pub capture: CaptureConfig,
 }
 
 /// `[alpine]`.
@@ -141,6 +143,50 @@ impl Default for BuildConfig {
         BuildConfig {
             compression: 6,
             mtime: DEFAULT_MTIME,
+        }
+    }
+}
+
+/// `[capture]`: the three-way merge of devices' lbu captures with the fleet (README,
+/// "Managing the fleet").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Build manifests kept per device in `.ovl-state/manifests/MAC/` (the bases of merges).
+    pub history: usize,
+    /// Whose version a file both the device and the fleet changed gets.
+    pub conflicts: ConflictPolicy,
+}
+
+/// The highest `[capture] history`.
+pub(crate) const MAX_HISTORY: usize = 1000;
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            history: 10,
+            conflicts: ConflictPolicy::Device,
+        }
+    }
+}
+
+/// `[capture] conflicts`: who wins a file both the device and the fleet changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// The device's version stays (the default).
+    #[default]
+    Device,
+    /// The fleet's version wins.
+    Fleet,
+}
+
+impl ConflictPolicy {
+    /// `device` or `fleet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictPolicy::Device => "device",
+            ConflictPolicy::Fleet => "fleet",
         }
     }
 }
@@ -386,6 +432,15 @@ impl SiteConfig {
                 ),
             ));
         }
+        if !(1..=MAX_HISTORY).contains(&c.capture.history) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[capture] history = {}: expected 1 to {MAX_HISTORY} manifests per device",
+                    c.capture.history
+                ),
+            ));
+        }
         if let Some(nfs) = &c.boot.nfs
             && crate::build::nfs::NfsExport::parse(nfs).is_none()
         {
@@ -455,6 +510,13 @@ mod tests {
             let c: SiteConfig = toml::from_str(bad).unwrap();
             assert!(c.validate(p).is_err(), "{bad}");
         }
+        for bad in ["[capture]\nhistory = 0\n", "[capture]\nhistory = 1001\n"] {
+            let c: SiteConfig = toml::from_str(bad).unwrap();
+            assert!(c.validate(p).is_err(), "{bad}");
+        }
+        let c: SiteConfig = toml::from_str("[capture]\nconflicts = \"fleet\"\n").unwrap();
+        assert_eq!(c.capture.conflicts, ConflictPolicy::Fleet);
+        assert!(toml::from_str::<SiteConfig>("[capture]\nconflicts = \"both\"\n").is_err());
         assert!(is_http_url("http://127.0.0.1:8080/alpine"));
         assert!(!is_http_url("http:///x"));
         assert!(!is_http_url("https://a b"));

@@ -1,0 +1,497 @@
+//! What each device was given. Every archive carries its build identity
+//! ([`IDENTITY_FILE`], `etc/ovl/build`: under `etc/`, so lbu saves it with the rest of the
+//! device's configuration), and ovl keeps, per device, the manifests of the archives it
+//! published (`.ovl-state/manifests/MAC/ID.json.gz`, the last `[capture] history`): paths,
+//! types, modes, owners, content hashes and the contents of small text files. A capture's
+//! identity file leads back to the manifest its device was given: the base of the three-way
+//! merge ([`crate::build::merge`]).
+//!
+//! The identity is the sha256 of the archive's manifest without the identity file itself, so
+//! archives stay byte-reproducible: no clock time, no counter.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::build::compare::Change;
+use crate::build::manifest::{Kind, Manifest};
+use crate::build::publish;
+use crate::error::{Error, IoContext, Result};
+use crate::mac::Mac;
+use crate::site::Site;
+use crate::site::layout::IDENTITY_FILE;
+
+/// The version of the manifest files' format.
+pub(crate) const SCHEMA: u32 = 1;
+/// A text file's content is kept in a manifest only up to this size.
+pub(crate) const TEXT_FILE_CAP: usize = 64 * 1024;
+/// The text contents kept in one manifest, in all.
+pub(crate) const TEXT_RECORD_CAP: usize = 256 * 1024;
+/// A kept manifest larger than this (uncompressed) is not read.
+const RECORD_READ_CAP: u64 = 64 << 20;
+/// The file name ending of a kept manifest.
+const RECORD_SUFFIX: &str = ".json.gz";
+
+/// What a path holds, as compared between the base, the device and the fleet: type, content
+/// digest or link target, mode and owner (names are informative only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    /// `dir`, `file` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permission bits, in octal (`0644`).
+    pub mode: String,
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+    /// Owner name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Group name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// A file's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// A file's sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// Paths → what they hold.
+pub type States = BTreeMap<String, FileState>;
+
+impl FileState {
+    /// The state of `kind` with `mode` and owner; `sha` is a file's digest when known.
+    pub(crate) fn new(kind: &Kind, mode: u32, ids: (u32, u32), names: (&str, &str)) -> Self {
+        FileState {
+            kind: kind.name().to_string(),
+            mode: format!("{:04o}", mode),
+            uid: ids.0,
+            gid: ids.1,
+            user: names.0.to_string(),
+            group: names.1.to_string(),
+            size: match kind {
+                Kind::File(b) => Some(b.len() as u64),
+                _ => None,
+            },
+            sha256: match kind {
+                Kind::File(b) => Some(hex::encode(Sha256::digest(b))),
+                _ => None,
+            },
+            target: match kind {
+                Kind::Symlink(t) => Some(t.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Same type, content or target, mode and owner ids (names and sizes aside).
+    pub(crate) fn same(&self, other: &FileState) -> bool {
+        self.changes(other).is_empty()
+    }
+
+    /// How `new` differs from `self`, in the order type, content, target, mode, owner.
+    pub(crate) fn changes(&self, new: &FileState) -> Vec<Change> {
+        let mut what = Vec::new();
+        if self.kind != new.kind {
+            what.push(Change::Type);
+        }
+        if self.sha256 != new.sha256 {
+            what.push(Change::Content);
+        }
+        if self.target != new.target {
+            what.push(Change::Target);
+        }
+        if self.mode != new.mode {
+            what.push(Change::Mode);
+        }
+        if (self.uid, self.gid) != (new.uid, new.gid) {
+            what.push(Change::Owner);
+        }
+        what
+    }
+
+    /// A folder?
+    pub(crate) fn is_dir(&self) -> bool {
+        self.kind == "dir"
+    }
+}
+
+/// The states of every entry of `m`. Contents shared with `reuse` (the same bytes in memory,
+/// as a merged manifest shares them with the fleet's) are not hashed again.
+pub(crate) fn states(m: &Manifest, reuse: Option<(&Manifest, &States)>) -> States {
+    m.entries
+        .iter()
+        .map(|(path, e)| {
+            let shared = reuse.and_then(|(rm, rs)| {
+                let old = rm.entries.get(path)?;
+                let same_bytes = match (&old.kind, &e.kind) {
+                    (Kind::File(a), Kind::File(b)) => Arc::ptr_eq(a, b),
+                    (a, b) => a == b,
+                };
+                let same_meta = (old.mode, old.uid, old.gid) == (e.mode, e.uid, e.gid)
+                    && (&old.user, &old.group) == (&e.user, &e.group);
+                (same_bytes && same_meta).then(|| rs.get(path).cloned())?
+            });
+            let st = shared.unwrap_or_else(|| {
+                FileState::new(&e.kind, e.mode, (e.uid, e.gid), (&e.user, &e.group))
+            });
+            (path.clone(), st)
+        })
+        .collect()
+}
+
+/// The build identity of a manifest: the sha256 of every entry but the identity file (path,
+/// type, mode, owner ids and names, content digest or link target), in path order.
+pub(crate) fn identity(states: &States) -> String {
+    let mut h = Sha256::new();
+    for (path, s) in states.iter().filter(|(p, _)| p.as_str() != IDENTITY_FILE) {
+        let content = s.sha256.as_deref().or(s.target.as_deref()).unwrap_or("");
+        let line = format!(
+            "{path}\0{}\0{}\0{}\0{}\0{}\0{}\0{content}\n",
+            s.kind, s.mode, s.uid, s.gid, s.user, s.group
+        );
+        h.update(line.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The content of the identity file of an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The build identity (64 hex digits).
+    pub id: String,
+    /// The device it was built for.
+    pub mac: Mac,
+    /// Its profile.
+    pub profile: String,
+}
+
+impl Identity {
+    /// The file's text: a comment and `key=value` lines, no time (archives stay reproducible).
+    pub(crate) fn text(&self) -> String {
+        format!(
+            "# Written by ovl: the build this device was given. lbu saves it with /etc, so the\n\
+             # next capture says what the device started from (see `ovl drift`).\n\
+             id={}\nmac={}\nprofile={}\n",
+            self.id, self.mac, self.profile
+        )
+    }
+
+    /// Read an identity file; `None` when it is not one ovl wrote.
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Identity> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((k, v)) = line.split_once('=') {
+                fields.insert(k.trim(), v.trim());
+            }
+        }
+        let id = *fields.get("id")?;
+        let valid_id = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        Some(Identity {
+            id: valid_id.then(|| id.to_string())?,
+            mac: fields.get("mac")?.parse().ok()?,
+            profile: fields.get("profile")?.to_string(),
+        })
+    }
+}
+
+/// One published archive as kept in `.ovl-state/manifests/MAC/ID.json.gz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Given {
+    /// The format's version ([`SCHEMA`]).
+    pub schema: u32,
+    /// The build identity.
+    pub id: String,
+    /// The device's MAC.
+    pub mac: String,
+    /// Its profile.
+    pub profile: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// Every entry of the archive but the identity file.
+    pub entries: States,
+    /// Where the fleet's part differs from the archive (the device's own changes kept in it):
+    /// the fleet's state, or `null` where the fleet has nothing. The base of the next merge
+    /// is `entries` with these applied.
+    #[serde(default)]
+    pub fleet: BTreeMap<String, Option<FileState>>,
+    /// Paths both the device and the fleet had changed, resolved by `[capture] conflicts`.
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+    /// Text contents by sha256: small text files only (see [`TEXT_FILE_CAP`]).
+    #[serde(default)]
+    pub text: BTreeMap<String, String>,
+}
+
+impl Given {
+    /// What the fleet gave this device: the archive without the device's own changes.
+    pub(crate) fn base(&self) -> States {
+        let mut base = self.entries.clone();
+        for (path, s) in &self.fleet {
+            match s {
+                Some(s) => base.insert(path.clone(), s.clone()),
+                None => base.remove(path),
+            };
+        }
+        base
+    }
+
+    /// The kept text of a file state, if any.
+    pub(crate) fn text_of(&self, s: &FileState) -> Option<&str> {
+        self.text.get(s.sha256.as_deref()?).map(String::as_str)
+    }
+}
+
+/// The manifests of one device's build, to be kept.
+pub(crate) struct Record<'a> {
+    /// The device.
+    pub(crate) mac: Mac,
+    /// Its profile.
+    pub(crate) profile: &'a str,
+    /// Its hostname.
+    pub(crate) hostname: &'a str,
+    /// The build identity.
+    pub(crate) id: &'a str,
+    /// The archive's manifest and states.
+    pub(crate) published: (&'a Manifest, &'a States),
+    /// The fleet's part, when a capture was merged into the archive.
+    pub(crate) fleet: Option<(&'a Manifest, &'a States)>,
+    /// Conflicts resolved in this build.
+    pub(crate) conflicts: Vec<String>,
+}
+
+impl Record<'_> {
+    /// The [`Given`] to keep: states, the fleet's differences, and small text contents
+    /// (smallest first, files under `etc/` before others, up to [`TEXT_RECORD_CAP`]).
+    pub(crate) fn given(&self) -> Given {
+        let (pm, ps) = self.published;
+        let mut entries = ps.clone();
+        entries.remove(IDENTITY_FILE);
+        let mut fleet = BTreeMap::new();
+        let mut texts: Vec<(&str, &[u8])> = Vec::new();
+        candidates(pm, ps, &mut texts);
+        if let Some((fm, fs)) = self.fleet {
+            for path in ps.keys().chain(fs.keys()) {
+                let (a, b) = (ps.get(path), fs.get(path));
+                if path != IDENTITY_FILE && a != b {
+                    fleet.insert(path.clone(), b.cloned());
+                }
+            }
+            candidates(fm, fs, &mut texts);
+        }
+        Given {
+            schema: SCHEMA,
+            id: self.id.to_string(),
+            mac: self.mac.to_string(),
+            profile: self.profile.to_string(),
+            hostname: self.hostname.to_string(),
+            entries,
+            fleet,
+            conflicts: self.conflicts.clone(),
+            text: pick_texts(texts),
+        }
+    }
+}
+
+/// Every file of `m` with its digest, added to `out`.
+fn candidates<'a>(m: &'a Manifest, s: &'a States, out: &mut Vec<(&'a str, &'a [u8])>) {
+    for (path, e) in &m.entries {
+        if let (Kind::File(b), Some(sha)) = (&e.kind, s.get(path).and_then(|x| x.sha256.as_deref()))
+        {
+            out.push((sha, b));
+        }
+    }
+}
+
+/// The text contents to keep: each once, text only, each at most [`TEXT_FILE_CAP`], smallest
+/// first up to [`TEXT_RECORD_CAP`] in all.
+fn pick_texts(mut candidates: Vec<(&str, &[u8])>) -> BTreeMap<String, String> {
+    candidates.sort_by_key(|(sha, b)| (b.len(), *sha));
+    candidates.dedup_by_key(|(sha, _)| *sha);
+    let mut out = BTreeMap::new();
+    let mut total = 0;
+    for (sha, b) in candidates {
+        if b.len() > TEXT_FILE_CAP || total + b.len() > TEXT_RECORD_CAP {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(b) else {
+            continue;
+        };
+        if text.contains('\0') {
+            continue;
+        }
+        total += b.len();
+        out.insert(sha.to_string(), text.to_string());
+    }
+    out
+}
+
+/// The folder of a device's kept manifests.
+fn device_dir(site: &Site, mac: &Mac) -> PathBuf {
+    site.manifests_dir().join(mac.to_string())
+}
+
+/// The file of one kept manifest.
+pub(crate) fn record_path(site: &Site, mac: &Mac, id: &str) -> PathBuf {
+    device_dir(site, mac).join(format!("{id}{RECORD_SUFFIX}"))
+}
+
+/// The manifest `mac` was given in build `id`; `Ok(None)` when none is kept.
+pub(crate) fn load(site: &Site, mac: &Mac, id: &str) -> Result<Option<Given>> {
+    let path = record_path(site, mac, id);
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(f)
+        .take(RECORD_READ_CAP + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| Error::at_path(&path, format!("unreadable kept manifest: {e}")))?;
+    if json.len() as u64 > RECORD_READ_CAP {
+        return Err(Error::at_path(&path, "kept manifest too large"));
+    }
+    let given: Given = serde_json::from_slice(&json)
+        .map_err(|e| Error::at_path(&path, format!("unreadable kept manifest: {e}")))?;
+    if given.schema != SCHEMA || given.id != id {
+        return Err(Error::at_path(
+            &path,
+            format!(
+                "kept manifest of another format or build (schema {})",
+                given.schema
+            ),
+        ));
+    }
+    Ok(Some(given))
+}
+
+/// Keep `given` (written atomically; an identical file is only marked as the newest), then
+/// remove all but the newest `keep` manifests of the device, never the one named `protect`
+/// (the base of its current capture).
+pub(crate) fn save(site: &Site, given: &Given, keep: usize, protect: Option<&str>) -> Result<()> {
+    let mac: Mac = given
+        .mac
+        .parse()
+        .map_err(|e| Error::Env(format!("kept manifest: {e}")))?;
+    let path = record_path(site, &mac, &given.id);
+    let json = serde_json::to_vec(given).map_err(|e| Error::Env(format!("kept manifest: {e}")))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&json).at(&path)?;
+    let bytes = gz.finish().at(&path)?;
+    let dir = device_dir(site, &mac);
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        let f = std::fs::File::options().write(true).open(&path).at(&path)?;
+        f.set_modified(std::time::SystemTime::now()).at(&path)?;
+    } else {
+        publish::write_atomic(&path, &bytes, &site.tmp_dir(), ".manifest.", Some(0o600))?;
+    }
+    prune(&dir, keep, protect.unwrap_or(&given.id))
+}
+
+/// Remove all but the newest `keep` manifests in `dir` (by mtime, then name), never
+/// `protect`'s.
+fn prune(dir: &std::path::Path, keep: usize, protect: &str) -> Result<()> {
+    let mut kept: Vec<(std::time::SystemTime, String, PathBuf)> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let id = name.strip_suffix(RECORD_SUFFIX)?.to_string();
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((t, id, e.path()))
+        })
+        .collect();
+    kept.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    for (_, id, path) in kept.into_iter().skip(keep) {
+        if id != protect {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(files: &[(&str, &str)]) -> Manifest {
+        let mut m = Manifest::default();
+        for (p, c) in files {
+            let kind = Kind::File(Arc::from(c.as_bytes()));
+            m.put(p, kind, 0o644, None, "t").unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn identity_ignores_the_identity_file_and_sees_everything_else() {
+        let a = manifest(&[("etc/motd", "hi\n"), (IDENTITY_FILE, "placeholder")]);
+        let id = identity(&states(&a, None));
+        let b = manifest(&[("etc/motd", "hi\n"), (IDENTITY_FILE, "id=…")]);
+        assert_eq!(id, identity(&states(&b, None)));
+        let mut c = a.clone();
+        c.entries.get_mut("etc/motd").unwrap().mode = 0o600;
+        assert_ne!(id, identity(&states(&c, None)));
+        let mut d = a.clone();
+        d.remove("etc/motd");
+        assert_ne!(id, identity(&states(&d, None)));
+    }
+
+    #[test]
+    fn identity_files_round_trip_and_reject_garbage() {
+        let i = Identity {
+            id: "a".repeat(64),
+            mac: "52:54:00:12:34:56".parse().unwrap(),
+            profile: "XL".into(),
+        };
+        assert_eq!(Identity::parse(i.text().as_bytes()), Some(i.clone()));
+        assert_eq!(
+            Identity::parse(b"id=zz\nmac=52:54:00:12:34:56\nprofile=S\n"),
+            None
+        );
+        assert_eq!(Identity::parse(b"\xff"), None);
+        let no_mac = i.text().replace("mac=", "mac=bad");
+        assert_eq!(Identity::parse(no_mac.as_bytes()), None);
+    }
+
+    #[test]
+    fn states_reuse_shared_bytes_only() {
+        let a = manifest(&[("etc/a", "1\n"), ("etc/b", "2\n")]);
+        let sa = states(&a, None);
+        let mut b = a.clone();
+        b.entries.get_mut("etc/b").unwrap().kind = Kind::File(Arc::from(&b"3\n"[..]));
+        let sb = states(&b, Some((&a, &sa)));
+        assert_eq!(sb["etc/a"], sa["etc/a"]);
+        assert_ne!(sb["etc/b"].sha256, sa["etc/b"].sha256);
+        assert_eq!(sb, states(&b, None));
+    }
+
+    #[test]
+    fn texts_are_capped_and_binary_skipped() {
+        let big = vec![b'a'; TEXT_FILE_CAP + 1];
+        let picked = pick_texts(vec![
+            ("1", b"small\n"),
+            ("2", b"bin\0ary"),
+            ("3", &big),
+            ("4", b"\xff\xfe"),
+        ]);
+        assert_eq!(picked.keys().collect::<Vec<_>>(), ["1"]);
+    }
+}
