@@ -11,9 +11,11 @@ use serde_json::json;
 
 use crate::build::project::{Outcome, OutcomeResult, Project, Selection, millis};
 use crate::build::publish::Published;
+use crate::cli::drift::conflict_warning;
 use crate::cli::output;
 use crate::error::{EXIT_OK, Result};
 use crate::mac::Mac;
+use crate::site::ConflictPolicy;
 
 /// Beyond this many archives, unchanged ones get no line of their own.
 const LIST_UNCHANGED_UP_TO: usize = 20;
@@ -61,7 +63,7 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         b.finish_and_clear();
     }
     let scripts = p.write_boot_scripts()?;
-    let summary = Summary::of(&outcomes);
+    let summary = Summary::of(&outcomes, p.site.config.capture.conflicts);
     let ms = millis(start);
     if json {
         output::json(&json!({
@@ -97,8 +99,11 @@ struct Summary {
 }
 
 impl Summary {
-    /// Count `outcomes`, printing each failure's error on stderr.
-    fn of(outcomes: &[Outcome]) -> Summary {
+    /// Count `outcomes`, printing each failure's error on stderr, and a warning for each
+    /// device whose capture conflicts with the fleet (`policy` resolved them), and one line
+    /// for the captures without a known base.
+    fn of(outcomes: &[Outcome], policy: ConflictPolicy) -> Summary {
+        let mut no_base = Vec::new();
         let mut s = Summary {
             counts: BTreeMap::new(),
             lines: String::new(),
@@ -110,8 +115,17 @@ impl Summary {
                     state,
                     hostname,
                     bytes,
+                    conflicts,
+                    no_base: nb,
                     ..
                 } => {
+                    let conflicts: Vec<&str> = conflicts.iter().map(String::as_str).collect();
+                    if let Some(w) = conflict_warning(&o.mac, hostname, &conflicts, policy) {
+                        eprintln!("warning: {w}");
+                    }
+                    if nb.is_some() {
+                        no_base.push(o.mac.to_string());
+                    }
                     let name = published_name(*state);
                     *s.counts.entry(name).or_default() += 1;
                     if *state != Published::Unchanged || outcomes.len() <= LIST_UNCHANGED_UP_TO {
@@ -127,6 +141,19 @@ impl Summary {
                     output::error(error);
                 }
             }
+        }
+        if !no_base.is_empty() {
+            eprintln!(
+                "note: {} {} no known base (older than the build identity, or its build is \
+                 no longer kept): each lies on top of its device's layers; see `ovl drift`: {}",
+                no_base.len(),
+                if no_base.len() == 1 {
+                    "capture has"
+                } else {
+                    "captures have"
+                },
+                no_base.join(", ")
+            );
         }
         s
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::build::plan::DeviceSpec;
 use crate::build::project::{Project, Selection};
+use crate::cli::drift::conflict_warning;
 use crate::cli::output;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::fetch::{BootFile, BootRole, boot_files};
@@ -19,9 +20,10 @@ const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
 
 /// Check the whole site; the exit code is the highest of the errors found.
 pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
-    let errors = site_errors(p)?;
+    let (errors, conflicts) = site_errors(p)?;
     let boot = boot_files(&p.site);
-    let warnings: Vec<String> = boot.iter().filter_map(|f| boot_warning(p, f)).collect();
+    let mut warnings: Vec<String> = boot.iter().filter_map(|f| boot_warning(p, f)).collect();
+    warnings.extend(conflicts);
     if json {
         output::json(&json!({
             "ok": errors.is_empty(),
@@ -64,8 +66,9 @@ fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
 }
 
 /// Every error of the site, without repeats: each device planned, each unused profile
-/// planned for [`SAMPLE_MAC`], and hostnames two inventory devices share.
-fn site_errors(p: &Project) -> Result<Vec<Error>> {
+/// planned for [`SAMPLE_MAC`], and hostnames two inventory devices share; and a warning for
+/// each device whose capture conflicts with the fleet.
+fn site_errors(p: &Project) -> Result<(Vec<Error>, Vec<String>)> {
     let mut specs = p.select(&Selection {
         all: true,
         ..Default::default()
@@ -85,10 +88,19 @@ fn site_errors(p: &Project) -> Result<Vec<Error>> {
     }));
     let cache = p.read_layers(&specs);
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let policy = p.site.config.capture.conflicts;
     let mut hostnames: BTreeMap<String, Mac> = BTreeMap::new();
     for spec in &specs {
         match p.plan(spec, &cache) {
             Ok(plan) => {
+                let conflicts = plan.conflicts();
+                warnings.extend(conflict_warning(
+                    &plan.mac,
+                    &plan.hostname,
+                    &conflicts,
+                    policy,
+                ));
                 if spec.device.is_some()
                     && let Some(other) =
                         hostnames.insert(plan.hostname.to_ascii_lowercase(), plan.mac)
@@ -104,5 +116,5 @@ fn site_errors(p: &Project) -> Result<Vec<Error>> {
     }
     let mut seen = BTreeSet::new();
     errors.retain(|e| seen.insert(e.to_string()));
-    Ok(errors)
+    Ok((errors, warnings))
 }

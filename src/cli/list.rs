@@ -1,4 +1,4 @@
-//! `ovl list`: the inventory's devices with their archive's state.
+//! `ovl list`: the inventory's devices with their archive's state and their capture's drift.
 
 use std::net::Ipv4Addr;
 
@@ -24,8 +24,43 @@ struct Row {
     ip: Option<Ipv4Addr>,
     /// The archive's state.
     state: ArchiveState,
+    /// What the device's capture changes against the fleet; `null` without a capture.
+    drift: Option<Drift>,
     /// Why the device cannot be planned.
     error: Option<String>,
+}
+
+/// A capture's drift, counted.
+#[derive(Debug, Serialize)]
+struct Drift {
+    /// The capture file, site-relative.
+    capture: String,
+    /// Whether the build it started from is known (else it lies on top of the layers).
+    base: bool,
+    /// Paths it changes against the fleet.
+    changes: usize,
+    /// Of which conflicts.
+    conflicts: usize,
+}
+
+impl Drift {
+    /// `none`, `3 files`, `3 files, 1 conflict`, `no base, 3 files`.
+    fn text(d: Option<&Drift>) -> String {
+        let Some(d) = d else {
+            return "-".into();
+        };
+        let files = match d.changes {
+            0 => "none".to_string(),
+            1 => "1 file".to_string(),
+            n => format!("{n} files"),
+        };
+        match (d.base, d.conflicts) {
+            (false, _) => format!("no base, {files}"),
+            (true, 0) => files,
+            (true, 1) => format!("{files}, 1 conflict"),
+            (true, n) => format!("{files}, {n} conflicts"),
+        }
+    }
 }
 
 /// List every device; exit code 1 when one cannot be planned.
@@ -41,17 +76,18 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
         return Ok(code);
     }
     let mut t = format!(
-        "{:17}  {:10}  {:20}  {:15}  {}\n",
-        "MAC", "PROFILE", "HOSTNAME", "IP", "STATE"
+        "{:17}  {:10}  {:20}  {:15}  {:7}  {}\n",
+        "MAC", "PROFILE", "HOSTNAME", "IP", "STATE", "DRIFT"
     );
     for r in &rows {
         t.push_str(&format!(
-            "{:17}  {:10}  {:20}  {:15}  {}\n",
+            "{:17}  {:10}  {:20}  {:15}  {:7}  {}\n",
             r.mac.to_string(),
             r.profile,
             r.hostname,
             r.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            r.state.name()
+            r.state.name(),
+            Drift::text(r.drift.as_ref()),
         ));
     }
     output::text(&t);
@@ -70,10 +106,16 @@ fn rows(p: &Project) -> Result<Vec<Row>> {
     let cache = p.read_layers(&specs);
     let mut rows = Vec::new();
     for spec in &specs {
-        let (hostname, state, error) = match p.plan(spec, &cache) {
+        let (hostname, state, drift, error) = match p.plan(spec, &cache) {
             Ok(plan) => (
                 plan.hostname.clone(),
                 compare::archive_state(p, &plan)?,
+                plan.capture.as_ref().map(|c| Drift {
+                    capture: c.file.clone(),
+                    base: c.base.is_some(),
+                    changes: c.items.len(),
+                    conflicts: c.conflicts().len(),
+                }),
                 None,
             ),
             Err(e) => (
@@ -82,6 +124,7 @@ fn rows(p: &Project) -> Result<Vec<Row>> {
                     .and_then(|d| d.hostname.clone())
                     .unwrap_or_default(),
                 compare::unplanned_state(p, &spec.mac),
+                None,
                 Some(e.to_string()),
             ),
         };
@@ -91,6 +134,7 @@ fn rows(p: &Project) -> Result<Vec<Row>> {
             hostname,
             ip: spec.device.as_ref().and_then(|d| d.ip),
             state,
+            drift,
             error,
         });
     }

@@ -9,6 +9,7 @@ mod build;
 mod check;
 mod completions;
 mod diff;
+mod drift;
 mod export;
 mod fetch;
 mod init;
@@ -66,6 +67,10 @@ enum Command {
     Show(DeviceArgs),
     /// Show what a rebuild would change in a device's archive.
     Diff(DeviceArgs),
+    /// Show what devices' lbu captures change against the fleet: files added, changed and
+    /// deleted (with text diffs, mode and owner changes), conflicts, captures without a known
+    /// base.
+    Drift(drift::DriftArgs),
     /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
     /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
     Watch(watch::WatchArgs),
@@ -137,6 +142,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::List => list::run(&project(&cli)?, json),
         Command::Show(a) => show::run(&project(&cli)?, a, json),
         Command::Diff(a) => diff::run(&project(&cli)?, a, json),
+        Command::Drift(a) => drift::run(&project(&cli)?, a, json),
         Command::Watch(a) => watch::run(cli.site.as_deref(), a, json),
         Command::Serve(a) => serve::run(a, || project(&cli)),
         Command::Export(a) => export::run(&project(&cli)?, a, json),
