@@ -5,10 +5,12 @@
 //!
 //! Exit codes (SPEC §7): 0 success, 1 invalid input, 2 usage, 3 environment.
 
+mod adopt;
 mod build;
 mod check;
 mod completions;
 mod diff;
+mod discard;
 mod drift;
 mod export;
 mod fetch;
@@ -71,6 +73,12 @@ enum Command {
     /// deleted (with text diffs, mode and owner changes), conflicts, captures without a known
     /// base.
     Drift(drift::DriftArgs),
+    /// Copy a device's version of files (from its lbu capture) into an overlay folder, so
+    /// that every device using that overlay gets them; lists those devices.
+    Adopt(adopt::AdoptArgs),
+    /// Make the fleet's version win over a device's capture for these paths, recorded in its
+    /// devices.toml entry (discard = [...]) so that it survives its next lbu commit.
+    Discard(discard::DiscardArgs),
     /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
     /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
     Watch(watch::WatchArgs),
@@ -143,6 +151,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Show(a) => show::run(&project(&cli)?, a, json),
         Command::Diff(a) => diff::run(&project(&cli)?, a, json),
         Command::Drift(a) => drift::run(&project(&cli)?, a, json),
+        Command::Adopt(a) => adopt::run(&project(&cli)?, a, json),
+        Command::Discard(a) => discard::run(&project(&cli)?, a, json),
         Command::Watch(a) => watch::run(cli.site.as_deref(), a, json),
         Command::Serve(a) => serve::run(a, || project(&cli)),
         Command::Export(a) => export::run(&project(&cli)?, a, json),

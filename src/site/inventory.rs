@@ -104,10 +104,16 @@ impl Inventory {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        let file: DevicesFile = toml_file::parse(path, &text)?;
+        Inventory::parse(path, &text, profiles)
+    }
+
+    /// Check `text`, the contents of `path` (read, or about to be written), against
+    /// `profiles`.
+    pub(crate) fn parse(path: &Path, text: &str, profiles: &Profiles) -> Result<Inventory> {
+        let file: DevicesFile = toml_file::parse(path, text)?;
         let mut seen = Seen {
             path,
-            text: &text,
+            text,
             devices: BTreeMap::new(),
             hostnames: BTreeMap::new(),
             ips: BTreeMap::new(),
