@@ -60,12 +60,17 @@ pub(crate) struct DeviceResult {
     /// The error, when failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// Paths where the device's capture and the fleet both changed (`[capture] conflicts`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) conflicts: Vec<String>,
 }
 
 impl From<&Outcome> for DeviceResult {
     fn from(o: &Outcome) -> DeviceResult {
         match &o.result {
-            OutcomeResult::Built { state, .. } => DeviceResult {
+            OutcomeResult::Built {
+                state, conflicts, ..
+            } => DeviceResult {
                 mac: o.mac,
                 state: match state {
                     Published::Created => "created",
@@ -74,11 +79,13 @@ impl From<&Outcome> for DeviceResult {
                 }
                 .into(),
                 error: None,
+                conflicts: conflicts.clone(),
             },
             OutcomeResult::Failed { error, .. } => DeviceResult {
                 mac: o.mac,
                 state: "failed".into(),
                 error: Some(error.to_string()),
+                conflicts: Vec::new(),
             },
         }
     }
@@ -103,7 +110,16 @@ fn write_rebuild(
     let failed = devices.iter().filter(|d| d.state == "failed").count();
     let items: Vec<String> = devices
         .iter()
-        .map(|d| format!("{} {}", d.mac, d.state))
+        .map(|d| match d.conflicts.len() {
+            0 => format!("{} {}", d.mac, d.state),
+            n => format!(
+                "{} {} ({n} conflict{} with its capture: {})",
+                d.mac,
+                d.state,
+                if n == 1 { "" } else { "s" },
+                d.conflicts.join(" ")
+            ),
+        })
         .collect();
     write!(
         f,
@@ -183,11 +199,13 @@ mod tests {
                     mac,
                     state: "updated".into(),
                     error: None,
+                    conflicts: vec!["etc/motd".into()],
                 },
                 DeviceResult {
                     mac,
                     state: "failed".into(),
                     error: Some("bad".into()),
+                    conflicts: Vec::new(),
                 },
             ],
             cause: causes,
@@ -196,12 +214,15 @@ mod tests {
         assert_eq!(
             rebuild.to_string(),
             "rebuilt 2 archives in 1.234s (f0, f1, f2, f3, f4 and 2 more), 1 failed: \
-             52:54:00:12:34:56 updated, 52:54:00:12:34:56 failed"
+             52:54:00:12:34:56 updated (1 conflict with its capture: etc/motd), \
+             52:54:00:12:34:56 failed"
         );
         let json = serde_json::to_value(&rebuild).unwrap();
         assert_eq!(json["event"], "rebuild");
         assert_eq!(json["devices"][1]["error"], "bad");
         assert!(json["devices"][0].get("error").is_none());
+        assert_eq!(json["devices"][0]["conflicts"][0], "etc/motd");
+        assert!(json["devices"][1].get("conflicts").is_none());
         let json = serde_json::to_value(&start).unwrap();
         assert_eq!(json["mode"], "poll");
         assert_eq!(json["reason"], "nfs");
