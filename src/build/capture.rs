@@ -5,11 +5,16 @@
 
 use serde::Serialize;
 
-use crate::build::history::{self, Given, Identity};
-use crate::build::layer::{LayerTree, Node};
-use crate::build::merge::DriftItem;
+use crate::build::history::{self, Given, Identity, States};
+use crate::build::layer::{LayerCache, LayerTree, Node};
+use crate::build::manifest::Manifest;
+use crate::build::merge::{self, DriftItem};
+use crate::build::plan::{CaptureUse, after_merge, assemble};
+use crate::build::settings::DeviceSettings;
+use crate::error::{Error, Result};
 use crate::site::Site;
 use crate::site::layout::IDENTITY_FILE;
+use crate::site::profile::Profile;
 
 /// The base of a capture, or why there is none.
 pub(crate) enum Base {
@@ -82,5 +87,53 @@ impl CaptureReport {
             .filter(|i| i.conflict)
             .map(|i| i.path.as_str())
             .collect()
+    }
+}
+
+/// The manifest of a device with its capture `tree`, and the capture's report: merged three
+/// ways with the fleet's part when its base is known, else laid on top as before.
+pub(crate) fn with_capture(
+    site: &Site,
+    profile: &Profile,
+    settings: &DeviceSettings,
+    layers: &LayerCache,
+    tree: &LayerTree,
+    fleet: (&Manifest, &States),
+) -> Result<(Manifest, CaptureReport)> {
+    let label = site.relative(tree.source.path());
+    let discard = settings.discard.as_slice();
+    let policy = site.config.capture.conflicts;
+    let mut report = CaptureReport {
+        file: label.clone(),
+        base: None,
+        no_base: None,
+        policy: policy.name(),
+        items: Vec::new(),
+    };
+    match base_of(site, tree) {
+        Base::Known(given, identity) => {
+            let inputs = merge::Inputs {
+                given: &given,
+                device: tree,
+                label: &label,
+                fleet,
+                policy,
+                discard,
+            };
+            let (merged, items) = merge::merge(&inputs);
+            report.base = Some(BaseRef {
+                id: identity.id,
+                mac: identity.mac.to_string(),
+            });
+            report.items = items;
+            Ok((after_merge(site, profile, settings, merged)?, report))
+        }
+        Base::Unknown(why) => {
+            let mut m = assemble(site, profile, settings, layers, CaptureUse::OnTop(discard))?;
+            history::put_identity(&mut m).map_err(|e| Error::device(settings.mac, e))?;
+            report.no_base = Some(why);
+            report.items = merge::compare(tree, &label, fleet, discard);
+            Ok((m, report))
+        }
     }
 }

@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::build::compare::Change;
-use crate::build::manifest::{Kind, Manifest};
+use crate::build::manifest::{Collision, Kind, Manifest};
+use crate::build::owners::Ids;
 use crate::build::publish;
 use crate::error::{Error, IoContext, Result};
 use crate::mac::Mac;
 use crate::site::Site;
-use crate::site::layout::IDENTITY_FILE;
+use crate::site::layout::{IDENTITY_DIR, IDENTITY_FILE};
 
 /// The version of the manifest files' format.
 pub(crate) const SCHEMA: u32 = 1;
@@ -163,6 +164,52 @@ pub(crate) fn identity(states: &States) -> String {
         h.update(line.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// Put the identity file (empty until the identity is known; root, 0644), replacing any a
+/// layer brought; its folder and it get the names of their owners.
+pub(crate) fn put_identity(m: &mut Manifest) -> std::result::Result<(), Collision> {
+    m.entries.remove(IDENTITY_FILE);
+    m.put(
+        IDENTITY_FILE,
+        Kind::File(Arc::from(&b""[..])),
+        0o644,
+        None,
+        "ovl",
+    )?;
+    let text = |p| m.file(p).map(|x| String::from_utf8_lossy(x).into_owned());
+    let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
+    for p in [IDENTITY_DIR, IDENTITY_FILE] {
+        if let Some(e) = m.entries.get_mut(p)
+            && e.user.is_empty()
+        {
+            (e.user, e.group) = (ids.users.name(e.uid), ids.groups.name(e.gid));
+        }
+    }
+    Ok(())
+}
+
+/// Compute the identity of `m` (whose `states` are known) and write it into its identity
+/// file; returns it.
+pub(crate) fn finish_identity(
+    m: &mut Manifest,
+    states: &mut States,
+    mac: Mac,
+    profile: &str,
+) -> String {
+    let id = identity(states);
+    let text = Identity {
+        id: id.clone(),
+        mac,
+        profile: profile.to_string(),
+    }
+    .text();
+    if let Some(e) = m.entries.get_mut(IDENTITY_FILE) {
+        e.kind = Kind::File(Arc::from(text.into_bytes()));
+        let st = FileState::new(&e.kind, e.mode, (e.uid, e.gid), (&e.user, &e.group));
+        states.insert(IDENTITY_FILE.to_string(), st);
+    }
+    id
 }
 
 /// The content of the identity file of an archive.

@@ -232,7 +232,7 @@ impl Scope {
 pub(crate) fn merge(i: &Inputs) -> (Manifest, Vec<DriftItem>) {
     let base = i.given.base();
     let dev = captured(i.device, i.label);
-    let (fleet, fleet_states) = i.fleet;
+    let (fleet, _) = i.fleet;
     let lbu_list = i
         .device
         .entries
@@ -242,81 +242,114 @@ pub(crate) fn merge(i: &Inputs) -> (Manifest, Vec<DriftItem>) {
             Node::File(b) => Some(b.clone()),
             _ => None,
         })
-        .or_else(|| fleet.file(LBU_LIST).map(Arc::from));
-    let scope = Scope::new(lbu_list.as_deref());
-    let sticky: BTreeSet<&str> = i.given.conflicts.iter().map(String::as_str).collect();
-    let mut out = fleet.clone();
-    let mut items = Vec::new();
+        .or_else(|| file_bytes(&fleet.entries.get(LBU_LIST)?.kind));
+    let mut m = Merger {
+        i,
+        base: &base,
+        dev: &dev,
+        scope: Scope::new(lbu_list.as_deref()),
+        sticky: i.given.conflicts.iter().map(String::as_str).collect(),
+        out: fleet.clone(),
+        items: Vec::new(),
+    };
     let paths: BTreeSet<&str> = base.keys().chain(dev.keys()).map(String::as_str).collect();
-    for p in paths {
-        if is_fleet_owned(p) {
-            continue;
-        }
-        let (b, d, f) = (base.get(p), dev.get(p), fleet_states.get(p));
+    for p in paths.into_iter().filter(|p| !is_fleet_owned(p)) {
+        m.path(p);
+    }
+    repair_folders(&mut m.out, i.label);
+    (m.out, m.items)
+}
+
+/// The merge under way.
+struct Merger<'a> {
+    i: &'a Inputs<'a>,
+    base: &'a States,
+    dev: &'a BTreeMap<String, Captured>,
+    scope: Scope,
+    /// The conflicts of the base's build.
+    sticky: BTreeSet<&'a str>,
+    /// The merged manifest so far (the fleet's to begin with).
+    out: Manifest,
+    items: Vec<DriftItem>,
+}
+
+impl Merger<'_> {
+    /// What the device did to `p`, unless it did nothing or the fleet did the same.
+    fn drift(&self, p: &str) -> Option<DriftItem> {
+        let (fleet, fleet_states) = self.i.fleet;
+        let (b, d, f) = (self.base.get(p), self.dev.get(p), fleet_states.get(p));
         let change = match (b, d) {
-            (Some(b), Some(d)) if b.same(&d.state) => continue,
+            (Some(b), Some(d)) if b.same(&d.state) => return None,
             (Some(_), Some(_)) => DriftChange::Changed,
             (None, Some(_)) => DriftChange::Added,
-            (Some(b), None) if !b.is_dir() && scope.saves(p, b) => DriftChange::Deleted,
-            _ => continue,
+            (Some(b), None) if !b.is_dir() && self.scope.saves(p, b) => DriftChange::Deleted,
+            _ => return None,
         };
         let agreed = match d {
             Some(d) => f.is_some_and(|f| f.same(&d.state)),
             None => f.is_none(),
         };
-        if agreed {
-            continue;
-        }
-        let fleet_changed = !same_opt(b, f);
-        let mut item = DriftItem {
+        (!agreed).then(|| DriftItem {
             path: p.to_string(),
             change,
             what: match (d, f) {
                 (Some(d), Some(f)) => f.changes(&d.state),
                 _ => Vec::new(),
             },
-            fleet_changed,
+            fleet_changed: !same_opt(b, f),
             conflict: false,
-            discarded: under_any(p, i.discard),
+            discarded: under_any(p, self.i.discard),
             winner: Winner::Fleet,
             device: d.map(|d| (d.state.clone(), file_bytes(&d.entry.kind))),
-            fleet: f.map(|f| (f.clone(), fleet.file(p).map(Arc::from))),
-        };
-        if item.discarded {
-            items.push(item);
-            continue;
-        }
-        let Some(d) = d else {
-            // Deleted: stays deleted unless the fleet changed it.
-            if !fleet_changed {
-                out.entries.remove(p);
-                item.winner = Winner::Device;
-            }
-            items.push(item);
-            continue;
-        };
-        if d.entry.kind == Kind::Dir && change == DriftChange::Added && f.is_none() {
-            out.entries.insert(p.to_string(), d.entry.clone());
-            continue;
-        }
-        if fleet_changed
-            && LINE_MERGED.contains(&p)
-            && let Some(entry) = merge_lines(p, i.given, b, d, fleet)
-        {
-            out.entries.insert(p.to_string(), entry);
-            item.winner = Winner::Merged;
-            items.push(item);
-            continue;
-        }
-        item.conflict = fleet_changed || sticky.contains(p);
-        if !item.conflict || i.policy == ConflictPolicy::Device {
-            take(&mut out, p, d.entry.clone());
-            item.winner = Winner::Device;
-        }
-        items.push(item);
+            fleet: f.map(|f| {
+                let bytes = fleet.entries.get(p).and_then(|e| file_bytes(&e.kind));
+                (f.clone(), bytes)
+            }),
+        })
     }
-    repair_folders(&mut out, i.label);
-    (out, items)
+
+    /// Decide `p` by the rules of the module's documentation.
+    fn path(&mut self, p: &str) {
+        let Some(mut item) = self.drift(p) else {
+            return;
+        };
+        let (fleet, _) = self.i.fleet;
+        match self.dev.get(p) {
+            _ if item.discarded => {}
+            None => {
+                // Deleted: stays deleted unless the fleet changed it.
+                if !item.fleet_changed {
+                    self.out.entries.remove(p);
+                    item.winner = Winner::Device;
+                }
+            }
+            Some(d)
+                if d.entry.kind == Kind::Dir
+                    && item.change == DriftChange::Added
+                    && item.fleet.is_none() =>
+            {
+                // A folder only the device has: kept, not worth a line.
+                self.out.entries.insert(p.to_string(), d.entry.clone());
+                return;
+            }
+            Some(d) => {
+                let merged = (item.fleet_changed && LINE_MERGED.contains(&p))
+                    .then(|| merge_lines(p, self.i.given, self.base.get(p), d, fleet))
+                    .flatten();
+                if let Some(entry) = merged {
+                    self.out.entries.insert(p.to_string(), entry);
+                    item.winner = Winner::Merged;
+                } else {
+                    item.conflict = item.fleet_changed || self.sticky.contains(p);
+                    if !item.conflict || self.i.policy == ConflictPolicy::Device {
+                        take(&mut self.out, p, d.entry.clone());
+                        item.winner = Winner::Device;
+                    }
+                }
+            }
+        }
+        self.items.push(item);
+    }
 }
 
 /// Neither or both present and the same.
@@ -466,7 +499,12 @@ pub(crate) fn compare(
                 discarded: under_any(&p, discard),
                 winner: Winner::Device,
                 device: Some((d.state.clone(), file_bytes(&d.entry.kind))),
-                fleet: f.map(|f| (f.clone(), fm.file(&p).map(Arc::from))),
+                fleet: f.map(|f| {
+                    (
+                        f.clone(),
+                        fm.entries.get(&p).and_then(|e| file_bytes(&e.kind)),
+                    )
+                }),
                 path: p,
             })
         })

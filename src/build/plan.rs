@@ -9,8 +9,8 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::Serialize;
 
-use crate::build::capture::{self, Base, BaseRef, CaptureReport};
-use crate::build::history::{self, FileState, Identity, Record, States};
+use crate::build::capture::{self, CaptureReport};
+use crate::build::history::{self, Record, States};
 use crate::build::layer::{LayerCache, LayerSource, LayerTree, Node};
 use crate::build::manifest::{Collision, Entry, Kind, Manifest};
 use crate::build::merge;
@@ -20,7 +20,6 @@ use crate::build::settings::DeviceSettings;
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
-use crate::site::layout::{IDENTITY_DIR, IDENTITY_FILE};
 use crate::site::profile::{Declared, Profile, RUNLEVELS};
 use crate::site::profile_file::PermDecl;
 
@@ -89,7 +88,7 @@ impl DevicePlan {
 
 /// How the plan of a device treats its capture layer.
 #[derive(Clone, Copy)]
-enum CaptureUse<'a> {
+pub(crate) enum CaptureUse<'a> {
     /// Left out: the fleet's part.
     Skip,
     /// On top of the other layers (a capture without a known base), but for these paths.
@@ -107,71 +106,36 @@ pub(crate) fn plan(
     layers: &LayerCache,
 ) -> Result<DevicePlan> {
     let mut fleet = assemble(site, profile, &settings, layers, CaptureUse::Skip)?;
-    put_identity(&mut fleet, &settings)?;
+    history::put_identity(&mut fleet).map_err(|e| Error::device(settings.mac, e))?;
     let fleet_states = history::states(&fleet, None);
-    let (manifest, mut states, capture, fleet) = match settings.capture.clone() {
+    let (mut manifest, mut states, capture, fleet) = match settings.capture.clone() {
         None => (fleet, fleet_states, None, None),
         Some(src) => {
             let tree = layer_tree(layers, &src)?;
             let parts = (&fleet, &fleet_states);
-            let (m, report) = with_capture(site, profile, &settings, layers, &tree, parts)?;
+            let (m, report) =
+                capture::with_capture(site, profile, &settings, layers, &tree, parts)?;
             let states = history::states(&m, Some(parts));
             (m, states, Some(report), Some((fleet, fleet_states)))
         }
     };
+    let id = history::finish_identity(&mut manifest, &mut states, settings.mac, &settings.profile);
     let mut plan = DevicePlan {
-        id: history::identity(&states),
+        id,
         settings,
         manifest,
-        states: States::new(),
+        states,
         fleet,
         capture,
     };
-    let text = Identity {
-        id: plan.id.clone(),
-        mac: plan.mac,
-        profile: plan.profile.clone(),
-    }
-    .text();
-    if let Some(e) = plan.manifest.entries.get_mut(IDENTITY_FILE) {
-        e.kind = Kind::File(Arc::from(text.into_bytes()));
-        let ids = (e.uid, e.gid);
-        let st = FileState::new(&e.kind, e.mode, ids, (&e.user, &e.group));
-        states.insert(IDENTITY_FILE.to_string(), st);
-    }
     if let Some(c) = &mut plan.capture {
-        merge::settle(&mut c.items, &states);
+        merge::settle(&mut c.items, &plan.states);
     }
-    plan.states = states;
     Ok(plan)
 }
 
-/// Put the identity file (empty until the identity is known; root, 0644), replacing any a
-/// layer brought.
-fn put_identity(m: &mut Manifest, settings: &DeviceSettings) -> Result<()> {
-    m.entries.remove(IDENTITY_FILE);
-    m.put(
-        IDENTITY_FILE,
-        Kind::File(Arc::from(&b""[..])),
-        0o644,
-        None,
-        "ovl",
-    )
-    .map_err(|e| Error::device(settings.mac, e))?;
-    let text = |p| m.file(p).map(|x| String::from_utf8_lossy(x).into_owned());
-    let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
-    for p in [IDENTITY_DIR, IDENTITY_FILE] {
-        if let Some(e) = m.entries.get_mut(p)
-            && e.user.is_empty()
-        {
-            (e.user, e.group) = (ids.users.name(e.uid), ids.groups.name(e.gid));
-        }
-    }
-    Ok(())
-}
-
 /// A layer tree from the cache (read now when missing).
-fn layer_tree(layers: &LayerCache, src: &LayerSource) -> Result<Arc<LayerTree>> {
+pub(crate) fn layer_tree(layers: &LayerCache, src: &LayerSource) -> Result<Arc<LayerTree>> {
     match layers.get(src) {
         Some(Ok(t)) => Ok(t.clone()),
         Some(Err(e)) => Err(e.clone()),
@@ -179,57 +143,9 @@ fn layer_tree(layers: &LayerCache, src: &LayerSource) -> Result<Arc<LayerTree>> 
     }
 }
 
-/// The manifest of a device with its capture `tree`, and the capture's report: merged three
-/// ways with the fleet's part when its base is known, else laid on top as before.
-fn with_capture(
-    site: &Site,
-    profile: &Profile,
-    settings: &DeviceSettings,
-    layers: &LayerCache,
-    tree: &LayerTree,
-    fleet: (&Manifest, &States),
-) -> Result<(Manifest, CaptureReport)> {
-    let label = site.relative(tree.source.path());
-    let discard = settings.discard.as_slice();
-    let policy = site.config.capture.conflicts;
-    let mut report = CaptureReport {
-        file: label.clone(),
-        base: None,
-        no_base: None,
-        policy: policy.name(),
-        items: Vec::new(),
-    };
-    match capture::base_of(site, tree) {
-        Base::Known(given, identity) => {
-            let inputs = merge::Inputs {
-                given: &given,
-                device: tree,
-                label: &label,
-                fleet,
-                policy,
-                discard,
-            };
-            let (merged, items) = merge::merge(&inputs);
-            report.base = Some(BaseRef {
-                id: identity.id,
-                mac: identity.mac.to_string(),
-            });
-            report.items = items;
-            Ok((after_merge(site, profile, settings, merged)?, report))
-        }
-        Base::Unknown(why) => {
-            let mut m = assemble(site, profile, settings, layers, CaptureUse::OnTop(discard))?;
-            put_identity(&mut m, settings)?;
-            report.no_base = Some(why);
-            report.items = merge::compare(tree, &label, fleet, discard);
-            Ok((m, report))
-        }
-    }
-}
-
 /// The manifest of the profile's declarations over `layers` (the capture used as `capture`
 /// says), owners and modes finished.
-fn assemble(
+pub(crate) fn assemble(
     site: &Site,
     profile: &Profile,
     settings: &DeviceSettings,
@@ -256,7 +172,7 @@ fn assemble(
 /// The rules of the fleet that hold whatever a capture says, applied to a merged manifest:
 /// the profile's `"!pkg"` and `"!svc"` removals, the NFS round trip's lines (their files
 /// keep their mode and owner), Alpine's owner names; no symlink loop.
-fn after_merge(
+pub(crate) fn after_merge(
     site: &Site,
     profile: &Profile,
     settings: &DeviceSettings,

@@ -161,13 +161,16 @@ impl Project {
             .collect())
     }
 
-    /// Read every layer the given devices use, once each, in parallel.
+    /// Read every layer the given devices share, once each, in parallel (their own captures
+    /// are read as each device is planned).
     pub fn read_layers(&self, specs: &[DeviceSpec]) -> LayerCache {
         let mut sources = BTreeSet::new();
         for s in specs {
             if let Ok(p) = self.profiles.get(&s.profile)
-                && let Ok(list) = settings::layer_sources(&self.site, p, s)
+                && let Ok((list, _capture)) = settings::sources_and_capture(&self.site, p, s)
             {
+                // A device's own capture is read when that device is planned, not kept for
+                // the whole run: a fleet of captures would otherwise sit in memory at once.
                 sources.extend(list);
             }
         }

@@ -195,7 +195,7 @@ pub(crate) fn layer_sources(
 }
 
 /// The layers of one device but its capture, in order, and its capture.
-fn sources_and_capture(
+pub(crate) fn sources_and_capture(
     site: &Site,
     profile: &Profile,
     spec: &DeviceSpec,

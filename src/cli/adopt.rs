@@ -77,57 +77,100 @@ pub(crate) fn run(p: &Project, a: &AdoptArgs, json: bool) -> Result<i32> {
         .map(|e| e.path.as_str())
         .collect();
     let users = users(p, &dir, &files);
-    let rel = p.site.relative(&dir);
+    let done = Adopted {
+        mac: a.mac,
+        capture: p.site.relative(&capture),
+        rel: p.site.relative(&dir),
+        name,
+        entries,
+        users,
+    };
     if json {
-        output::json(&json!({
-            "mac": a.mac,
-            "capture": p.site.relative(&capture),
-            "into": rel,
-            "adopted": entries.iter().map(|e| json!({"path": e.path, "type": kind(&e.node), "mode": format!("{:04o}", e.mode)})).collect::<Vec<_>>(),
-            "users": users.iter().map(|(m, h, pr, o)| json!({
-                "mac": m, "hostname": h, "profile": pr,
-                "overridden": o.iter().map(|(x, by)| json!({"path": x, "by": by})).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }));
-        return Ok(EXIT_OK);
+        output::json(&done.json());
+    } else {
+        output::text(&done.text());
     }
-    let mut t = format!(
-        "adopted from {}'s capture ({}) into {rel}:\n",
-        a.mac,
-        p.site.relative(&capture)
-    );
-    for e in &entries {
-        t.push_str(&format!(
-            "  {} ({}, {:04o})\n",
-            e.path,
-            kind(&e.node),
-            e.mode
-        ));
-        if let Some(m) = e.stored.as_ref().filter(|m| (m.uid, m.gid) != (0, 0)) {
+    Ok(EXIT_OK)
+}
+
+/// What `adopt` did.
+struct Adopted {
+    mac: Mac,
+    /// The capture, site-relative.
+    capture: String,
+    /// The overlay folder, site-relative.
+    rel: String,
+    /// The overlay's name.
+    name: String,
+    entries: Vec<LayerEntry>,
+    users: Vec<User>,
+}
+
+impl Adopted {
+    /// `{"mac", "capture", "into", "adopted": [{"path", "type", "mode"}], "users": [{"mac",
+    /// "hostname", "profile", "overridden": [{"path", "by"}]}]}`.
+    fn json(&self) -> serde_json::Value {
+        let adopted: Vec<_> = self
+            .entries
+            .iter()
+            .map(|e| json!({"path": e.path, "type": kind(&e.node), "mode": format!("{:04o}", e.mode)}))
+            .collect();
+        let users: Vec<_> = self
+            .users
+            .iter()
+            .map(|(m, h, pr, o)| {
+                let o: Vec<_> = o
+                    .iter()
+                    .map(|(x, by)| json!({"path": x, "by": by}))
+                    .collect();
+                json!({"mac": m, "hostname": h, "profile": pr, "overridden": o})
+            })
+            .collect();
+        json!({
+            "mac": self.mac, "capture": self.capture, "into": self.rel,
+            "adopted": adopted, "users": users,
+        })
+    }
+
+    /// For people: each path, owners not kept, the overlay's users.
+    fn text(&self) -> String {
+        let (rel, name, users) = (&self.rel, &self.name, &self.users);
+        let mut t = format!(
+            "adopted from {}'s capture ({}) into {rel}:\n",
+            self.mac, self.capture
+        );
+        for e in &self.entries {
             t.push_str(&format!(
+                "  {} ({}, {:04o})\n",
+                e.path,
+                kind(&e.node),
+                e.mode
+            ));
+            if let Some(m) = e.stored.as_ref().filter(|m| (m.uid, m.gid) != (0, 0)) {
+                t.push_str(&format!(
                 "    owner {}:{} is not kept in a folder: declare it with [permissions.\"{}\"]\n",
                 m.uid, m.gid, e.path
             ));
-        }
-    }
-    if users.is_empty() {
-        t.push_str(&format!(
-            "no device uses {rel} yet: add \"{name}\" to a profile's (or a device's) overlays\n"
-        ));
-    } else {
-        t.push_str(&format!(
-            "{rel} is a layer of {} device(s); their next build gets these files:\n",
-            users.len()
-        ));
-        for (m, h, pr, overridden) in &users {
-            t.push_str(&format!("  {m} {h} ({pr})\n"));
-            for (x, by) in overridden {
-                t.push_str(&format!("    but not {x}: {by} wins there\n"));
             }
         }
+        if users.is_empty() {
+            t.push_str(&format!(
+                "no device uses {rel} yet: add \"{name}\" to a profile's (or a device's) overlays\n"
+            ));
+        } else {
+            t.push_str(&format!(
+                "{rel} is a layer of {} device(s); their next build gets these files:\n",
+                users.len()
+            ));
+            for (m, h, pr, overridden) in users {
+                t.push_str(&format!("  {m} {h} ({pr})\n"));
+                for (x, by) in overridden {
+                    t.push_str(&format!("    but not {x}: {by} wins there\n"));
+                }
+            }
+        }
+        t
     }
-    output::text(&t);
-    Ok(EXIT_OK)
 }
 
 /// `dir`, `file` or `symlink`.

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use crate::build::capture::CaptureReport;
 use crate::build::merge::{DriftChange, DriftItem, Winner};
-use crate::build::plan::DevicePlan;
 use crate::build::project::{Project, Selection};
 use crate::cli::output;
 use crate::error::{EXIT_INPUT, EXIT_OK, Result};
@@ -30,11 +29,12 @@ pub(crate) struct DriftArgs {
     profile: Option<String>,
 }
 
-/// One device's drift, or why it cannot be planned.
+/// One device's drift (its hostname and capture report; the rest of its plan is dropped at
+/// once), or why it cannot be planned.
 struct Row {
     mac: Mac,
     profile: String,
-    plan: Result<DevicePlan>,
+    plan: Result<(String, Option<CaptureReport>)>,
 }
 
 /// Report the drift of the selected devices; exit code 1 when one cannot be planned.
@@ -50,7 +50,9 @@ pub(crate) fn run(p: &Project, a: &DriftArgs, json: bool) -> Result<i32> {
         .map(|s| Row {
             mac: s.mac,
             profile: s.profile.clone(),
-            plan: p.plan(s, &cache),
+            plan: p
+                .plan(s, &cache)
+                .map(|plan| (plan.hostname.clone(), plan.capture)),
         })
         .collect();
     let code = if rows.iter().any(|r| r.plan.is_err()) {
@@ -64,10 +66,8 @@ pub(crate) fn run(p: &Project, a: &DriftArgs, json: bool) -> Result<i32> {
     } else {
         let mut t = String::new();
         for r in &rows {
-            if let Ok(plan) = &r.plan
-                && let Some(c) = &plan.capture
-            {
-                t.push_str(&device_text(plan, c));
+            if let Ok((hostname, Some(c))) = &r.plan {
+                t.push_str(&device_text(r, hostname, c));
             }
         }
         let s = summary(&rows);
@@ -93,7 +93,7 @@ pub(crate) fn run(p: &Project, a: &DriftArgs, json: bool) -> Result<i32> {
 fn summary(rows: &[Row]) -> Value {
     let captures: Vec<&CaptureReport> = rows
         .iter()
-        .filter_map(|r| r.plan.as_ref().ok()?.capture.as_ref())
+        .filter_map(|r| r.plan.as_ref().ok()?.1.as_ref())
         .collect();
     json!({
         "devices": rows.len(),
@@ -108,11 +108,11 @@ fn summary(rows: &[Row]) -> Value {
 /// One device as JSON: MAC, profile, hostname, capture (with each item's diff) or error.
 fn row_json(r: &Row) -> Value {
     match &r.plan {
-        Ok(plan) => json!({
+        Ok((hostname, capture)) => json!({
             "mac": r.mac,
             "profile": r.profile,
-            "hostname": plan.hostname,
-            "capture": plan.capture.as_ref().map(capture_json),
+            "hostname": hostname,
+            "capture": capture.as_ref().map(capture_json),
         }),
         Err(e) => json!({
             "mac": r.mac,
@@ -138,13 +138,10 @@ fn capture_json(c: &CaptureReport) -> Value {
 }
 
 /// The text block of one device with a capture.
-fn device_text(plan: &DevicePlan, c: &CaptureReport) -> String {
-    let mut t = format!(
-        "{} {} ({}): {}\n",
-        plan.mac, plan.hostname, plan.profile, c.file
-    );
+fn device_text(r: &Row, hostname: &str, c: &CaptureReport) -> String {
+    let mut t = format!("{} {hostname} ({}): {}\n", r.mac, r.profile, c.file);
     match (&c.base, &c.no_base) {
-        (Some(b), _) if b.mac == plan.mac.to_string() => {
+        (Some(b), _) if b.mac == r.mac.to_string() => {
             t.push_str(&format!("  base: build {}\n", &b.id[..12]));
         }
         (Some(b), _) => t.push_str(&format!("  base: build {} of {}\n", &b.id[..12], b.mac)),
