@@ -28,13 +28,15 @@
 //! | [`site`] | the site folder: [`site::layout`] (every name, private paths), [`site::config`] (`ovl.toml`), [`site::profile`], [`site::inventory`], located TOML errors |
 //! | [`build`] | [`build::project`] (selection, outcomes), [`build::settings`] (hostname, vars, layers, kernel line), [`build::plan`] (the manifest, one step per declaration), [`build::layer`], [`build::manifest`], [`build::archive`], [`build::publish`], [`build::bootscript`] |
 //! | [`watch`] | change detection (stat snapshots, network-fs probe), affected sets, reports, the loop |
-//! | [`serve`] | [`serve::http`], [`serve::tftp`] and [`serve::dhcp`] (pure codecs apart from thin tokio layers), boot events, neighbours |
+//! | [`serve`] | [`serve::http`] (with the status page and `/metrics`), [`serve::tftp`] and [`serve::dhcp`] (pure codecs apart from thin tokio layers), boot events, neighbours, counters, SIGHUP reload |
 //! | [`cli`] | one module per command; flags parsed into plain data, then dispatched here |
+//! | [`doc`] | [`doc::keys`] (every `ovl.toml` and profile key: the README tables and man pages), [`doc::man`] (ovl.toml(5), ovl-profile(5)) |
 //! | [`error`] | [`error::Location`], typed [`error::Error`], exit codes |
 //! | [`mac`] | the one [`mac::Mac`] type |
 
 pub mod build;
 pub mod cli;
+pub mod doc;
 pub mod error;
 pub mod fetch;
 pub mod mac;

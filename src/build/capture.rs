@@ -129,7 +129,8 @@ pub(crate) fn with_capture(
             Ok((after_merge(site, profile, settings, merged)?, report))
         }
         Base::Unknown(why) => {
-            let mut m = assemble(site, profile, settings, layers, CaptureUse::OnTop(discard))?;
+            let on_top = CaptureUse::OnTop(tree, discard);
+            let mut m = assemble(site, profile, settings, layers, on_top)?;
             history::put_identity(&mut m).map_err(|e| Error::device(settings.mac, e))?;
             report.no_base = Some(why);
             report.items = merge::compare(tree, &label, fleet, discard);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::build::archive;
-use crate::build::layer::{self, LayerSource, Node};
+use crate::build::layer::{LayerSource, Node};
+use crate::build::lbu;
 use crate::build::manifest::{Kind, Listed, Manifest};
 use crate::build::plan::DevicePlan;
 use crate::build::project::Project;
@@ -78,12 +79,11 @@ pub(crate) struct PublishedArchive {
 
 /// Read the archive published at `path` back into a manifest; `None` when there is none.
 pub(crate) fn read_published(path: &Path) -> Result<Option<PublishedArchive>> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    let Some(f) = archive::open_published(path)? else {
+        return Ok(None);
     };
-    let tree = layer::read_archive(&LayerSource::Archive(path.to_path_buf()), path, f)?;
+    let source = LayerSource::Archive(path.to_path_buf());
+    let tree = lbu::read_archive(&source, path, f, lbu::PUBLISHED_LIMITS)?;
     let mut out = PublishedArchive::default();
     for e in tree.entries {
         let kind = match e.node {

@@ -443,7 +443,8 @@ pub(crate) fn save(site: &Site, given: &Given, keep: usize, protect: Option<&str
         let f = std::fs::File::options().write(true).open(&path).at(&path)?;
         f.set_modified(std::time::SystemTime::now()).at(&path)?;
     } else {
-        publish::write_atomic(&path, &bytes, &site.tmp_dir(), ".manifest.", Some(0o600))?;
+        // The temporary is hidden beside its target and never named like a kept manifest.
+        publish::write_atomic(&path, &bytes, &dir, ".manifest.", Some(0o600))?;
     }
     prune(&dir, keep, protect.unwrap_or(&given.id))
 }

@@ -13,6 +13,7 @@ pub mod capture;
 pub(crate) mod compare;
 pub mod history;
 pub mod layer;
+pub mod lbu;
 pub mod manifest;
 pub mod merge;
 pub mod nfs;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::build::capture::{self, CaptureReport};
 use crate::build::history::{self, Record, States};
-use crate::build::layer::{LayerCache, LayerSource, LayerTree, Node};
+use crate::build::layer::{LayerCache, LayerSource, LayerTree, Node, StoredMeta};
 use crate::build::manifest::{Collision, Entry, Kind, Manifest};
 use crate::build::merge;
 use crate::build::nfs::{self, NfsExport};
@@ -20,7 +20,7 @@ use crate::build::settings::DeviceSettings;
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
-use crate::site::profile::{Declared, Profile, RUNLEVELS};
+use crate::site::profile::{Declared, Profile, RUNLEVELS, Removal, default_services, nearest};
 use crate::site::profile_file::PermDecl;
 
 pub use crate::build::settings::DeviceSpec;
@@ -86,13 +86,14 @@ impl DevicePlan {
     }
 }
 
-/// How the plan of a device treats its capture layer.
+/// How the plan of a device treats its capture layer (read once, by the caller).
 #[derive(Clone, Copy)]
 pub(crate) enum CaptureUse<'a> {
-    /// Left out: the fleet's part.
-    Skip,
+    /// Left out: the fleet's part. What the capture brings still counts for the profile's
+    /// `"!pkg"` and `"!svc"` removals (removing what only a capture brings is no error).
+    Skip(Option<&'a LayerTree>),
     /// On top of the other layers (a capture without a known base), but for these paths.
-    OnTop(&'a [String]),
+    OnTop(&'a LayerTree, &'a [String]),
 }
 
 /// Build the manifest of a device with `settings` and `profile` from `layers` (read
@@ -105,16 +106,19 @@ pub(crate) fn plan(
     settings: DeviceSettings,
     layers: &LayerCache,
 ) -> Result<DevicePlan> {
-    let mut fleet = assemble(site, profile, &settings, layers, CaptureUse::Skip)?;
+    let tree = match &settings.capture {
+        Some(src) => Some(layer_tree(site, layers, src)?),
+        None => None,
+    };
+    let skip = CaptureUse::Skip(tree.as_deref());
+    let mut fleet = assemble(site, profile, &settings, layers, skip)?;
     history::put_identity(&mut fleet).map_err(|e| Error::device(settings.mac, e))?;
     let fleet_states = history::states(&fleet, None);
-    let (mut manifest, mut states, capture, fleet) = match settings.capture.clone() {
+    let (mut manifest, mut states, capture, fleet) = match &tree {
         None => (fleet, fleet_states, None, None),
-        Some(src) => {
-            let tree = layer_tree(layers, &src)?;
+        Some(tree) => {
             let parts = (&fleet, &fleet_states);
-            let (m, report) =
-                capture::with_capture(site, profile, &settings, layers, &tree, parts)?;
+            let (m, report) = capture::with_capture(site, profile, &settings, layers, tree, parts)?;
             let states = history::states(&m, Some(parts));
             (m, states, Some(report), Some((fleet, fleet_states)))
         }
@@ -135,11 +139,15 @@ pub(crate) fn plan(
 }
 
 /// A layer tree from the cache (read now when missing).
-pub(crate) fn layer_tree(layers: &LayerCache, src: &LayerSource) -> Result<Arc<LayerTree>> {
+pub(crate) fn layer_tree(
+    site: &Site,
+    layers: &LayerCache,
+    src: &LayerSource,
+) -> Result<Arc<LayerTree>> {
     match layers.get(src) {
         Some(Ok(t)) => Ok(t.clone()),
         Some(Err(e)) => Err(e.clone()),
-        None => Ok(Arc::new(LayerTree::read(src)?)),
+        None => Ok(Arc::new(LayerTree::read(site, src)?)),
     }
 }
 
@@ -211,6 +219,8 @@ struct Builder<'a> {
     /// The origin of what the profile declares, e.g. `profile xl (profiles/xl.toml)`.
     origin: String,
     m: Manifest,
+    /// Packages and runlevel links a capture left out of the fleet's part brings.
+    captured: BTreeSet<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -227,6 +237,7 @@ impl<'a> Builder<'a> {
                 site.relative(&profile.file)
             ),
             m: Manifest::default(),
+            captured: BTreeSet::new(),
         }
     }
 
@@ -235,8 +246,14 @@ impl<'a> Builder<'a> {
         Error::device(self.settings.mac, e)
     }
 
-    /// Put a declared path (origin: the profile).
+    /// Put a declared path (origin: the profile). A declared folder that a layer already
+    /// has keeps the layer's mode and owner.
     fn put(&mut self, path: &str, kind: Kind, mode: u32) -> Result<()> {
+        if matches!(kind, Kind::Dir)
+            && matches!(self.m.entries.get(path), Some(e) if matches!(e.kind, Kind::Dir))
+        {
+            return Ok(());
+        }
         let r = self.m.put(path, kind, mode, None, &self.origin);
         r.map_err(|e| self.collision(e))
     }
@@ -265,12 +282,19 @@ impl<'a> Builder<'a> {
         let mut world = BTreeSet::new();
         for src in &self.settings.sources {
             let is_capture = self.settings.capture.as_ref() == Some(src);
-            let skip: &[String] = match capture {
-                CaptureUse::Skip if is_capture => continue,
-                CaptureUse::OnTop(discard) if is_capture => discard,
-                _ => &[],
+            let read;
+            let (tree, skip): (&LayerTree, &[String]) = match capture {
+                CaptureUse::Skip(tree) if is_capture => {
+                    self.captured
+                        .extend(tree.iter().flat_map(|t| captured_names(t)));
+                    continue;
+                }
+                CaptureUse::OnTop(tree, discard) if is_capture => (tree, discard),
+                _ => {
+                    read = layer_tree(self.site, layers, src)?;
+                    (&read, &[])
+                }
             };
-            let tree = layer_tree(layers, src)?;
             let label = self.site.relative(src.path());
             for e in tree
                 .entries
@@ -292,7 +316,14 @@ impl<'a> Builder<'a> {
                     let text = String::from_utf8_lossy(b);
                     world.extend(text.split_whitespace().map(str::to_string));
                 }
-                let r = self.m.put(&e.path, kind, e.mode, e.stored.as_ref(), &label);
+                // setuid, setgid and sticky only when `[permissions]` declares them.
+                let stored = e.stored.as_ref().map(|m| StoredMeta {
+                    mode: m.mode & 0o777,
+                    ..m.clone()
+                });
+                let r = self
+                    .m
+                    .put(&e.path, kind, e.mode & 0o777, stored.as_ref(), &label);
                 r.map_err(|e| self.collision(e))?;
             }
         }
@@ -333,10 +364,16 @@ impl<'a> Builder<'a> {
     /// `etc/apk/world`: the layers' packages and the profile's, `nfs-utils` with NFS, minus
     /// the profile's removals.
     fn world(&mut self, mut world: BTreeSet<String>) -> Result<()> {
-        world.extend(self.profile.packages.iter().cloned());
         if self.site.config.boot.nfs.is_some() {
             world.insert("nfs-utils".into());
         }
+        for r in &self.profile.package_removals {
+            if !world.contains(&r.name) && !self.captured.contains(&r.name) {
+                let known = self.profile.declared_packages.iter().chain(&world);
+                return Err(removes_nothing(r, "package", known));
+            }
+        }
+        world.extend(self.profile.packages.iter().cloned());
         for r in &self.profile.removed_packages {
             world.remove(r);
         }
@@ -352,6 +389,14 @@ impl<'a> Builder<'a> {
             let d = services.entry("default".into()).or_default();
             if !d.iter().any(|s| s == "netmount") {
                 d.push("netmount".into());
+            }
+        }
+        for r in &self.profile.service_removals {
+            let level = r.level.unwrap_or("default");
+            let added = services.get(level).is_some_and(|l| l.contains(&r.name));
+            let link = format!("etc/runlevels/{level}/{}", r.name);
+            if !added && !self.m.entries.contains_key(&link) && !self.captured.contains(&link) {
+                return Err(removes_nothing(r, "service", &self.service_names()));
             }
         }
         for level in RUNLEVELS {
@@ -371,6 +416,25 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Every service name the profile chain, Alpine's defaults or a layer's runlevel links
+    /// know, in any runlevel (did-you-mean candidates).
+    fn service_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = RUNLEVELS
+            .iter()
+            .flat_map(|l| default_services(l).iter().map(|s| s.to_string()))
+            .collect();
+        names.extend(self.profile.services.values().flatten().cloned());
+        names.extend(self.profile.removed_services.values().flatten().cloned());
+        for path in self.m.entries.keys() {
+            if let Some(rest) = path.strip_prefix("etc/runlevels/")
+                && let Some((_, svc)) = rest.split_once('/')
+            {
+                names.insert(svc.to_string());
+            }
+        }
+        names
     }
 
     /// `etc/network/interfaces` (declared, else the default when no layer has one) and
@@ -508,6 +572,56 @@ impl<'a> Builder<'a> {
             format!("symlink loop in {origin}: {}", cycle.join(" → ")),
         ))
     }
+}
+
+/// The packages of a capture's `etc/apk/world` and the paths of its runlevel links.
+fn captured_names(tree: &LayerTree) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in &tree.entries {
+        match &e.node {
+            Node::File(b) if e.path == "etc/apk/world" => {
+                out.extend(
+                    String::from_utf8_lossy(b)
+                        .split_whitespace()
+                        .map(str::to_string),
+                );
+            }
+            Node::Symlink(_) if e.path.starts_with("etc/runlevels/") => out.push(e.path.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The error of a `"!name"` removal that removes nothing, with the nearest `known` name.
+fn removes_nothing<'a>(
+    r: &Removal,
+    what: &str,
+    known: impl IntoIterator<Item = &'a String>,
+) -> Error {
+    let list = if what == "package" {
+        "packages"
+    } else {
+        "services"
+    };
+    let level = r
+        .level
+        .map(|l| format!(" from runlevel {l}"))
+        .unwrap_or_default();
+    let known = known
+        .into_iter()
+        .map(String::as_str)
+        .filter(|k| *k != r.name);
+    let near = nearest(&r.name, known)
+        .map(|n| format!("; did you mean \"!{n}\"?"))
+        .unwrap_or_default();
+    Error::input(
+        r.loc.clone(),
+        format!(
+            "{list}: \"!{}\" removes nothing: no profile of the chain and no layer brings {what} {}{level}{near}",
+            r.name, r.name
+        ),
+    )
 }
 
 fn apply_permission(m: &mut Manifest, ids: &Ids, path: &str, d: &Declared<PermDecl>) -> Result<()> {

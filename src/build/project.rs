@@ -1,7 +1,7 @@
 //! The build pipeline shared by every command: site files → [`Project`] → device plans →
 //! archive bytes → atomic publish. Watch and serve reuse it; they never rebuild it their way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +13,11 @@ use serde::Serialize;
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
 use crate::build::history;
-use crate::build::layer::{LayerCache, LayerTree};
+use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
+use crate::build::template;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
@@ -93,6 +94,7 @@ pub enum OutcomeResult {
 impl Project {
     /// Read profiles and inventory of `site`, checking every cross-reference.
     pub fn load(site: Site) -> Result<Project> {
+        template::forget_runaways();
         let profiles = Profiles::load(&site.profiles_dir())?;
         let inventory = Inventory::load(&site.devices_file(), &profiles)?;
         if let Some(p) = &site.config.serve.default_profile {
@@ -105,6 +107,23 @@ impl Project {
             profiles,
             inventory,
         })
+    }
+
+    /// What deserves an administrator's attention without stopping a build, one located
+    /// message each: every place where a profile still holds the example's placeholder key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut places = BTreeSet::new();
+        for p in self.profiles.by_name.values() {
+            places.extend(p.placeholder_keys.iter().map(ToString::to_string));
+        }
+        places
+            .into_iter()
+            .map(|loc| {
+                format!(
+                    "{loc}: authorized_keys holds the example's placeholder, not a key: put your own public key here"
+                )
+            })
+            .collect()
     }
 
     /// The spec of one MAC: its inventory entry, with `profile` overriding its profile (or
@@ -161,27 +180,67 @@ impl Project {
             .collect())
     }
 
-    /// Read every layer the given devices share, once each, in parallel (their own captures
-    /// are read as each device is planned).
+    /// Read every layer that more than one of the given devices uses, once each, in
+    /// parallel. A layer only one device uses (its capture, its own overlay) is left out: it
+    /// is read when that device is planned and dropped with its plan, so the memory held at
+    /// once stays bounded by the jobs running, not by the size of the fleet.
     pub fn read_layers(&self, specs: &[DeviceSpec]) -> LayerCache {
-        let mut sources = BTreeSet::new();
+        let mut uses: BTreeMap<LayerSource, usize> = BTreeMap::new();
         for s in specs {
             if let Ok(p) = self.profiles.get(&s.profile)
-                && let Ok((list, _capture)) = settings::sources_and_capture(&self.site, p, s)
+                && let Ok(list) = settings::declared_layer_sources(&self.site, p, s)
             {
-                // A device's own capture is read when that device is planned, not kept for
-                // the whole run: a fleet of captures would otherwise sit in memory at once.
-                sources.extend(list);
+                for src in list.into_iter().collect::<BTreeSet<_>>() {
+                    *uses.entry(src).or_default() += 1;
+                }
             }
         }
-        let sources: Vec<_> = sources.into_iter().collect();
-        sources
+        let shared: Vec<_> = uses
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(s, _)| s)
+            .collect();
+        shared
             .into_par_iter()
             .map(|s| {
-                let tree = LayerTree::read(&s).map(Arc::new);
+                let tree = LayerTree::read(&self.site, &s).map(Arc::new);
                 (s, tree)
             })
             .collect::<HashMap<_, _>>()
+    }
+
+    /// Inventory devices whose hostname (their own, or their profile's template rendered)
+    /// another inventory device also has, each with an error naming the other MACs. Devices
+    /// whose hostname cannot be rendered are left to the planning that reports it.
+    pub fn hostname_clashes(&self) -> BTreeMap<Mac, Error> {
+        let mut by_name: BTreeMap<String, Vec<(Mac, String)>> = BTreeMap::new();
+        for d in self.inventory.devices.values() {
+            let Ok(profile) = self.profiles.get(&d.profile) else {
+                continue;
+            };
+            if let Ok(h) = settings::inventory_hostname(&self.site, profile, d) {
+                by_name
+                    .entry(h.to_ascii_lowercase())
+                    .or_default()
+                    .push((d.mac, h));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for group in by_name.values().filter(|g| g.len() > 1) {
+            for (mac, h) in group {
+                let others: Vec<String> = group
+                    .iter()
+                    .filter(|(m, _)| m != mac)
+                    .map(|(m, _)| m.to_string())
+                    .collect();
+                let message = format!(
+                    "hostname {h} is also the hostname of {}; hostnames must be unique",
+                    others.join(", ")
+                );
+                out.insert(*mac, Error::device(mac, message));
+            }
+        }
+        out
     }
 
     /// The profile called `name`; an unknown name is a usage error.
@@ -216,12 +275,6 @@ impl Project {
         Ok(archive::gzip(&tar, self.site.config.build.compression))
     }
 
-    /// Where temporary files are written before being renamed into place (a private folder of
-    /// the site, on the same file system).
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.site.tmp_dir()
-    }
-
     /// Where a MAC's archive is published.
     pub fn archive_path(&self, mac: &Mac) -> PathBuf {
         self.site.configs_dir().join(mac.archive_name())
@@ -240,7 +293,12 @@ impl Project {
         tick: &(dyn Fn() + Sync),
         stop: &AtomicBool,
     ) -> Vec<Outcome> {
-        publish::clean_stale_temps(&self.tmp_dir(), Duration::from_secs(60));
+        self.clean_stale_temps();
+        let clashes = if specs.iter().any(|s| s.device.is_some()) {
+            self.hostname_clashes()
+        } else {
+            BTreeMap::new()
+        };
         let cache = self.read_layers(specs);
         let mut out: Vec<Outcome> = specs
             .par_iter()
@@ -248,7 +306,12 @@ impl Project {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = self.build_one(spec, &cache);
+                let clash = clashes.get(&spec.mac).filter(|_| {
+                    spec.device
+                        .as_ref()
+                        .is_some_and(|d| d.profile == spec.profile)
+                });
+                let r = self.build_one(spec, &cache, clash);
                 tick();
                 Some(r)
             })
@@ -257,9 +320,24 @@ impl Project {
         out
     }
 
-    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache) -> Outcome {
+    /// Remove the temporaries a killed build left: hidden ones beside the archives and the
+    /// boot scripts, and loose files in the `.ovl-tmp/` folder of earlier versions (its
+    /// `fetch/` folder, where `ovl fetch` keeps partial downloads to resume, is left alone).
+    fn clean_stale_temps(&self) {
+        let age = Duration::from_secs(60);
+        publish::clean_stale_temps(&self.site.configs_dir(), age, false);
+        publish::clean_stale_temps(&self.site.root, age, false);
+        let legacy = self.site.tmp_dir();
+        publish::clean_stale_temps(&legacy, age, true);
+        let _ = std::fs::remove_dir(&legacy);
+    }
+
+    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache, clash: Option<&Error>) -> Outcome {
         let path = self.archive_path(&spec.mac);
         let result = (|| {
+            if let Some(e) = clash {
+                return Err(e.clone());
+            }
             let plan = self.plan(spec, cache)?;
             let bytes = self.archive_bytes(&plan)?;
             if bytes.is_empty() {
@@ -268,7 +346,7 @@ impl Project {
             // Kept before the archive is published: a device never holds an archive whose
             // manifest ovl does not know.
             self.keep_manifest(&plan)?;
-            let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
+            let state = publish::publish(&path, &bytes)?;
             if self.site.config.boot.nfs.is_some() {
                 // lbu commits into this folder over NFS; it must exist.
                 crate::build::nfs::ensure_capture_dir(&self.site, &spec.mac)?;
@@ -318,7 +396,7 @@ impl Project {
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
-                publish::publish(&p, text.as_bytes(), &self.tmp_dir()).map(|s| (p, s))
+                publish::publish(&p, text.as_bytes()).map(|s| (p, s))
             })
             .collect()
     }

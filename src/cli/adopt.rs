@@ -55,7 +55,7 @@ pub(crate) fn run(p: &Project, a: &AdoptArgs, json: bool) -> Result<i32> {
         .devices
         .get(&a.mac)
         .and_then(|d| d.hostname.as_deref());
-    let capture = find_capture(&p.site, &a.mac, hostname).ok_or_else(|| {
+    let capture = find_capture(&p.site, &a.mac, hostname)?.ok_or_else(|| {
         Error::device(
             a.mac,
             format!(
@@ -65,7 +65,7 @@ pub(crate) fn run(p: &Project, a: &AdoptArgs, json: bool) -> Result<i32> {
             ),
         )
     })?;
-    let tree = LayerTree::read(&LayerSource::Archive(capture.clone()))?;
+    let tree = LayerTree::read(&p.site, &LayerSource::Archive(capture.clone()))?;
     let entries = selected(&tree, &a.paths, &p.site.relative(&capture))?;
     ensure_folder(&p.site.root.join(OVERLAYS_DIR), &name)?;
     for e in &entries {

@@ -63,11 +63,16 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         b.finish_and_clear();
     }
     let scripts = p.write_boot_scripts()?;
+    let warnings = p.warnings();
+    for w in &warnings {
+        output::warning(w);
+    }
     let summary = Summary::of(&outcomes, p.site.config.capture.conflicts);
     let ms = millis(start);
     if json {
         output::json(&json!({
             "devices": outcomes,
+            "warnings": warnings,
             "scripts": scripts.iter().map(|(p, s)| json!({"path": p, "state": s})).collect::<Vec<_>>(),
             "counts": summary.counts,
             "duration_ms": ms,
@@ -121,7 +126,7 @@ impl Summary {
                 } => {
                     let conflicts: Vec<&str> = conflicts.iter().map(String::as_str).collect();
                     if let Some(w) = conflict_warning(&o.mac, hostname, &conflicts, policy) {
-                        eprintln!("warning: {w}");
+                        output::warning(&w);
                     }
                     if nb.is_some() {
                         no_base.push(o.mac.to_string());

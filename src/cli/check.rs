@@ -1,10 +1,11 @@
-//! `ovl check`: plan every device of the inventory, and every profile no device uses, and
-//! report every error found (each once). Missing or unreadable boot files (kernel, initramfs,
-//! modloop, DHCP boot files) are warnings: a site that has not run `ovl fetch` yet can still
-//! check its profiles.
+//! `ovl check`: plan every device of the inventory (in parallel), and every profile no device
+//! uses, and report every error found (each once, in inventory order). Missing or unreadable
+//! boot files (kernel, initramfs, modloop, DHCP boot files) are warnings: a site that has not
+//! run `ovl fetch` yet can still check its profiles.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use rayon::prelude::*;
 use serde_json::json;
 
 use crate::build::plan::DeviceSpec;
@@ -22,7 +23,8 @@ const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
 pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
     let (errors, conflicts) = site_errors(p)?;
     let boot = boot_files(&p.site);
-    let mut warnings: Vec<String> = boot.iter().filter_map(|f| boot_warning(p, f)).collect();
+    let mut warnings = p.warnings();
+    warnings.extend(boot.iter().filter_map(|f| boot_warning(p, f)));
     warnings.extend(conflicts);
     if json {
         output::json(&json!({
@@ -41,7 +43,7 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
         ));
     }
     for w in &warnings {
-        eprintln!("warning: {w}");
+        output::warning(w);
     }
     for e in &errors {
         output::error(e);
@@ -65,9 +67,9 @@ fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
     ))
 }
 
-/// Every error of the site, without repeats: each device planned, each unused profile
-/// planned for [`SAMPLE_MAC`], and hostnames two inventory devices share; and a warning for
-/// each device whose capture conflicts with the fleet.
+/// Every error of the site, without repeats: hostnames two inventory devices share (also
+/// when templates render them), each device planned, each unused profile planned for
+/// [`SAMPLE_MAC`]; and a warning for each device whose capture conflicts with the fleet.
 fn site_errors(p: &Project) -> Result<(Vec<Error>, Vec<String>)> {
     let mut specs = p.select(&Selection {
         all: true,
@@ -87,32 +89,23 @@ fn site_errors(p: &Project) -> Result<(Vec<Error>, Vec<String>)> {
         device: None,
     }));
     let cache = p.read_layers(&specs);
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
+    let mut errors: Vec<Error> = p.hostname_clashes().into_values().collect();
     let policy = p.site.config.capture.conflicts;
-    let mut hostnames: BTreeMap<String, Mac> = BTreeMap::new();
-    for spec in &specs {
-        match p.plan(spec, &cache) {
+    let planned: Vec<(Option<Error>, Option<String>)> = specs
+        .par_iter()
+        .map(|spec| match p.plan(spec, &cache) {
             Ok(plan) => {
                 let conflicts = plan.conflicts();
-                warnings.extend(conflict_warning(
-                    &plan.mac,
-                    &plan.hostname,
-                    &conflicts,
-                    policy,
-                ));
-                if spec.device.is_some()
-                    && let Some(other) =
-                        hostnames.insert(plan.hostname.to_ascii_lowercase(), plan.mac)
-                {
-                    errors.push(Error::Device {
-                        mac: plan.mac.to_string(),
-                        message: format!("hostname {} is also {}'s", plan.hostname, other),
-                    });
-                }
+                let w = conflict_warning(&plan.mac, &plan.hostname, &conflicts, policy);
+                (None, w)
             }
-            Err(e) => errors.push(e),
-        }
+            Err(e) => (Some(e), None),
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    for (e, w) in planned {
+        errors.extend(e);
+        warnings.extend(w);
     }
     let mut seen = BTreeSet::new();
     errors.retain(|e| seen.insert(e.to_string()));

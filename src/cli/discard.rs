@@ -116,10 +116,12 @@ fn write_discard(p: &Project, mac: &Mac, paths: &[String]) -> Result<()> {
     Inventory::parse(file, &new, &p.profiles)?;
     let mode = std::fs::metadata(file).at(file)?.permissions();
     use std::os::unix::fs::PermissionsExt;
+    // A hidden temporary beside devices.toml, renamed over it.
+    let dir = file.parent().unwrap_or(&p.site.root);
     publish::write_atomic(
         file,
         new.as_bytes(),
-        &p.site.tmp_dir(),
+        dir,
         ".devices.toml.",
         Some(mode.mode() & 0o7777),
     )

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::build::nfs;
 use crate::build::project::Project;
 use crate::cli::output;
-use crate::error::{EXIT_OK, Result};
+use crate::error::{EXIT_OK, Error, Result};
 use crate::serve::dhcp::export::ExportFormat;
 
 /// What to export.
@@ -30,6 +30,11 @@ pub(crate) struct ExportArgs {
     /// (default: [serve] interface).
     #[arg(long, value_name = "IF")]
     interface: Option<String>,
+    /// Print only the PXE part (iPXE and firmware boot files) and the reservations, to merge
+    /// into the configuration of a DHCP server that already serves the subnet. A site without
+    /// [serve.dhcp] range gets this form anyway.
+    #[arg(long)]
+    snippet: bool,
 }
 
 /// `FORMAT`: dnsmasq, isc-dhcpd (or dhcpd, isc), kea or nfs.
@@ -47,12 +52,32 @@ pub(crate) fn run(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
     match a.format {
         Target::Dhcp(format) => {
             let cfg = crate::serve::dhcp::site::export_config(p, a.interface.as_deref())?;
-            let text = crate::serve::dhcp::export::export(format, &cfg);
+            let snippet = a.snippet || cfg.range.is_none();
+            if !a.snippet && cfg.range.is_none() {
+                eprintln!(
+                    "warning: [serve.dhcp] range is not set in {}: printing only the PXE part \
+                     and the reservations, to merge into the configuration of the DHCP server \
+                     that hands out the subnet's addresses",
+                    p.site.site_file().display()
+                );
+            }
+            let text = if a.snippet {
+                crate::serve::dhcp::export::export_snippet(format, &cfg)
+            } else {
+                crate::serve::dhcp::export::export(format, &cfg)
+            };
             if json {
-                output::json(&json!({ "format": format.name(), "config": text }));
+                output::json(
+                    &json!({ "format": format.name(), "snippet": snippet, "config": text }),
+                );
             } else {
                 output::text(&text);
             }
+        }
+        Target::Nfs if a.snippet => {
+            return Err(Error::Usage(
+                "--snippet is for the DHCP formats (dnsmasq, isc-dhcpd, kea)".into(),
+            ));
         }
         Target::Nfs => {
             let (export, lines, owner) = nfs::export_lines(p)?;

@@ -16,6 +16,7 @@ mod export;
 mod fetch;
 mod init;
 mod list;
+mod man;
 mod output;
 mod serve;
 mod show;
@@ -84,6 +85,11 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Serve the boot chain: DHCP, TFTP and HTTP from the site (settings from [serve] of
     /// ovl.toml).
+    ///
+    /// HTTP also serves the status page at / (every device, its archive state and boot
+    /// progress), /status (JSON) and /metrics (Prometheus). SIGHUP re-reads ovl.toml,
+    /// devices.toml and profiles/; SIGINT and SIGTERM stop. Needs no root: only the
+    /// capability to bind ports below 1024 (dist/ has a systemd unit and an OpenRC service).
     Serve(serve::ServeArgs),
     /// Print the configuration of the site's other servers: DHCP (dnsmasq, ISC dhcpd or Kea:
     /// pool, PXE boot files, the iPXE script URL, reservations) or NFS (/etc/exports lines for
@@ -95,8 +101,9 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Print shell completions.
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff): ovl(1), one per command (ovl-build(1), …), ovl.toml(5) and
+    /// ovl-profile(5) with every key; or write them all into a folder (--dir).
+    Man(man::ManArgs),
 }
 
 /// A device, for `show` and `diff`.
@@ -158,7 +165,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Export(a) => export::run(&project(&cli)?, a, json),
         Command::Fetch(a) => fetch::run(&Site::discover(cli.site.as_deref())?, a, json),
         Command::Completions(a) => completions::completions(a),
-        Command::Man => completions::man(),
+        Command::Man(a) => man::run(a, json),
     }
 }
 

@@ -36,6 +36,11 @@ pub(crate) fn error(e: &impl std::fmt::Display) {
     eprintln!("error: {e}");
 }
 
+/// Print `warning: …` on stderr.
+pub(crate) fn warning(w: &impl std::fmt::Display) {
+    eprintln!("warning: {w}");
+}
+
 /// `e` as `{"error": …, "kind": …}`, the JSON shape of every error.
 pub(crate) fn error_json(e: &Error) -> serde_json::Value {
     serde_json::json!({ "error": e.to_string(), "kind": e.kind() })

@@ -70,7 +70,7 @@ pub(crate) fn fetch(
             (bytes, url)
         };
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        let published = publish(&dest, &bytes, &site.tmp_dir())?;
+        let published = publish(&dest, &bytes)?;
         state.record(name, &dest, &sha256, &source, None)?;
         files.push(FetchedFile {
             name: name.clone(),

@@ -4,7 +4,11 @@
 //! `run` binds every enabled service (a failure names the address: exit 3), logs one
 //! `listening` line per service with the real address (port 0 picks a free port), and serves
 //! until the token is cancelled (`cancel_on_signals`: SIGINT, SIGTERM), then lets running
-//! transfers finish for a few seconds and returns.
+//! transfers finish for a few seconds and returns. SIGHUP reloads the site (`reload`).
+//!
+//! The HTTP server's counters (`metrics`) get TFTP's and DHCP's once those are bound, and
+//! DHCP replies become boot events, so that `/`, `/status` and `/metrics` show the whole
+//! chain.
 //!
 //! DHCP (`proxy` or `full`) is configured from the site by `dhcp::site::dhcp_config`; its
 //! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
@@ -18,8 +22,10 @@ pub mod dhcp;
 pub(crate) mod events;
 pub mod http;
 pub mod logging;
+pub(crate) mod metrics;
 pub mod neighbours;
 pub(crate) mod public;
+pub(crate) mod reload;
 pub mod tftp;
 
 use std::fmt;
@@ -156,15 +162,30 @@ pub(crate) async fn run(
     let dhcp_project = (settings.dhcp != DhcpMode::Off).then(|| project.clone());
     // The lease table exists once DHCP is bound, after HTTP: HTTP asks it through this slot.
     let leases = Arc::new(neighbours::LateLeases::default());
+    let started_with = project.clone();
     let http = bind_http(&settings, project, &leases).await?;
     let events = http.as_ref().map(http::HttpServer::events);
     let live = http.as_ref().map(http::HttpServer::project);
-    let tftp = bind_tftp(&settings, &root, events).await?;
+    let metrics = http.as_ref().map(http::HttpServer::metrics);
+    let tftp = bind_tftp(&settings, &root, events.clone(), &leases).await?;
+    if let (Some(m), Some(t)) = (&metrics, &tftp) {
+        let _ = m.tftp.set(t.stats());
+    }
     let http_addr = http.as_ref().map(http::HttpServer::local_addr);
     let dhcp = match &dhcp_project {
         None => None,
-        Some(p) => Some(bind_dhcp(&settings, p, http_addr, &leases).await?),
+        Some(p) => {
+            let mut d = bind_dhcp(&settings, p, http_addr, &leases).await?;
+            d.observe(events.clone(), metrics.as_deref());
+            Some(d)
+        }
     };
+    let bound = reload::Bound {
+        project: started_with,
+        settings: settings.clone(),
+        http: http_addr,
+    };
+    reload::reload_on_hangup(live.clone(), bound, shutdown.clone())?;
     let mode = match settings.dhcp {
         DhcpMode::Off => "off",
         DhcpMode::Proxy => "proxy",
@@ -192,7 +213,7 @@ pub(crate) async fn run(
     let watcher = settings
         .watch
         .clone()
-        .map(|opts| spawn_watch(root, opts, live, Arc::clone(&stop)));
+        .map(|opts| spawn_watch(root, opts, live, metrics, Arc::clone(&stop)));
     while tasks.join_next().await.is_some() {}
     tracing::info!(event = "stopped", "ovl serve stopped");
     stop.store(true, Ordering::Relaxed);
@@ -229,14 +250,17 @@ async fn bind_tftp(
     settings: &Settings,
     root: &std::path::Path,
     events: Option<Arc<events::BootEvents>>,
+    leases: &Arc<neighbours::LateLeases>,
 ) -> Result<Option<tftp::TftpServer>> {
     let Listen::At(addr) = settings.tftp else {
         return Ok(None);
     };
     let mut cfg = tftp::TftpConfig::new(root, addr);
     if let Some(events) = events {
+        let mut neighbours = neighbours::Neighbours::default();
+        neighbours.push(leases.clone());
         cfg.on_transfer = Some(tftp::TransferHook(Arc::new(move |t| {
-            tftp_boot_event(&events, t);
+            tftp_boot_event(&events, &neighbours, t);
         })));
     }
     tftp::TftpServer::bind(cfg)
@@ -246,9 +270,13 @@ async fn bind_tftp(
 }
 
 /// Records a TFTP fetch of the boot chain (iPXE binaries, scripts, kernels, configs) as a
-/// boot event, attributed like HTTP's: by the MAC in the archive name, else the client's
-/// known MAC.
-fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
+/// boot event, attributed like HTTP's: by the MAC in the archive name, else the neighbour
+/// table or DHCP lease of the client, else the MAC it last named.
+fn tftp_boot_event(
+    events: &events::BootEvents,
+    neighbours: &neighbours::Neighbours,
+    t: &tftp::TransferDone,
+) {
     let name = t.file.trim_start_matches('/');
     let kind = if name == "boot.ipxe" || name == "gpxe-script" {
         Some(events::EventKind::Script)
@@ -265,6 +293,7 @@ fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
         .strip_prefix("configs/")
         .and_then(|n| n.strip_suffix(".tar.gz"))
         .and_then(|m| m.parse().ok())
+        .or_else(|| neighbours.mac_of(ip))
         .or_else(|| events.client_mac(ip));
     let ms = u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX);
     events.record(
@@ -280,6 +309,8 @@ struct BoundDhcp {
     mode: dhcp::Mode,
     server_ip: std::net::Ipv4Addr,
     url: String,
+    /// Addresses in its pools.
+    pool_size: u64,
 }
 
 /// The DHCP server configured from the site, sending iPXE to `http_addr`; its lease table
@@ -298,6 +329,11 @@ async fn bind_dhcp(
     )?;
     let addr = SocketAddr::from((cfg.bind_ip, cfg.server_port));
     let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
+    let pool_size = cfg
+        .pools
+        .iter()
+        .map(|p| u64::from(u32::from(p.end).saturating_sub(u32::from(p.start))) + 1)
+        .sum();
     let server = dhcp::DhcpServer::bind(cfg)
         .await
         .map_err(|e| bind_error("dhcp", addr, e))?;
@@ -308,10 +344,59 @@ async fn bind_dhcp(
         mode,
         server_ip,
         url,
+        pool_size,
     })
 }
 
+/// The device a DHCP reply is for: its `chaddr` (bytes 28..34 of the BOOTP header).
+fn reply_mac(reply: &dhcp::Reply) -> Option<crate::mac::Mac> {
+    let b: [u8; 6] = reply.bytes.get(28..34)?.try_into().ok()?;
+    Some(crate::mac::Mac(b))
+}
+
+/// An ACK of a lease renewal (or rebinding): the client already had the address (`ciaddr`,
+/// bytes 12..16, copied from its request) and got one (`yiaddr`; proxy replies give none).
+/// Not a boot event: a running device renews its lease every half lease time.
+fn is_renewal(reply: &dhcp::Reply) -> bool {
+    let had = reply.bytes.get(12..16).is_some_and(|c| c != [0, 0, 0, 0]);
+    reply.kind == dhcproto::v4::MessageType::Ack && had && !reply.ip.is_unspecified()
+}
+
 impl BoundDhcp {
+    /// Makes its replies boot events (offer, ack, nak) and its counters part of `/metrics`.
+    fn observe(
+        &mut self,
+        events: Option<Arc<events::BootEvents>>,
+        metrics: Option<&metrics::Metrics>,
+    ) {
+        if let Some(m) = metrics {
+            let _ = m.dhcp.set(metrics::DhcpMetrics {
+                stats: self.server.stats(),
+                leases: self.server.leases(),
+                pool_size: self.pool_size,
+            });
+        }
+        let Some(events) = events else { return };
+        self.server.on_reply(dhcp::ReplyHook(Arc::new(move |r| {
+            use dhcproto::v4::MessageType;
+            if is_renewal(r) {
+                return;
+            }
+            let kind = match r.kind {
+                MessageType::Offer => events::EventKind::DhcpOffer,
+                MessageType::Ack => events::EventKind::DhcpAck,
+                MessageType::Nak => events::EventKind::DhcpNak,
+                _ => return,
+            };
+            let name = events::EventKind::name(kind);
+            let ip = std::net::IpAddr::V4(r.ip);
+            events.record(
+                reply_mac(r),
+                events::BootEvent::now(kind, format!("dhcp:{name} {}", r.ip), ip, 0, 0, 0),
+            );
+        })));
+    }
+
     /// Logs the `listening` line and serves on `tasks` until `shutdown`.
     fn spawn(
         self,
@@ -339,19 +424,26 @@ fn spawn_watch(
     root: PathBuf,
     opts: WatchOptions,
     live: Option<Arc<http::LiveProject>>,
+    metrics: Option<Arc<metrics::Metrics>>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::task::spawn_blocking(move || {
         let feed = live.as_deref().map(|l| l as &dyn crate::watch::Feed);
+        let mut first = true;
         let watched = crate::watch::run_feeding(
             &root,
             &opts,
             &stop,
-            &mut |r| match &r {
-                crate::watch::Report::Error { .. } => {
-                    tracing::warn!(event = "watch_error", "{r}");
+            &mut |r| {
+                if let Some(m) = &metrics {
+                    observe_report(m, &r, &mut first);
                 }
-                _ => tracing::info!(event = "watch", "{r}"),
+                match &r {
+                    crate::watch::Report::Error { .. } => {
+                        tracing::warn!(event = "watch_error", "{r}");
+                    }
+                    _ => tracing::info!(event = "watch", "{r}"),
+                }
             },
             feed,
         );
@@ -369,6 +461,25 @@ fn spawn_watch(
         }
         watched
     })
+}
+
+/// Counts a watch report in `/metrics`: build (the first) and rebuild durations, failures.
+fn observe_report(m: &metrics::Metrics, r: &crate::watch::Report, first: &mut bool) {
+    match r {
+        crate::watch::Report::Rebuild {
+            devices,
+            duration_ms,
+            ..
+        } => {
+            m.observe_build(*first, *duration_ms as f64 / 1000.0);
+            *first = false;
+            if devices.iter().any(|d| d.state == "failed") {
+                m.build_failed();
+            }
+        }
+        crate::watch::Report::Error { .. } => m.build_failed(),
+        _ => {}
+    }
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
@@ -461,6 +572,7 @@ mod tests {
             dir.path().join("missing"),
             WatchOptions::default(),
             Some(Arc::clone(&live)),
+            None,
             Arc::clone(&stop),
         );
         let toml = root.join("ovl.toml");

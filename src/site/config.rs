@@ -76,6 +76,41 @@ pub struct BootConfig {
     pub kernel_args: Vec<String>,
     /// `alpine_repo=` value; default `MIRROR/VERSION/main`.
     pub alpine_repo: Option<String>,
+    /// How many times the boot script tries each step (kernel, initramfs, boot) before
+    /// giving up.
+    pub tries: u32,
+    /// Seconds the boot script waits after the first failed try; the wait doubles after every
+    /// further one, up to [`MAX_RETRY_WAIT`].
+    pub retry_delay: u32,
+    /// What the boot script does once a step has failed `tries` times.
+    pub on_failure: OnFailure,
+}
+
+/// The longest wait between two tries of a boot step, in seconds.
+pub const MAX_RETRY_WAIT: u32 = 300;
+
+/// `[boot] on_failure`: what a device does when the boot script gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Reboot the device (iPXE `reboot`): it starts over from its firmware.
+    #[default]
+    Reboot,
+    /// Leave iPXE (`exit`): the firmware goes on with its next boot device.
+    Exit,
+    /// Open the iPXE shell on the console; leaving it starts the script over.
+    Shell,
+}
+
+impl OnFailure {
+    /// The value's spelling in `ovl.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFailure::Reboot => "reboot",
+            OnFailure::Exit => "exit",
+            OnFailure::Shell => "shell",
+        }
+    }
 }
 
 impl Default for BootConfig {
@@ -91,6 +126,9 @@ impl Default for BootConfig {
             nfs_anongid: None,
             kernel_args: Vec::new(),
             alpine_repo: None,
+            tries: 5,
+            retry_delay: 2,
+            on_failure: OnFailure::Reboot,
         }
     }
 }
@@ -132,7 +170,13 @@ pub struct BuildConfig {
     pub compression: u32,
     /// Entry mtime (seconds since the epoch) when `SOURCE_DATE_EPOCH` is not set.
     pub mtime: u64,
+    /// Most bytes the files of one lbu archive layer (a capture or a profile's reference
+    /// archive) may hold uncompressed; a member or a total over it is refused.
+    pub max_capture_bytes: u64,
 }
+
+/// The default of `[build] max_capture_bytes`: 256 MiB.
+pub(crate) const DEFAULT_MAX_CAPTURE_BYTES: u64 = 256 << 20;
 
 /// The fixed entry time used when neither `SOURCE_DATE_EPOCH` nor `[build] mtime` is set:
 /// 2000-01-01T00:00:00Z.
@@ -143,6 +187,7 @@ impl Default for BuildConfig {
         BuildConfig {
             compression: 6,
             mtime: DEFAULT_MTIME,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
         }
     }
 }
@@ -362,6 +407,27 @@ impl SiteConfig {
                     "[build] compression = {}: expected 1 to 9",
                     c.build.compression
                 ),
+            ));
+        }
+        if !(1..=20).contains(&c.boot.tries) {
+            return Err(Error::at_path(
+                path,
+                format!("[boot] tries = {}: expected 1 to 20", c.boot.tries),
+            ));
+        }
+        if !(1..=MAX_RETRY_WAIT).contains(&c.boot.retry_delay) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[boot] retry_delay = {}: expected 1 to {MAX_RETRY_WAIT} seconds",
+                    c.boot.retry_delay
+                ),
+            ));
+        }
+        if c.build.max_capture_bytes == 0 {
+            return Err(Error::at_path(
+                path,
+                "[build] max_capture_bytes = 0: expected a number of bytes, e.g. 268435456 (256 MiB)",
             ));
         }
         if c.alpine.flavor.is_empty() || c.alpine.flavor.contains(['/', ' ']) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{Error, Location, Result};
+use crate::error::{Error, LineIndex, Location, Result};
 use crate::mac::Mac;
 use crate::site::profile::Profiles;
 use crate::site::toml_file;
@@ -94,15 +94,11 @@ pub(crate) fn valid_hostname(h: &str) -> bool {
 impl Inventory {
     /// Read `path` (a missing file is an empty inventory) and check it against `profiles`.
     pub(crate) fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Inventory {
-                    file: path.to_path_buf(),
-                    devices: BTreeMap::new(),
-                });
-            }
-            Err(e) => return Err(Error::io(path, e)),
+        let Some(text) = toml_file::read_text_if_exists(path)? else {
+            return Ok(Inventory {
+                file: path.to_path_buf(),
+                devices: BTreeMap::new(),
+            });
         };
         Inventory::parse(path, &text, profiles)
     }
@@ -113,7 +109,7 @@ impl Inventory {
         let file: DevicesFile = toml_file::parse(path, text)?;
         let mut seen = Seen {
             path,
-            text,
+            lines: LineIndex::new(text),
             devices: BTreeMap::new(),
             hostnames: BTreeMap::new(),
             ips: BTreeMap::new(),
@@ -132,7 +128,7 @@ impl Inventory {
 /// The devices read so far, and where each hostname and address was first declared.
 struct Seen<'a> {
     path: &'a Path,
-    text: &'a str,
+    lines: LineIndex<'a>,
     devices: BTreeMap<Mac, Device>,
     hostnames: BTreeMap<String, Location>,
     ips: BTreeMap<Ipv4Addr, Location>,
@@ -141,7 +137,7 @@ struct Seen<'a> {
 impl Seen<'_> {
     /// The location of a byte offset of the file.
     fn at(&self, offset: usize) -> Location {
-        Location::at_offset(self.path, self.text, offset)
+        self.lines.locate(self.path, offset)
     }
 
     /// Check one entry against the profiles and the entries before it.

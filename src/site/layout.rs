@@ -11,10 +11,13 @@
 //!   configs/MAC.tar.gz  published archives   (served)
 //!   boot.ipxe, gpxe-script  boot scripts     (served)
 //!   sshkeys.pub       default `ssh_key=`     (served)
-//!   .ovl-tmp/         temporary files before their atomic rename (hidden)
 //!   .ovl-state/       server state, e.g. DHCP leases, and manifests/MAC/ID.json.gz,
 //!                     the build manifests published for each device (hidden)
 //! ```
+//!
+//! Files are published by writing a hidden temporary beside the target
+//! (`configs/.MAC.tar.gz.XXXXXX.ovl-tmp`, `.boot.ipxe.XXXXXX.ovl-tmp`) and renaming it, so a
+//! `configs/` on another file system (a mount, or a symlink to one) works.
 
 /// The settings file at the root of every site.
 pub const SITE_FILE: &str = "ovl.toml";
@@ -36,9 +39,11 @@ pub const CONFIGS_DIR: &str = "configs";
 pub const BOOT_SCRIPTS: [&str; 2] = ["gpxe-script", "boot.ipxe"];
 /// The site file passed as `ssh_key=` when `[boot] ssh_key` is not set.
 pub const DEFAULT_SSH_KEY: &str = "sshkeys.pub";
-/// The private folder where files are written before being renamed into place (on the
-/// site's file system, so the rename is atomic). Also the prefix of names never read as layers.
+/// The private folder where earlier versions wrote temporary files; stale ones left there are
+/// still removed, and names starting with it are never read as layers.
 pub const TMP_DIR: &str = ".ovl-tmp";
+/// The ending of the hidden temporary files written beside their target before the rename.
+pub const TMP_SUFFIX: &str = ".ovl-tmp";
 /// The private folder of state kept by the servers (e.g. DHCP leases).
 pub const STATE_DIR: &str = ".ovl-state";
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 pub use config::{
     AlpineConfig, BootConfig, BuildConfig, CaptureConfig, ConfigsAccess, ConflictPolicy, DhcpMode,
-    DhcpSettings, FetchConfig, RelayPool, ServeConfig, SiteConfig,
+    DhcpSettings, FetchConfig, OnFailure, RelayPool, ServeConfig, SiteConfig,
 };
 pub use layout::{DEVICES_FILE, SITE_FILE};
 

@@ -246,7 +246,10 @@ impl Loop<'_> {
             .filter(|s| targets.contains_key(&s.mac))
             .collect();
         let outcomes = project.build_until(&specs, &|| {}, self.stop);
-        if (self.first || causes.iter().any(|p| p == &self.root.join(SITE_FILE)))
+        // Fed to `ovl serve`'s HTTP server, the server writes the scripts: they name the
+        // address it really listens on.
+        if self.feed.is_none()
+            && (self.first || causes.iter().any(|p| p == &self.root.join(SITE_FILE)))
             && let Err(e) = project.write_boot_scripts()
         {
             (self.report)(Report::Error {

@@ -48,22 +48,36 @@ impl Lab {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// A path in the lab's scratch folder.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Starts `ovl serve --dhcp full` on the bridge; returns its log file.
     pub fn serve(&mut self, site: &TestSite) -> PathBuf {
+        self.serve_with(site, &[], &[])
+    }
+
+    /// Starts `WRAPPER… ovl --site SITE serve --dhcp full … EXTRA…` on the bridge (a wrapper
+    /// such as `setpriv` drops privileges); returns its log file.
+    pub fn serve_with(&mut self, site: &TestSite, wrapper: &[&str], extra: &[&str]) -> PathBuf {
         let log = self.path("serve.log");
+        let mut cmd = match wrapper.split_first() {
+            None => self.ns.command(OVL),
+            Some((program, args)) => {
+                let mut c = self.ns.command(program);
+                c.args(args).arg(OVL);
+                c
+            }
+        };
         let child = KillOnDrop::spawn(
-            self.ns
-                .command(OVL)
-                .arg("--site")
+            cmd.arg("--site")
                 .arg(site.root())
                 .args(["serve", "--dhcp", "full", "--interface", BRIDGE])
                 .args(["--http", &format!("{SERVER}:80")])
                 .args(["--tftp", &format!("{SERVER}:69")])
                 .args(["--log-format", "json"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(File::create(&log).expect("serve.log")),

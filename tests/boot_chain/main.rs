@@ -29,11 +29,13 @@ mod harness;
 
 mod checks;
 mod device;
+mod fallback;
 mod initramfs;
 mod kernel;
 mod lab;
 mod record;
 mod serve_log;
+mod zero;
 
 use std::sync::Mutex;
 use std::time::Duration;

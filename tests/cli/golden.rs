@@ -4,10 +4,19 @@
 //! any change to them is a change of behaviour and must be deliberate (and documented).
 //! Deliberate changes since: the NFS round trip mounts each device's own capture folder
 //! (`/media/pxe/MAC`, issue #9 item 6; only `etc/fstab`, `etc/lbu/lbu.conf` and the mount
-//! point of the rich site's archives changed); every archive carries its build identity,
-//! `etc/ovl/build` (issue #10 item 1: checked by extracting the archives of both versions
-//! member by member, only the `etc/ovl/` folder and that file were new; the rich site's
-//! capture without an identity still lies on top as before).
+//! point of the rich site's archives changed).
+//!
+//! Issue #9 changed the example site's archives once, deliberately: `profiles/S.toml` now
+//! ships a placeholder instead of a real-looking ed25519 key, so `root/.ssh/authorized_keys`
+//! changed (99 → 63 bytes) and nothing else (checked with `tar -tvzf` before and after). The
+//! new mode rule (source permission bits minus group/other write, no setuid/setgid/sticky
+//! unless declared) leaves both recorded sites' bytes as they were: their sources hold only
+//! 0644/0755 files and 0755 folders, which the old git-like rule gave too.
+//!
+//! Issue #10 item 1: every archive carries its build identity, `etc/ovl/build` (checked by
+//! extracting the archives before and after member by member: only the `etc/ovl/` folder
+//! and that file were new; the rich site's capture, which has no identity, still lies on top
+//! as before).
 
 use crate::harness::proc::sha256;
 use crate::harness::site::{TestSite, python_tar};
@@ -50,13 +59,13 @@ fn example_site_archives_are_byte_identical_to_the_recorded_ones() {
     assert_digests(
         &site,
         &[
-            "52:54:00:12:34:56.tar.gz 8ac0a2c5d678971cf6851acadf9680613dd5b4564f25a22a413d4fe6783de169",
-            "52:54:00:ab:cd:01.tar.gz ec47c49c4fd210888ba7913878d3ffe46392eb4f7c3a8dc6128f6f1fe7476e56",
-            "52:54:00:ab:cd:02.tar.gz 53d92b58cdf9f98ed185cd485c09f98382980ef7387158681515ac4b0b7587b3",
-            "52:54:00:ab:cd:10.tar.gz 40625fa21bd220c61652b448c1bcc7c041e128cea78e92e15550a02cc030089d",
-            "52:54:00:ab:cd:20.tar.gz 084edd0cdb8455b39fa8e6949a6692a610380e03bdd6fbffc09602bdf0299768",
-            "boot.ipxe 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
-            "gpxe-script 0ff5970e7efbc92111e24c82b12b8c6f2612cf702cfdd9a847e0eca3a30b7823",
+            "52:54:00:12:34:56.tar.gz beb9a882acaad05d823784931c83b1505cefb71520571d684619a5a903f88564",
+            "52:54:00:ab:cd:01.tar.gz 7370311fbfa53f884ce40a0b87e90005bf66078fee33aa662b1eac4458097e87",
+            "52:54:00:ab:cd:02.tar.gz a012d37d181dc4fef660c1148be89f058b1931d85724756a92fb4b0317f4a34a",
+            "52:54:00:ab:cd:10.tar.gz 6820d404352987b13a6ac896cf38dfc9920a74df56ae64feb4d2ae7bcbbcbc90",
+            "52:54:00:ab:cd:20.tar.gz e9e68c150dfb5c922a1d6d89c728b62b8d3a4f3b32b667eb05d6af0c7b15bc0a",
+            "boot.ipxe 29cd1c70bb759c2922517fb4234fba7ac4757d06727b7362dfe31afbe61fa5ab",
+            "gpxe-script 29cd1c70bb759c2922517fb4234fba7ac4757d06727b7362dfe31afbe61fa5ab",
         ],
     );
 }
@@ -190,12 +199,12 @@ fn rich_site_archives_are_byte_identical_to_the_recorded_ones() {
     assert_digests(
         &site,
         &[
-            "02:00:00:00:00:99.tar.gz 8d87b8e512a4b5c7a2c7a3970c65afd2a308d930ffee167f7081229b224f7488",
-            "52:54:00:12:34:56.tar.gz dfe63539c7610b3e8fdf8f191886aa59a8f4abeec6c40d5b4b42fd0693779fe8",
-            "52:54:00:12:34:57.tar.gz 4a3ed9fbeb3c8f3286096c26c1c64e8f2cf7fa94f450be7ada764165adb859ea",
-            "52:54:00:12:34:58.tar.gz 0d89b2e8f006d7fbc01979bd8acb0c0e106ce40c19e0d7495e8677910d228eed",
-            "boot.ipxe ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
-            "gpxe-script ecf095ca5676c1617f0f1bebbe10359c062d64827a104d968894b4274b46b98e",
+            "02:00:00:00:00:99.tar.gz 440f6da6b5ad2896df6f0f586ee3aef3c79530c7290283ec817cae29fdd8afa5",
+            "52:54:00:12:34:56.tar.gz b304a95176296f87c7b120bf20985261e412d108db8db63f2403d58e6ec84d98",
+            "52:54:00:12:34:57.tar.gz b113223663cb73ea8095f5bf95f2b4e1f420c4daea44e5e0f7103405b26fdd8d",
+            "52:54:00:12:34:58.tar.gz 5dea497e545d93d50e4773a304cdd677a80bd0d3972a8a91c0c80eda2d60e0d3",
+            "boot.ipxe cef01d7bfee328e0376956772c71c24af8dd7987c5305736b8acdf25cf0fcdc5",
+            "gpxe-script cef01d7bfee328e0376956772c71c24af8dd7987c5305736b8acdf25cf0fcdc5",
         ],
     );
 }

@@ -16,6 +16,8 @@ mod export;
 mod fetch;
 mod fleet;
 mod golden;
+mod hostile;
+mod modes;
 mod nfs;
 mod oracle;
 mod watch;

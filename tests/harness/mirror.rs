@@ -152,9 +152,8 @@ impl Mirror {
         arch: &str,
         flavors: &[&str],
     ) -> AlpineRelease {
-        let stage = tempfile::tempdir().unwrap();
-        let mut files = BTreeMap::new();
         let salt: u64 = version.bytes().map(u64::from).sum::<u64>() * 1000;
+        let mut files = BTreeMap::new();
         for (i, flavor) in flavors.iter().enumerate() {
             for (j, (kind, len)) in [
                 ("vmlinuz", 300_000),
@@ -166,13 +165,28 @@ impl Mirror {
             .into_iter()
             .enumerate()
             {
-                let name = format!("{kind}-{flavor}");
                 let bytes = noise(len + i * 1000, salt + (i * 10 + j) as u64 + 7);
-                let p = stage.path().join("boot").join(&name);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(&p, &bytes).unwrap();
-                files.insert(name, bytes);
+                files.insert(format!("{kind}-{flavor}"), bytes);
             }
+        }
+        self.alpine_netboot(branch, version, arch, files)
+    }
+
+    /// Publishes Alpine release `version` of `branch` for `arch` like
+    /// [`Mirror::alpine_release`], with the given boot files (`vmlinuz-lts` → bytes, …) in
+    /// the netboot tarball's `boot/`: real, bootable ones for an end-to-end test.
+    pub fn alpine_netboot(
+        &self,
+        branch: &str,
+        version: &str,
+        arch: &str,
+        files: BTreeMap<String, Vec<u8>>,
+    ) -> AlpineRelease {
+        let stage = tempfile::tempdir().unwrap();
+        for (name, bytes) in &files {
+            let p = stage.path().join("boot").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
         }
         let dir = format!("{branch}/releases/{arch}");
         let file = format!("alpine-netboot-{version}-{arch}.tar.gz");

@@ -13,6 +13,7 @@
 //! - [`alpine`]: Alpine's own parts (checksums pinned) and Alpine devices in a chroot, with
 //!   apkovls applied by Alpine's busybox `tar` and saved by the real `lbu commit`.
 //! - [`tree`]: file trees as compared: `ovl show --json`, a folder on disk, a VM's record.
+//! - [`web`]: headless Chromium and Prometheus' parser, for the status page and `/metrics`.
 
 // Each binary uses a part of the harness.
 #![allow(dead_code)]
@@ -24,3 +25,4 @@ pub mod proc;
 pub mod qemu;
 pub mod site;
 pub mod tree;
+pub mod web;

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::proc::{bounded, eventually, noise, sha256};
 use crate::harness::site::TestSite;
 
+mod page;
+
 /// An inventory device of the example site (profile XL, kernel arg `quiet`).
 const XL_MAC: &str = "52:54:00:12:34:56";
 /// An inventory device of profile S (no extra kernel args).

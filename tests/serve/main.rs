@@ -13,3 +13,4 @@ mod binary;
 mod dhcp;
 mod http;
 mod tftp;
+mod units;

@@ -4,7 +4,7 @@
 //! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
 //!   [`crate::build::bootscript::script`] from the current project. With `?mac=MAC` naming an
 //!   inventory device, its profile's kernel arguments and modules and the literal MAC;
-//!   otherwise the static `${net0/mac}` form.
+//!   otherwise the static `${net0/mac}` form, which is also kept on disk (see `live`).
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
 //!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
@@ -13,6 +13,8 @@
 //!   built on demand through the pipeline and cached in memory (bounded, per project
 //!   generation, for [`HttpConfig::on_demand_ttl`]).
 //! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
+//! - `/`: the status page (`page`), with `/status.js` and `/status.css`; `/metrics`: the
+//!   counters in Prometheus text format (`metrics`). These names shadow site files.
 //! - Anything else: the site file, through `crate::serve::public::resolve` (private
 //!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
 //!   A file reached through a symlink into `configs/` is subject to the owner check too.
@@ -33,7 +35,9 @@
 
 mod configs;
 pub(crate) mod live;
+mod metrics;
 mod opened;
+mod page;
 mod respond;
 mod status;
 
@@ -139,6 +143,8 @@ struct Shared {
     started: SystemTime,
     builds: Semaphore,
     cache: Mutex<HashMap<Mac, configs::Cached>>,
+    metrics: Arc<crate::serve::metrics::Metrics>,
+    archive_states: page::ArchiveStates,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -177,6 +183,8 @@ impl HttpServer {
             local,
             started: SystemTime::now(),
             cache: Mutex::default(),
+            metrics: Arc::default(),
+            archive_states: page::ArchiveStates::default(),
         };
         Ok(HttpServer {
             listener,
@@ -199,6 +207,11 @@ impl HttpServer {
         Arc::clone(&self.shared.events)
     }
 
+    /// The counters of `/metrics`, live; the other services attach theirs.
+    pub(crate) fn metrics(&self) -> Arc<crate::serve::metrics::Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
     /// The project as served, live.
     pub(crate) fn project(&self) -> Arc<LiveProject> {
         Arc::clone(&self.shared.live)
@@ -207,13 +220,12 @@ impl HttpServer {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running requests
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
-        let reload = (!self.shared.cfg.watched).then(|| {
-            tokio::spawn(reload_loop(
-                Arc::clone(&self.shared.live),
-                self.shared.cfg.reload_interval,
-                shutdown.clone(),
-            ))
-        });
+        let reload = tokio::spawn(reload_loop(
+            Arc::clone(&self.shared.live),
+            self.shared.cfg.reload_interval,
+            !self.shared.cfg.watched,
+            shutdown.clone(),
+        ));
         let grace = self.shared.cfg.shutdown_grace;
         let app = Router::new()
             .fallback(handle)
@@ -239,14 +251,18 @@ impl HttpServer {
                 tracing::warn!(event = "http_shutdown", "requests still running after the grace period; dropping them");
             }
         }
-        if let Some(r) = reload {
-            r.abort();
-        }
+        reload.abort();
     }
 }
 
-/// Checks the project's files every `interval` until cancelled.
-async fn reload_loop(live: Arc<LiveProject>, interval: Duration, cancel: CancellationToken) {
+/// Every `interval` until cancelled: checks the project's files (unless watch mode feeds the
+/// project: `check` false) and keeps the boot scripts on disk equal to the served ones.
+async fn reload_loop(
+    live: Arc<LiveProject>,
+    interval: Duration,
+    check: bool,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -254,7 +270,12 @@ async fn reload_loop(live: Arc<LiveProject>, interval: Duration, cancel: Cancell
             () = cancel.cancelled() => return,
             _ = tick.tick() => {
                 let l = Arc::clone(&live);
-                let _ = tokio::task::spawn_blocking(move || l.check()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if !check || !l.check() {
+                        l.keep_boot_scripts();
+                    }
+                })
+                .await;
             }
         }
     }
@@ -279,6 +300,7 @@ async fn handle(
         kind: None,
         reason: None,
         events: Arc::clone(&st.events),
+        in_flight: st.metrics.http_started(),
     };
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
@@ -314,6 +336,10 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
+        [] => page::respond(st, req, page::Page::Html).await,
+        ["status.js"] => page::respond(st, req, page::Page::Script).await,
+        ["status.css"] => page::respond(st, req, page::Page::Style).await,
+        ["metrics"] => page::respond(st, req, page::Page::Metrics).await,
         ["status"] => status(st, req).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
@@ -358,7 +384,14 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
 async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
     let s = Arc::clone(st);
     let doc = tokio::task::spawn_blocking(move || {
-        status::document(&s.live, &s.events, &s.cfg.neighbours, s.local, s.started)
+        status::document(
+            &s.live,
+            &s.events,
+            &s.cfg.neighbours,
+            s.local,
+            s.started,
+            &s.archive_states,
+        )
     })
     .await;
     let Ok(doc) = doc else {

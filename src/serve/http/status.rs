@@ -1,5 +1,6 @@
-//! `/status`: every inventory device with its archive's state on disk and its recent boot
-//! events, plus the events of devices the inventory does not know.
+//! `/status`: every inventory device with its archive on disk and its state (built, stale,
+//! missing, error), its recent boot events and the progress of its current boot, plus the
+//! same for devices the inventory does not know.
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::live::LiveProject;
+use super::page::{ArchiveStates, progress, unix_now};
 use crate::serve::events::BootEvents;
 use crate::serve::neighbours::Neighbours;
 
@@ -24,9 +26,12 @@ pub(super) fn document(
     neighbours: &Neighbours,
     http: std::net::SocketAddr,
     started: SystemTime,
+    archive_states: &ArchiveStates,
 ) -> Value {
     let snap = live.snapshot();
     let p = &snap.project;
+    let states = archive_states.get(p, snap.generation);
+    let now = unix_now();
     let mut known = BTreeSet::new();
     let devices: Vec<Value> = p
         .inventory
@@ -36,6 +41,7 @@ pub(super) fn document(
             known.insert(d.mac);
             let info = snap.devices.get(&d.mac);
             let path = p.archive_path(&d.mac);
+            let state = states.get(&d.mac).copied();
             let archive = match std::fs::metadata(&path) {
                 Ok(m) => {
                     let mtime = m.modified().unwrap_or(UNIX_EPOCH);
@@ -44,10 +50,13 @@ pub(super) fn document(
                         "size": m.len(),
                         "mtime": unix(mtime),
                         "modified": httpdate::fmt_http_date(mtime),
+                        "state": state,
                     })
                 }
-                Err(_) => json!({ "exists": false, "size": null, "mtime": null }),
+                Err(_) => json!({ "exists": false, "size": null, "mtime": null,
+                    "state": state }),
             };
+            let events = events.of(&d.mac);
             json!({
                 "mac": d.mac,
                 "profile": d.profile,
@@ -56,7 +65,8 @@ pub(super) fn document(
                 "lease": neighbours.address_of(&d.mac),
                 "archive": archive,
                 "error": info.and_then(|i| i.error.clone()),
-                "events": events.of(&d.mac),
+                "boot": progress(&events, now),
+                "events": events,
             })
         })
         .collect();
@@ -64,7 +74,7 @@ pub(super) fn document(
         .all()
         .into_iter()
         .filter(|(m, _)| !known.contains(m))
-        .map(|(m, ev)| json!({ "mac": m, "events": ev }))
+        .map(|(m, ev)| json!({ "mac": m, "boot": progress(&ev, now), "events": ev }))
         .collect();
     json!({
         "server": {
