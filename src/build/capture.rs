@@ -70,8 +70,8 @@ pub struct CaptureReport {
     pub file: String,
     /// The build it started from; `null` when unknown.
     pub base: Option<BaseRef>,
-    /// Why the base is unknown (then the capture lies on top of the fleet's layers).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the base is unknown (then the capture lies on top of the fleet's layers); `null`
+    /// when it is known.
     pub no_base: Option<String>,
     /// `[capture] conflicts` as applied.
     pub policy: &'static str,

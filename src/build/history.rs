@@ -256,7 +256,7 @@ impl Identity {
 /// One published archive as kept in `.ovl-state/manifests/MAC/ID.json.gz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Given {
-    /// The format's version ([`SCHEMA`]).
+    /// The format's version (1).
     pub schema: u32,
     /// The build identity.
     pub id: String,
@@ -276,7 +276,7 @@ pub struct Given {
     /// Paths both the device and the fleet had changed, resolved by `[capture] conflicts`.
     #[serde(default)]
     pub conflicts: Vec<String>,
-    /// Text contents by sha256: small text files only (see [`TEXT_FILE_CAP`]).
+    /// Text contents by sha256: small text files only (at most 64 KiB each, 256 KiB in all).
     #[serde(default)]
     pub text: BTreeMap<String, String>,
 }

@@ -22,4 +22,6 @@ pub mod plan;
 pub mod project;
 pub mod publish;
 pub mod settings;
+pub mod state;
 pub(crate) mod template;
+pub(crate) mod template_error;

@@ -306,7 +306,7 @@ impl<'a> Builder<'a> {
                     Node::File(b) => Kind::File(b.clone()),
                     Node::Symlink(t) => Kind::Symlink(t.clone()),
                     Node::Template(src) => {
-                        let text = template::render(&e.source, None, src, &self.ctx)?;
+                        let text = template::render(&e.source, src, &self.ctx)?;
                         Kind::File(text.into_bytes().into())
                     }
                 };
@@ -442,7 +442,8 @@ impl<'a> Builder<'a> {
     fn network(&mut self) -> Result<()> {
         match &self.profile.interfaces {
             Some(Declared { value, file }) => {
-                let text = template::render(file, Some("[network] interfaces"), value, &self.ctx)?;
+                let text =
+                    template::render_value(file, &["network", "interfaces"], value, &self.ctx)?;
                 self.put_text("etc/network/interfaces", text, 0o644)?;
             }
             None if self.m.file("etc/network/interfaces").is_none() => {
@@ -455,7 +456,7 @@ impl<'a> Builder<'a> {
             None => {}
         }
         if let Some(Declared { value, file }) = &self.profile.resolv_conf {
-            let text = template::render(file, Some("[network] resolv_conf"), value, &self.ctx)?;
+            let text = template::render_value(file, &["network", "resolv_conf"], value, &self.ctx)?;
             self.put_text("etc/resolv.conf", text, 0o644)?;
         }
         Ok(())
@@ -467,8 +468,9 @@ impl<'a> Builder<'a> {
             return Ok(());
         };
         let mut text = String::new();
-        for line in value {
-            text.push_str(template::render(file, Some("repositories"), line, &self.ctx)?.trim());
+        for (i, line) in value.iter().enumerate() {
+            let key = ["repositories", &i.to_string()];
+            text.push_str(template::render_value(file, &key, line, &self.ctx)?.trim());
             text.push('\n');
         }
         self.put_text("etc/apk/repositories", text, 0o644)
@@ -516,8 +518,8 @@ impl<'a> Builder<'a> {
     fn inline_files(&mut self) -> Result<()> {
         for (path, d) in &self.profile.files {
             let text = if d.value.template {
-                let what = format!("[files.\"{path}\"]");
-                template::render(&d.file, Some(&what), &d.value.content, &self.ctx)?
+                let key = ["files", path.as_str(), "content"];
+                template::render_value(&d.file, &key, &d.value.content, &self.ctx)?
             } else {
                 d.value.content.clone()
             };

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
@@ -17,6 +16,7 @@ use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
+use crate::build::state::PublishState;
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
@@ -47,8 +47,8 @@ pub struct Selection {
     pub profile: Option<String>,
 }
 
-/// One device's build result.
-#[derive(Debug, Serialize)]
+/// One device's build result (or, for a dry run, what a build would do).
+#[derive(Debug)]
 pub struct Outcome {
     /// The MAC.
     pub mac: Mac,
@@ -57,13 +57,29 @@ pub struct Outcome {
     /// The archive's path.
     pub path: PathBuf,
     /// What happened.
-    #[serde(flatten)]
     pub result: OutcomeResult,
 }
 
+impl Outcome {
+    /// The state in the report vocabulary: created, updated, unchanged or failed.
+    pub fn state(&self) -> PublishState {
+        match &self.result {
+            OutcomeResult::Built { state, .. } => (*state).into(),
+            OutcomeResult::Failed { .. } => PublishState::Failed,
+        }
+    }
+
+    /// The error, when the device failed.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.result {
+            OutcomeResult::Failed { error } => Some(error),
+            OutcomeResult::Built { .. } => None,
+        }
+    }
+}
+
 /// Success or failure of one device.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum OutcomeResult {
     /// Built (and published or found unchanged).
     Built {
@@ -77,16 +93,13 @@ pub enum OutcomeResult {
         entries: usize,
         /// Paths where the device's capture and the fleet both changed (resolved by
         /// `[capture] conflicts`).
-        #[serde(skip_serializing_if = "Vec::is_empty")]
         conflicts: Vec<String>,
         /// Why the device's capture has no known base (it then lies on top of the layers).
-        #[serde(skip_serializing_if = "Option::is_none")]
         no_base: Option<String>,
     },
     /// Not built; the previous archive, if any, is untouched.
     Failed {
-        /// The error, with its location; serializes as `error` (the message) and `kind`.
-        #[serde(flatten)]
+        /// The error, with its location.
         error: Error,
     },
 }
@@ -294,11 +307,7 @@ impl Project {
         stop: &AtomicBool,
     ) -> Vec<Outcome> {
         self.clean_stale_temps();
-        let clashes = if specs.iter().any(|s| s.device.is_some()) {
-            self.hostname_clashes()
-        } else {
-            BTreeMap::new()
-        };
+        let clashes = self.clashes_of(specs);
         let cache = self.read_layers(specs);
         let mut out: Vec<Outcome> = specs
             .par_iter()
@@ -306,18 +315,35 @@ impl Project {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let clash = clashes.get(&spec.mac).filter(|_| {
-                    spec.device
-                        .as_ref()
-                        .is_some_and(|d| d.profile == spec.profile)
-                });
-                let r = self.build_one(spec, &cache, clash);
+                let r = self.build_one(spec, &cache, clash_of(&clashes, spec), true);
                 tick();
                 Some(r)
             })
             .collect();
         out.sort_by_key(|o| o.mac);
         out
+    }
+
+    /// What [`Project::build`] would do for `specs`, nothing written: each archive is built in
+    /// memory and compared with the published one.
+    pub fn dry_build(&self, specs: &[DeviceSpec]) -> Vec<Outcome> {
+        let clashes = self.clashes_of(specs);
+        let cache = self.read_layers(specs);
+        let mut out: Vec<Outcome> = specs
+            .par_iter()
+            .map(|spec| self.build_one(spec, &cache, clash_of(&clashes, spec), false))
+            .collect();
+        out.sort_by_key(|o| o.mac);
+        out
+    }
+
+    /// The hostname clashes of the inventory, when `specs` hold inventory devices.
+    fn clashes_of(&self, specs: &[DeviceSpec]) -> BTreeMap<Mac, Error> {
+        if specs.iter().any(|s| s.device.is_some()) {
+            self.hostname_clashes()
+        } else {
+            BTreeMap::new()
+        }
     }
 
     /// Remove the temporaries a killed build left: hidden ones beside the archives and the
@@ -332,16 +358,46 @@ impl Project {
         let _ = std::fs::remove_dir(&legacy);
     }
 
-    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache, clash: Option<&Error>) -> Outcome {
+    /// The plan and archive bytes of one device; an empty archive is an error.
+    fn planned_bytes(
+        &self,
+        spec: &DeviceSpec,
+        cache: &LayerCache,
+    ) -> Result<(DevicePlan, Vec<u8>)> {
+        let plan = self.plan(spec, cache)?;
+        let bytes = self.archive_bytes(&plan)?;
+        if bytes.is_empty() {
+            return Err(Error::device(spec.mac, "empty archive; not published"));
+        }
+        Ok((plan, bytes))
+    }
+
+    /// Build one device's archive and publish it (`write`), or only say what publishing would
+    /// do; a device whose hostname `clash`es fails.
+    fn build_one(
+        &self,
+        spec: &DeviceSpec,
+        cache: &LayerCache,
+        clash: Option<&Error>,
+        write: bool,
+    ) -> Outcome {
         let path = self.archive_path(&spec.mac);
         let result = (|| {
             if let Some(e) = clash {
                 return Err(e.clone());
             }
-            let plan = self.plan(spec, cache)?;
-            let bytes = self.archive_bytes(&plan)?;
-            if bytes.is_empty() {
-                return Err(Error::device(spec.mac, "empty archive; not published"));
+            let (plan, bytes) = self.planned_bytes(spec, cache)?;
+            let conflicts = plan.conflicts().into_iter().map(str::to_string).collect();
+            let no_base = plan.capture.as_ref().and_then(|c| c.no_base.clone());
+            if !write {
+                return Ok(OutcomeResult::Built {
+                    state: publish::would_publish(&path, &bytes)?,
+                    hostname: plan.hostname.clone(),
+                    bytes: bytes.len(),
+                    entries: plan.manifest.entries.len(),
+                    conflicts,
+                    no_base,
+                });
             }
             // Kept before the archive is published: a device never holds an archive whose
             // manifest ovl does not know.
@@ -356,8 +412,8 @@ impl Project {
                 hostname: plan.hostname.clone(),
                 bytes: bytes.len(),
                 entries: plan.manifest.entries.len(),
-                conflicts: plan.conflicts().into_iter().map(str::to_string).collect(),
-                no_base: plan.capture.as_ref().and_then(|c| c.no_base.clone()),
+                conflicts,
+                no_base,
             })
         })();
         let result = result.unwrap_or_else(|error| OutcomeResult::Failed { error });
@@ -391,15 +447,34 @@ impl Project {
 
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).
     pub fn write_boot_scripts(&self) -> Result<Vec<(PathBuf, Published)>> {
+        self.boot_scripts(true)
+    }
+
+    /// Write the boot scripts (`write`), or only say what writing them would do.
+    pub fn boot_scripts(&self, write: bool) -> Result<Vec<(PathBuf, Published)>> {
         let text = bootscript::script(&self.site, &ScriptExtras::default());
         BOOT_SCRIPTS
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
-                publish::publish(&p, text.as_bytes()).map(|s| (p, s))
+                let state = if write {
+                    publish::publish(&p, text.as_bytes())
+                } else {
+                    publish::would_publish(&p, text.as_bytes())
+                };
+                state.map(|s| (p, s))
             })
             .collect()
     }
+}
+
+/// The hostname clash of `spec`'s device, when it is built with its own profile.
+fn clash_of<'a>(clashes: &'a BTreeMap<Mac, Error>, spec: &DeviceSpec) -> Option<&'a Error> {
+    clashes.get(&spec.mac).filter(|_| {
+        spec.device
+            .as_ref()
+            .is_some_and(|d| d.profile == spec.profile)
+    })
 }
 
 /// Time since `start` in milliseconds, for reports.

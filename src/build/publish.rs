@@ -69,26 +69,10 @@ pub enum Published {
 /// `path` is ovl's own output: a symlink, fifo or device node found there is replaced by the
 /// rename (the link itself, never its target), without being read. A folder there is an error.
 pub(crate) fn publish(path: &Path, bytes: &[u8]) -> Result<Published> {
-    let existed = match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io(path, e)),
-        Ok(m) if m.is_dir() => {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::IsADirectory,
-                    "a folder stands where the file is published; remove it",
-                ),
-            ));
-        }
-        Ok(m) if m.is_file() => {
-            if same_bytes(path, bytes, m.len())? {
-                return Ok(Published::Unchanged);
-            }
-            true
-        }
-        Ok(_) => true,
-    };
+    let state = would_publish(path, bytes)?;
+    if state == Published::Unchanged {
+        return Ok(state);
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -100,11 +84,26 @@ pub(crate) fn publish(path: &Path, bytes: &[u8]) -> Result<Published> {
         .unwrap_or("archive");
     // Archives are served to anyone on the boot network; match what a web server expects.
     write_atomic(path, bytes, dir, &format!(".{name}."), Some(0o644))?;
-    Ok(if existed {
-        Published::Updated
-    } else {
-        Published::Created
-    })
+    Ok(state)
+}
+
+/// What [`publish`] would do with `bytes` at `path`, nothing written: created when there is
+/// no file, unchanged when a regular file holds exactly these bytes, updated otherwise (a
+/// symlink, fifo or device node there is not read). A folder there is an error.
+pub(crate) fn would_publish(path: &Path, bytes: &[u8]) -> Result<Published> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Published::Created),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(m) if m.is_dir() => Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a folder stands where the file is published; remove it",
+            ),
+        )),
+        Ok(m) if m.is_file() && same_bytes(path, bytes, m.len())? => Ok(Published::Unchanged),
+        Ok(_) => Ok(Published::Updated),
+    }
 }
 
 /// Does the regular file at `path`, of `len` bytes, hold exactly `bytes`?

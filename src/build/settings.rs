@@ -54,7 +54,6 @@ pub struct DeviceSettings {
     pub modules: Vec<String>,
     /// Paths where the fleet's version wins over the device's capture (`discard` in
     /// `devices.toml`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub discard: Vec<String>,
     /// Template values: the profile chain's, then the device's own.
     #[serde(skip)]
@@ -167,7 +166,7 @@ fn hostname_with_ip(
         return Ok(format!("alpine-{}", spec.mac.suffix()));
     };
     let ctx = context(site, spec.mac, &spec.profile, ip, vars, None);
-    let h = template::render(&t.file, Some("hostname"), &t.value, &ctx)?
+    let h = template::render_value(&t.file, &["hostname"], &t.value, &ctx)?
         .trim()
         .to_string();
     if !valid_hostname(&h) {

@@ -3,6 +3,9 @@
 //! render has a work limit ([`FUEL`] instructions) and an output limit ([`MAX_OUTPUT`]), so a
 //! template such as nested `range(100000)` loops is an error naming its file, not a hang; one
 //! that keeps running out of fuel is not run again for every device ([`RUNAWAY_AFTER`]).
+//! Errors name the place — `file:line:col` in a template file, the line and column in the
+//! profile file for a template written as a TOML string — and an undefined value by its name,
+//! with the nearest defined one ([`template_error`](crate::build::template_error)).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,6 +15,7 @@ use std::sync::Mutex;
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
+use crate::build::template_error::{describe, key_name, line_col, value_location};
 use crate::error::{Error, Location, Result};
 
 /// Instructions one render may run (minijinja's fuel): far beyond what a configuration file
@@ -24,7 +28,7 @@ pub(crate) const MAX_OUTPUT: usize = 32 << 20;
 /// three renders, not 50,000 (about 15 ms each).
 const RUNAWAY_AFTER: u32 = 3;
 
-/// Templates that ran out of fuel, by [`key`]: how often, whether one ever rendered, and the
+/// Templates that ran out of fuel, by [`cache_key`]: how often, whether one ever rendered, and the
 /// error to repeat. Forgotten when a project is loaded ([`forget_runaways`]), so a fix made
 /// in the TOML files (a smaller loop bound in `vars`) is tried afresh.
 #[derive(Default)]
@@ -105,7 +109,7 @@ fn new_env() -> Environment<'static> {
 }
 
 /// The cache key of `source`, read from `file` (`what` part of it).
-fn key(file: &Path, what: Option<&str>, source: &str) -> String {
+fn cache_key(file: &Path, what: Option<&str>, source: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     source.hash(&mut h);
     format!(
@@ -138,10 +142,21 @@ impl std::io::Write for Output {
     }
 }
 
-/// Render `source`, read from `file`, with `ctx`. `what` says which part of the file it is
-/// (e.g. `hostname`) when the template is a value inside a TOML file.
-pub(crate) fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value) -> Result<String> {
-    let name = key(file, what, source);
+/// Render the template file `file` (its text is `source`) with `ctx`.
+pub(crate) fn render(file: &Path, source: &str, ctx: &Value) -> Result<String> {
+    run(file, None, source, ctx)
+}
+
+/// Render `source`, the string at `key` of the TOML file `file` (e.g. `["files", "etc/motd",
+/// "content"]`; a number indexes an array), with `ctx`. Errors are located in `file`.
+pub(crate) fn render_value(file: &Path, key: &[&str], source: &str, ctx: &Value) -> Result<String> {
+    run(file, Some(key), source, ctx)
+}
+
+/// Render `source`, read from `file` (at `key` when it is a value inside a TOML file).
+fn run(file: &Path, key: Option<&[&str]>, source: &str, ctx: &Value) -> Result<String> {
+    let what = key.map(key_name);
+    let name = cache_key(file, what.as_deref(), source);
     if let Some(e) = known_runaway(&name) {
         return Err(e);
     }
@@ -168,7 +183,7 @@ pub(crate) fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value)
                 .map_err(|_| Error::at_path(file, "template output is not valid UTF-8"))
         }
         Err(e) => {
-            let error = located(file, what, source, &e, out.too_large);
+            let error = located(file, key, source, &e, out.too_large, ctx);
             if e.kind() == ErrorKind::OutOfFuel {
                 note_runaway(&name, Some(&error));
             }
@@ -177,35 +192,46 @@ pub(crate) fn render(file: &Path, what: Option<&str>, source: &str, ctx: &Value)
     }
 }
 
-/// A render error as an input error at the template's file (and line, for a file template).
+/// A render error as an input error at its place: the line and column in a template file, or
+/// in the TOML file that holds the template at `key`.
 fn located(
     file: &Path,
-    what: Option<&str>,
+    key: Option<&[&str]>,
     source: &str,
     e: &minijinja::Error,
     too_large: bool,
+    ctx: &Value,
 ) -> Error {
-    let loc = match (what, e.range(), e.line()) {
-        (None, Some(r), _) => Location::at_offset(file, source, r.start),
-        (None, None, Some(line)) => Location {
-            path: file.to_path_buf(),
-            line_col: Some((line, 1)),
-        },
-        _ => Location::path(file),
-    };
     let detail = if too_large {
         format!("output larger than {MAX_OUTPUT} bytes")
     } else if e.kind() == ErrorKind::OutOfFuel {
         format!("too much work (more than {FUEL} instructions); is a loop running away?")
     } else {
-        match e.detail() {
-            Some(d) => format!("{}: {d}", e.kind()),
-            None => e.kind().to_string(),
-        }
+        describe(e, ctx)
     };
-    match what {
-        Some(w) => Error::input(loc, format!("template in {w}: {detail}")),
-        None => Error::input(loc, format!("template: {detail}")),
+    match key {
+        None => {
+            let loc = match (e.range(), e.line()) {
+                (Some(r), _) => Location::at_offset(file, source, r.start),
+                (None, Some(line)) => Location {
+                    path: file.to_path_buf(),
+                    line_col: Some((line, 1)),
+                },
+                _ => Location::path(file),
+            };
+            Error::input(loc, format!("template: {detail}"))
+        }
+        Some(k) => {
+            let (line, col) = match (e.range(), e.line()) {
+                (Some(r), _) => line_col(source, r.start),
+                (None, Some(line)) => (line, 1),
+                _ => (1, 1),
+            };
+            Error::input(
+                value_location(file, k, line, col),
+                format!("template in {}: {detail}", key_name(k)),
+            )
+        }
     }
 }
 
@@ -214,54 +240,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn undefined_is_an_error_with_line() {
-        let ctx = minijinja::context! { hostname => "h" };
-        assert_eq!(
-            render(Path::new("t.j2"), None, "{{ hostname }}\n", &ctx).unwrap(),
-            "h\n"
-        );
-        let e = render(Path::new("t.j2"), None, "ok\n{{ nope }}\n", &ctx)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("t.j2:2:"), "{e}");
-        assert!(e.contains("undefined"), "{e}");
-        let e = render(Path::new("t.j2"), None, "{{ vars.screen }}", &ctx)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("undefined"), "{e}");
-    }
-
-    #[test]
     fn a_runaway_template_is_run_only_a_few_times() {
         let loops =
             "{% for i in range(100000) %}{% for j in range(vars.n) %}x{% endfor %}{% endfor %}";
         let file = Path::new("runaway-test.j2");
         let big = minijinja::context! { vars => minijinja::context! { n => 100000 } };
-        let first = render(file, None, loops, &big).unwrap_err().to_string();
+        let first = render(file, loops, &big).unwrap_err().to_string();
         for _ in 1..RUNAWAY_AFTER {
-            assert_eq!(
-                render(file, None, loops, &big).unwrap_err().to_string(),
-                first
-            );
+            assert_eq!(render(file, loops, &big).unwrap_err().to_string(), first);
         }
         // Now known: even a device for which it would render gets the error at once.
         let small = minijinja::context! { vars => minijinja::context! { n => 0 } };
         let t = std::time::Instant::now();
-        assert_eq!(
-            render(file, None, loops, &small).unwrap_err().to_string(),
-            first
-        );
+        assert_eq!(render(file, loops, &small).unwrap_err().to_string(), first);
         assert!(t.elapsed() < std::time::Duration::from_millis(5));
         // Until a project is loaded again.
         forget_runaways();
-        assert_eq!(render(file, None, loops, &small).unwrap(), "");
+        assert_eq!(render(file, loops, &small).unwrap(), "");
     }
 
     #[test]
     fn a_long_but_finite_loop_renders() {
         let ctx = minijinja::context! {};
         let text = "{% for i in range(10000) %}{{ i }}\n{% endfor %}";
-        let out = render(Path::new("t.j2"), None, text, &ctx).unwrap();
+        let out = render(Path::new("t.j2"), text, &ctx).unwrap();
         assert_eq!(out.lines().count(), 10000);
     }
 
@@ -270,17 +272,100 @@ mod tests {
         let ctx = minijinja::context! {};
         let loops =
             "a\n{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
-        let e = render(Path::new("t.j2"), None, loops, &ctx)
+        let e = render(Path::new("t.j2"), loops, &ctx)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("t.j2:2:"), "{e}");
         assert!(e.contains("too much work"), "{e}");
         let big = "{% for i in range(3) %}{{ 'x' * 20000000 }}{% endfor %}";
-        let e = render(Path::new("t.j2"), Some("hostname"), big, &ctx)
+        let e = render_value(Path::new("t.j2"), &["hostname"], big, &ctx)
             .unwrap_err()
             .to_string();
         assert!(
             e.starts_with("t.j2: template in hostname: output larger than"),
+            "{e}"
+        );
+    }
+
+    fn ctx() -> Value {
+        minijinja::context! {
+            hostname => "h",
+            vars => minijinja::context! { start_url => "http://x", screen => "portrait" },
+        }
+    }
+
+    #[test]
+    fn undefined_is_an_error_with_line() {
+        let ctx = ctx();
+        assert_eq!(
+            render(Path::new("t.j2"), "{{ hostname }}\n", &ctx).unwrap(),
+            "h\n"
+        );
+        let e = render(Path::new("t.j2"), "ok\n{{ nope }}\n", &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.j2:2:4: template: undefined value `nope`"),
+            "{e}"
+        );
+        let e = render(Path::new("t.j2"), "{{ vars.start_ulr }}", &ctx)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.j2:1:4: template: undefined value `vars.start_ulr`; did you mean `vars.start_url`?"
+        );
+        let e = render(Path::new("t.j2"), "{% if vars.zzz %}{% endif %}", &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("undefined value `vars.zzz` (defined: vars.screen, vars.start_url)"),
+            "{e}"
+        );
+        let e = render(Path::new("t.j2"), "{{ vars.a.b }}", &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("undefined value `vars.a`"), "{e}");
+    }
+
+    #[test]
+    fn toml_strings_are_located_in_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("S.toml");
+        std::fs::write(
+            &f,
+            "hostname = \"x-{{ mac_sufix }}\"\nrepositories = [\"a\", \"{{ nope }}\"]\n\n[files.\"etc/motd\"]\nmode = \"0644\"\ncontent = \"\"\"\nWelcome\n  to {{ vars.start_ulr }}\n\"\"\"\n",
+        )
+        .unwrap();
+        let ctx = ctx();
+        let at = |key: &[&str], src: &str| {
+            let e = render_value(&f, key, src, &ctx).unwrap_err().to_string();
+            e.strip_prefix(&format!("{}:", f.display()))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            at(
+                &["files", "etc/motd", "content"],
+                "Welcome\n  to {{ vars.start_ulr }}\n"
+            ),
+            "8:9: template in files.\"etc/motd\".content: undefined value `vars.start_ulr`; did you mean `vars.start_url`?"
+        );
+        assert!(at(&["hostname"], "x-{{ mac_sufix }}").starts_with("1:18: template in hostname:"));
+        assert!(
+            at(&["repositories", "1"], "{{ nope }}")
+                .starts_with("2:26: template in repositories[1]:")
+        );
+        let e = render_value(
+            Path::new("/nonexistent.toml"),
+            &["hostname"],
+            "{{ x }}",
+            &ctx,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("/nonexistent.toml: template in hostname:"),
             "{e}"
         );
     }

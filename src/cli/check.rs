@@ -16,12 +16,16 @@ use crate::error::{EXIT_OK, Error, Result};
 use crate::fetch::{BootFile, BootRole, boot_files};
 use crate::mac::Mac;
 
+/// An error of the site with the inventory device it was met for.
+type Found = (Option<Mac>, Error);
+
 /// The made-up MAC unused profiles are planned for, so that their errors show.
 const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
 
 /// Check the whole site; the exit code is the highest of the errors found.
 pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
-    let (errors, conflicts) = site_errors(p)?;
+    let (found, conflicts) = site_errors(p)?;
+    let errors = output::group_errors(found.iter().map(|(m, e)| (*m, e)));
     let boot = boot_files(&p.site);
     let mut warnings = p.warnings();
     warnings.extend(boot.iter().filter_map(|f| boot_warning(p, f)));
@@ -31,7 +35,7 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
             "ok": errors.is_empty(),
             "profiles": p.profiles.by_name.len(),
             "devices": p.inventory.devices.len(),
-            "errors": errors.iter().map(output::error_json).collect::<Vec<_>>(),
+            "errors": output::errors_json(&errors),
             "boot_files": boot,
             "warnings": warnings,
         }));
@@ -45,10 +49,12 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
     for w in &warnings {
         output::warning(w);
     }
-    for e in &errors {
-        output::error(e);
-    }
-    Ok(errors.iter().map(Error::exit_code).max().unwrap_or(EXIT_OK))
+    output::errors(&errors);
+    Ok(errors
+        .iter()
+        .map(|g| g.error.exit_code())
+        .max()
+        .unwrap_or(EXIT_OK))
 }
 
 /// The warning about a boot file with a problem: `boot file vmlinuz-lts (PATH): missing; …`.
@@ -67,10 +73,11 @@ fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
     ))
 }
 
-/// Every error of the site, without repeats: hostnames two inventory devices share (also
-/// when templates render them), each device planned, each unused profile planned for
-/// [`SAMPLE_MAC`]; and a warning for each device whose capture conflicts with the fleet.
-fn site_errors(p: &Project) -> Result<(Vec<Error>, Vec<String>)> {
+/// Every error of the site, with the inventory device it was met for: hostnames two
+/// inventory devices share (also when templates render them), each device planned, each unused
+/// profile planned for [`SAMPLE_MAC`] (no device); and a warning for each device whose capture
+/// conflicts with the fleet.
+fn site_errors(p: &Project) -> Result<(Vec<Found>, Vec<String>)> {
     let mut specs = p.select(&Selection {
         all: true,
         ..Default::default()
@@ -89,25 +96,33 @@ fn site_errors(p: &Project) -> Result<(Vec<Error>, Vec<String>)> {
         device: None,
     }));
     let cache = p.read_layers(&specs);
-    let mut errors: Vec<Error> = p.hostname_clashes().into_values().collect();
+    let mut errors: Vec<Found> = p
+        .hostname_clashes()
+        .into_iter()
+        .map(|(m, e)| (Some(m), e))
+        .collect();
     let policy = p.site.config.capture.conflicts;
-    let planned: Vec<(Option<Error>, Option<String>)> = specs
+    let planned: Vec<Result<Option<String>, Found>> = specs
         .par_iter()
         .map(|spec| match p.plan(spec, &cache) {
             Ok(plan) => {
                 let conflicts = plan.conflicts();
-                let w = conflict_warning(&plan.mac, &plan.hostname, &conflicts, policy);
-                (None, w)
+                Ok(conflict_warning(
+                    &plan.mac,
+                    &plan.hostname,
+                    &conflicts,
+                    policy,
+                ))
             }
-            Err(e) => (Some(e), None),
+            Err(e) => Err((spec.device.as_ref().map(|d| d.mac), e)),
         })
         .collect();
     let mut warnings = Vec::new();
-    for (e, w) in planned {
-        errors.extend(e);
-        warnings.extend(w);
+    for r in planned {
+        match r {
+            Ok(w) => warnings.extend(w),
+            Err(e) => errors.push(e),
+        }
     }
-    let mut seen = BTreeSet::new();
-    errors.retain(|e| seen.insert(e.to_string()));
     Ok((errors, warnings))
 }

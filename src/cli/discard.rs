@@ -1,21 +1,19 @@
 //! `ovl discard --mac MAC PATH…`: the fleet's version wins for these paths on that device,
 //! whatever its capture holds. Recorded in the device's `devices.toml` entry (`discard =
-//! [...]`), so it survives the device's next `lbu commit`; the file is edited in place with
-//! `toml_edit` (comments, order and formatting kept), checked whole, then written atomically.
-
-use std::path::Path;
+//! [...]`), so it survives the device's next `lbu commit`; the file is edited in place as
+//! `ovl device` edits it (comments, order and formatting kept, under the inventory lock),
+//! checked whole, then written atomically.
 
 use clap::Args;
 use serde_json::json;
-use toml_edit::{Array, DocumentMut, Item, Value};
 
 use crate::build::project::Project;
-use crate::build::publish;
-use crate::cli::output;
-use crate::error::{EXIT_OK, Error, IoContext, Result};
+use crate::cli::{device, output};
+use crate::error::{EXIT_OK, Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
 use crate::site::inventory::{Inventory, device_path};
+use crate::site::inventory_edit::InventoryDoc;
 
 /// `ovl discard` arguments.
 #[derive(Debug, Args)]
@@ -107,97 +105,15 @@ fn covers(root: &str, path: &str) -> bool {
     crate::build::merge::under_any(path, std::slice::from_ref(&root.to_string()))
 }
 
-/// Append `paths` to the `discard` list of `mac`'s entry in `devices.toml`, keeping the rest
-/// of the file byte for byte; the new file is checked whole before it replaces the old one.
+/// Add `paths` to the `discard` list of `mac`'s entry in `devices.toml` under the inventory
+/// lock, keeping the rest of the file byte for byte; the new file is checked whole before it
+/// replaces the old one.
 fn write_discard(p: &Project, mac: &Mac, paths: &[String]) -> Result<()> {
+    let _lock = device::lock(&p.site)?;
     let file = &p.inventory.file;
-    let text = std::fs::read_to_string(file).at(file)?;
-    let new = with_discard(file, &text, mac, paths)?;
-    Inventory::parse(file, &new, &p.profiles)?;
-    let mode = std::fs::metadata(file).at(file)?.permissions();
-    use std::os::unix::fs::PermissionsExt;
-    // A hidden temporary beside devices.toml, renamed over it.
-    let dir = file.parent().unwrap_or(&p.site.root);
-    publish::write_atomic(
-        file,
-        new.as_bytes(),
-        dir,
-        ".devices.toml.",
-        Some(mode.mode() & 0o7777),
-    )
-}
-
-/// `text` with `paths` appended to the `discard` array of the `[[device]]` whose `mac` is
-/// `mac` (created when missing).
-fn with_discard(file: &Path, text: &str, mac: &Mac, paths: &[String]) -> Result<String> {
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e| Error::at_path(file, format!("cannot be edited: {e}")))?;
-    let devices = doc
-        .get_mut("device")
-        .and_then(Item::as_array_of_tables_mut)
-        .ok_or_else(|| Error::at_path(file, "no [[device]] entries"))?;
-    let entry = devices
-        .iter_mut()
-        .find(|t| {
-            t.get("mac")
-                .and_then(Item::as_str)
-                .and_then(|m| m.parse::<Mac>().ok())
-                == Some(*mac)
-        })
-        .ok_or_else(|| Error::device(mac, format!("no [[device]] entry in {}", file.display())))?;
-    let list = entry
-        .entry("discard")
-        .or_insert(Item::Value(Value::Array(Array::new())))
-        .as_array_mut()
-        .ok_or_else(|| {
-            Error::at_path(
-                file,
-                format!("{mac}: discard is not an array of paths; fix it by hand"),
-            )
-        })?;
-    for x in paths {
-        list.push(x.as_str());
-    }
-    Ok(doc.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DEVICES: &str = r#"# The fleet.
-[[device]]
-mac = "52:54:00:12:34:56"   # hall kiosk
-profile = "XL"
-[device.vars]
-screen = "portrait"
-
-[[device]]
-mac = "52-54-00-AB-CD-01"
-profile = "S"
-discard = ["etc/issue"]  # keep ours
-"#;
-
-    #[test]
-    fn discard_is_added_and_the_rest_kept_byte_for_byte() {
-        let f = Path::new("devices.toml");
-        let mac: Mac = "52:54:00:12:34:56".parse().unwrap();
-        let new = with_discard(f, DEVICES, &mac, &["etc/motd".into()]).unwrap();
-        assert_eq!(
-            new,
-            DEVICES.replace(
-                "profile = \"XL\"\n",
-                "profile = \"XL\"\ndiscard = [\"etc/motd\"]\n"
-            )
-        );
-        let mac: Mac = "52:54:00:ab:cd:01".parse().unwrap();
-        let new = with_discard(f, DEVICES, &mac, &["etc/motd".into()]).unwrap();
-        assert_eq!(
-            new,
-            DEVICES.replace("[\"etc/issue\"]", "[\"etc/issue\", \"etc/motd\"]")
-        );
-        let unknown: Mac = "02:00:00:00:00:01".parse().unwrap();
-        assert!(with_discard(f, DEVICES, &unknown, &["x".into()]).is_err());
-    }
+    let mut doc = InventoryDoc::read(file)?;
+    doc.add_discard(*mac, paths)?;
+    let text = doc.text();
+    Inventory::parse(file, &text, &p.profiles)?;
+    device::write_inventory(file, &text)
 }

@@ -10,7 +10,7 @@ use crate::build::capture::CaptureReport;
 use crate::build::merge::{DriftChange, DriftItem, Winner};
 use crate::build::project::{Project, Selection};
 use crate::cli::output;
-use crate::error::{EXIT_INPUT, EXIT_OK, Result};
+use crate::error::{EXIT_OK, JsonError, Result};
 use crate::mac::Mac;
 use crate::site::ConflictPolicy;
 
@@ -55,14 +55,17 @@ pub(crate) fn run(p: &Project, a: &DriftArgs, json: bool) -> Result<i32> {
                 .map(|plan| (plan.hostname.clone(), plan.capture)),
         })
         .collect();
-    let code = if rows.iter().any(|r| r.plan.is_err()) {
-        EXIT_INPUT
-    } else {
-        EXIT_OK
-    };
+    let groups = output::group_errors(
+        rows.iter()
+            .filter_map(|r| Some((Some(r.mac), r.plan.as_ref().err()?))),
+    );
     if json {
         let devices: Vec<Value> = rows.iter().map(row_json).collect();
-        output::json(&json!({ "devices": devices, "summary": summary(&rows) }));
+        output::json(&json!({
+            "devices": devices,
+            "summary": summary(&rows),
+            "errors": output::errors_json(&groups),
+        }));
     } else {
         let mut t = String::new();
         for r in &rows {
@@ -81,12 +84,12 @@ pub(crate) fn run(p: &Project, a: &DriftArgs, json: bool) -> Result<i32> {
         ));
         output::text(&t);
     }
-    for r in &rows {
-        if let Err(e) = &r.plan {
-            output::error(e);
-        }
-    }
-    Ok(code)
+    output::errors(&groups);
+    Ok(groups
+        .iter()
+        .map(|g| g.error.exit_code())
+        .max()
+        .unwrap_or(EXIT_OK))
 }
 
 /// Counts over the rows.
@@ -105,21 +108,20 @@ fn summary(rows: &[Row]) -> Value {
     })
 }
 
-/// One device as JSON: MAC, profile, hostname, capture (with each item's diff) or error.
+/// One device as JSON: `mac`, `profile`, `hostname`, `capture` (with each item's diff; `null`
+/// without a capture) and `error` (`null` unless it cannot be planned).
 fn row_json(r: &Row) -> Value {
-    match &r.plan {
-        Ok((hostname, capture)) => json!({
-            "mac": r.mac,
-            "profile": r.profile,
-            "hostname": hostname,
-            "capture": capture.as_ref().map(capture_json),
-        }),
-        Err(e) => json!({
-            "mac": r.mac,
-            "profile": r.profile,
-            "error": output::error_json(e),
-        }),
-    }
+    let (hostname, capture, error) = match &r.plan {
+        Ok((hostname, capture)) => (Some(hostname), capture.as_ref().map(capture_json), None),
+        Err(e) => (None, None, Some(JsonError::new(e, Some(&r.mac)))),
+    };
+    json!({
+        "mac": r.mac,
+        "profile": r.profile,
+        "hostname": hostname,
+        "capture": capture,
+        "error": error,
+    })
 }
 
 /// A capture report as JSON, each changed item with its unified diff (fleet → device) when

@@ -114,13 +114,17 @@ pub(crate) fn run(a: &ManArgs, json: bool) -> Result<i32> {
         }
         return Ok(EXIT_OK);
     }
+    // One page is roff on stdout; `--json` is refused for it (cli::json_refused).
     let page = find(pages, a.page.as_deref().unwrap_or("ovl"))?;
-    if json {
-        output::json(&json!({ "page": page.name, "section": page.section, "roff": page.roff }));
-    } else {
-        output::text(&page.roff);
-    }
+    output::text(&page.roff);
     Ok(EXIT_OK)
+}
+
+impl ManArgs {
+    /// Does it write the pages into a folder (`--dir`), so that there is a result to report?
+    pub(crate) fn writes_files(&self) -> bool {
+        self.dir.is_some()
+    }
 }
 
 #[cfg(test)]

@@ -473,7 +473,10 @@ fn observe_report(m: &metrics::Metrics, r: &crate::watch::Report, first: &mut bo
         } => {
             m.observe_build(*first, *duration_ms as f64 / 1000.0);
             *first = false;
-            if devices.iter().any(|d| d.state == "failed") {
+            if devices
+                .iter()
+                .any(|d| d.state == crate::build::state::PublishState::Failed)
+            {
                 m.build_failed();
             }
         }

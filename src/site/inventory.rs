@@ -103,8 +103,9 @@ impl Inventory {
         Inventory::parse(path, &text, profiles)
     }
 
-    /// Check `text`, the contents of `path` (read, or about to be written), against
-    /// `profiles`.
+    /// Check `text`, the contents (or the edited contents) of `path`, against `profiles`:
+    /// bad MACs, duplicate MACs, hostnames and addresses, unknown profiles are errors located
+    /// in `text`.
     pub(crate) fn parse(path: &Path, text: &str, profiles: &Profiles) -> Result<Inventory> {
         let file: DevicesFile = toml_file::parse(path, text)?;
         let mut seen = Seen {

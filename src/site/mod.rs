@@ -6,6 +6,7 @@
 pub mod config;
 pub mod example;
 pub mod inventory;
+pub(crate) mod inventory_edit;
 pub mod layout;
 pub mod profile;
 pub mod profile_file;

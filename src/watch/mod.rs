@@ -215,7 +215,7 @@ impl Loop<'_> {
             }
             Err(e) => {
                 (self.report)(Report::Error {
-                    error: e.to_string(),
+                    error: e.clone(),
                     cause: rel_causes.to_vec(),
                 });
                 if let Some(feed) = self.feed {
@@ -253,7 +253,7 @@ impl Loop<'_> {
             && let Err(e) = project.write_boot_scripts()
         {
             (self.report)(Report::Error {
-                error: e.to_string(),
+                error: e,
                 cause: rel_causes.to_vec(),
             });
         }
@@ -283,7 +283,7 @@ impl Loop<'_> {
                 Ok(()) => gone.push(m),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => (self.report)(Report::Error {
-                    error: Error::io(&p, e).to_string(),
+                    error: Error::io(&p, e),
                     cause: rel_causes.to_vec(),
                 }),
             }

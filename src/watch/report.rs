@@ -1,5 +1,5 @@
 //! What `ovl watch` reports: one [`Report`] per event, printed as one line of text (its
-//! `Display`) or as one JSON object.
+//! `Display`) or as one JSON object, in the vocabulary of [`crate::build::state`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::build::project::{Outcome, OutcomeResult};
-use crate::build::publish::Published;
+use crate::build::state::PublishState;
+use crate::error::{Error, JsonError};
 use crate::mac::Mac;
 use crate::watch::Mode;
 
@@ -41,8 +42,8 @@ pub(crate) enum Report {
     },
     /// Input is broken; the last good archives stay published.
     Error {
-        /// The error with its location.
-        error: String,
+        /// The error with its location (an error object in JSON).
+        error: Error,
         /// What changed.
         cause: Vec<String>,
     },
@@ -56,36 +57,27 @@ pub(crate) struct DeviceResult {
     /// The MAC.
     pub(crate) mac: Mac,
     /// `created`, `updated`, `unchanged` or `failed`.
-    pub(crate) state: String,
-    /// The error, when failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
-    /// Paths where the device's capture and the fleet both changed (`[capture] conflicts`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) conflicts: Vec<String>,
+    pub(crate) state: PublishState,
+    /// The error object, when failed (else `null`).
+    pub(crate) error: Option<JsonError>,
+    /// The error itself, for the text output.
+    #[serde(skip)]
+    pub(crate) failure: Option<Error>,
+    /// Paths where the device's capture and the fleet both changed (`[capture] conflicts`);
+    /// `null` when failed.
+    pub(crate) conflicts: Option<Vec<String>>,
 }
 
 impl From<&Outcome> for DeviceResult {
     fn from(o: &Outcome) -> DeviceResult {
-        match &o.result {
-            OutcomeResult::Built {
-                state, conflicts, ..
-            } => DeviceResult {
-                mac: o.mac,
-                state: match state {
-                    Published::Created => "created",
-                    Published::Updated => "updated",
-                    Published::Unchanged => "unchanged",
-                }
-                .into(),
-                error: None,
-                conflicts: conflicts.clone(),
-            },
-            OutcomeResult::Failed { error, .. } => DeviceResult {
-                mac: o.mac,
-                state: "failed".into(),
-                error: Some(error.to_string()),
-                conflicts: Vec::new(),
+        DeviceResult {
+            mac: o.mac,
+            state: o.state(),
+            error: o.error().map(|e| JsonError::new(e, Some(&o.mac))),
+            failure: o.error().cloned(),
+            conflicts: match &o.result {
+                OutcomeResult::Built { conflicts, .. } => Some(conflicts.clone()),
+                OutcomeResult::Failed { .. } => None,
             },
         }
     }
@@ -107,17 +99,21 @@ fn write_rebuild(
     cause: &[String],
     duration_ms: u64,
 ) -> fmt::Result {
-    let failed = devices.iter().filter(|d| d.state == "failed").count();
+    let failed = devices
+        .iter()
+        .filter(|d| d.state == PublishState::Failed)
+        .count();
     let items: Vec<String> = devices
         .iter()
-        .map(|d| match d.conflicts.len() {
-            0 => format!("{} {}", d.mac, d.state),
-            n => format!(
-                "{} {} ({n} conflict{} with its capture: {})",
+        .map(|d| match d.conflicts.as_deref().unwrap_or_default() {
+            [] => format!("{} {}", d.mac, d.state.name()),
+            c => format!(
+                "{} {} ({} conflict{} with its capture: {})",
                 d.mac,
-                d.state,
-                if n == 1 { "" } else { "s" },
-                d.conflicts.join(" ")
+                d.state.name(),
+                c.len(),
+                if c.len() == 1 { "" } else { "s" },
+                c.join(" ")
             ),
         })
         .collect();
@@ -197,15 +193,17 @@ mod tests {
             devices: vec![
                 DeviceResult {
                     mac,
-                    state: "updated".into(),
+                    state: PublishState::Updated,
                     error: None,
-                    conflicts: vec!["etc/motd".into()],
+                    failure: None,
+                    conflicts: Some(vec!["etc/motd".into()]),
                 },
                 DeviceResult {
                     mac,
-                    state: "failed".into(),
-                    error: Some("bad".into()),
-                    conflicts: Vec::new(),
+                    state: PublishState::Failed,
+                    error: Some(JsonError::new(&Error::Env("bad".into()), Some(&mac))),
+                    failure: Some(Error::Env("bad".into())),
+                    conflicts: None,
                 },
             ],
             cause: causes,
@@ -219,10 +217,12 @@ mod tests {
         );
         let json = serde_json::to_value(&rebuild).unwrap();
         assert_eq!(json["event"], "rebuild");
-        assert_eq!(json["devices"][1]["error"], "bad");
-        assert!(json["devices"][0].get("error").is_none());
+        assert_eq!(json["devices"][1]["state"], "failed");
+        assert_eq!(json["devices"][1]["error"]["message"], "bad");
+        assert_eq!(json["devices"][1]["error"]["mac"], "52:54:00:12:34:56");
+        assert_eq!(json["devices"][0]["error"], serde_json::Value::Null);
         assert_eq!(json["devices"][0]["conflicts"][0], "etc/motd");
-        assert!(json["devices"][1].get("conflicts").is_none());
+        assert_eq!(json["devices"][1]["conflicts"], serde_json::Value::Null);
         let json = serde_json::to_value(&start).unwrap();
         assert_eq!(json["mode"], "poll");
         assert_eq!(json["reason"], "nfs");

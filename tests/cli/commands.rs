@@ -142,8 +142,8 @@ fn diff_shows_what_a_rebuild_changes() {
         r.stdout
     );
     let j = site.ovl(&["diff", "--json", "--mac", MAC]).ok().json();
-    assert_eq!(j["identical"], false);
-    assert_eq!(j["added"], serde_json::json!(["etc/new"]));
+    assert_eq!(j["devices"][0]["state"], "updated");
+    assert_eq!(j["devices"][0]["added"], serde_json::json!(["etc/new"]));
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn man_pages_for_every_command_and_file_format() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     written.sort();
-    assert_eq!(written.len(), 18, "{written:?}");
+    assert_eq!(written.len(), 20, "{written:?}");
     for name in [
         "ovl.1",
         "ovl-build.1",
@@ -252,6 +252,8 @@ fn man_pages_for_every_command_and_file_format() {
         "ovl-discard.1",
         "ovl-serve.1",
         "ovl-man.1",
+        "ovl-device.1",
+        "ovl-prune.1",
         "ovl.toml.5",
         "ovl-profile.5",
     ] {

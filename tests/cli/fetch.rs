@@ -342,9 +342,11 @@ fn not_found_and_unreachable_name_the_url() {
         "error: {nowhere}/v3.20/releases/x86_64/latest-releases.yaml: HTTP 404 Not Found"
     ));
     let j = lab.fetch(&["--json", "--mirror", &nowhere]).code(3).json();
-    assert_eq!(j["kind"], "environment");
+    // The error object of every failed command (docs/json.md).
+    assert_eq!(j["schema"], 1);
+    assert_eq!(j["error"]["kind"], "environment");
     assert!(
-        j["error"]
+        j["error"]["text"]
             .as_str()
             .unwrap()
             .contains("latest-releases.yaml")

@@ -11,13 +11,16 @@ mod harness;
 
 mod bad_input;
 mod commands;
+mod contract;
 mod determinism;
 mod export;
 mod fetch;
 mod fleet;
 mod golden;
 mod hostile;
+mod inventory;
 mod modes;
 mod nfs;
 mod oracle;
+mod rollout;
 mod watch;

@@ -165,8 +165,21 @@ fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     let good = std::fs::read_to_string(site.path("profiles/S.toml")).unwrap();
     site.write("profiles/S.toml", &format!("{good}broken = = 1\n"));
     let e = w.next("error", 10);
+    // An error object: the file, line and column apart (docs/json.md).
     assert!(
-        e["error"]
+        e["error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("profiles/S.toml"),
+        "{e}"
+    );
+    assert_eq!(
+        (e["error"]["line"].as_u64(), e["error"]["column"].as_u64()),
+        (Some(6), Some(10)),
+        "{e}"
+    );
+    assert!(
+        e["error"]["text"]
             .as_str()
             .unwrap()
             .contains("profiles/S.toml:6:10"),
@@ -193,11 +206,21 @@ fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     site.write("overlays/base/etc/bad.j2", "{{ nope }}\n");
     let r = w.next("rebuild", 10);
     assert_eq!(r["devices"][0]["state"], "failed");
+    let err = &r["devices"][0]["error"];
     assert!(
-        r["devices"][0]["error"]
+        err["file"]
             .as_str()
             .unwrap()
-            .contains("overlays/base/etc/bad.j2:1:"),
+            .ends_with("overlays/base/etc/bad.j2"),
+        "{r}"
+    );
+    assert_eq!(err["line"], 1, "{r}");
+    assert_eq!(err["mac"], MAC, "{r}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("template: undefined value `nope` (defined: hostname, ip, mac,"),
         "{r}"
     );
     assert_eq!(before, site.snapshot());
@@ -217,7 +240,7 @@ fn a_runaway_template_is_reported_and_watching_goes_on() {
     );
     let r = w.next("rebuild", 30);
     assert_eq!(r["devices"][0]["state"], "failed");
-    let e = r["devices"][0]["error"].as_str().unwrap();
+    let e = r["devices"][0]["error"]["text"].as_str().unwrap();
     assert!(
         e.contains("overlays/base/etc/loop.j2:1:") && e.contains("too much work"),
         "{r}"

@@ -174,7 +174,7 @@ fn compute(p: &Project) -> BTreeMap<Mac, &'static str> {
         .map(|spec| {
             let state = match p.plan(spec, &cache) {
                 Ok(plan) => compare::archive_state(p, &plan).unwrap_or(ArchiveState::Stale),
-                Err(_) => compare::unplanned_state(p, &spec.mac),
+                Err(_) => ArchiveState::Failed,
             };
             (spec.mac, state.name())
         })
