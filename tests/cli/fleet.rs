@@ -3,13 +3,16 @@
 //! by hand, saved by the real `lbu commit` into its capture folder (the site's
 //! `captures/MAC`, shared at the `LBU_BACKUPDIR` the archive's `lbu.conf` names, as over NFS).
 //! Then the three-way merge (fleet-only change, device-only change, conflict both ways,
-//! deletion, unknown base), `ovl drift`, `ovl adopt` and `ovl discard`, every rebuilt archive
-//! checked by booting it: a fresh device with the archive applied by Alpine's busybox `tar`.
+//! deletion, unknown base, and in `ovl watch`), `ovl drift`, `ovl adopt` and `ovl discard`,
+//! every rebuilt archive checked by booting it: a fresh device with the archive applied by
+//! Alpine's busybox `tar`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 use crate::harness::alpine::Device;
+use crate::harness::proc::Lines;
 use crate::harness::site::TestSite;
 
 /// The device of every test.
@@ -391,4 +394,50 @@ fn discard_makes_the_fleet_win_and_survives_the_next_commit() {
     site.ovl(&["discard", "--mac", "02:00:00:00:00:01", "etc/motd"])
         .code(1);
     assert_eq!(site.read("devices.toml"), after);
+}
+
+/// The next `rebuild` event of a running `ovl watch --json`, within `secs` seconds.
+fn next_rebuild(w: &mut Lines, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let line = w
+            .next_before(deadline)
+            .unwrap_or_else(|| panic!("no rebuild within {secs}s: {:?}", w.seen));
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["event"] == "rebuild"
+        {
+            return v;
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: chroot into Alpine's minirootfs"]
+fn watch_merges_a_new_capture_three_ways() {
+    let site = fleet_site();
+    let d = boot(&site, MAC);
+    let mut cmd = site.command();
+    cmd.args(["watch", "--json"]);
+    let mut w = Lines::spawn(&mut cmd, false);
+    next_rebuild(&mut w, 30);
+    site.write("overlays/base/etc/motd", "fleet motd 2\n");
+    next_rebuild(&mut w, 30);
+    // The device still runs the archive with motd 1; its commit lands while watch runs.
+    change_and_commit(&d, "echo 'a=5' > /etc/app.conf");
+    let r = next_rebuild(&mut w, 30);
+    assert_eq!(r["devices"][0]["mac"], MAC, "{r}");
+    assert_eq!(r["devices"][0]["conflicts"], serde_json::json!([]), "{r}");
+    let b = boot(&site, MAC);
+    assert_eq!(
+        read(&b, "etc/motd").unwrap(),
+        "fleet motd 2\n",
+        "the fleet's change"
+    );
+    assert_eq!(
+        read(&b, "etc/app.conf").unwrap(),
+        "a=5\n",
+        "the device's change"
+    );
+    w.child.signal(libc::SIGTERM);
+    assert!(w.child.wait_exit(Duration::from_secs(10)).is_some());
 }
