@@ -10,20 +10,18 @@
 //! archives stay byte-reproducible: no clock time, no counter.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod store;
+
 use crate::build::compare::Change;
 use crate::build::manifest::{Collision, Kind, Manifest};
 use crate::build::owners::Ids;
-use crate::build::publish;
-use crate::error::{Error, IoContext, Result};
 use crate::mac::Mac;
-use crate::site::Site;
 use crate::site::layout::{IDENTITY_DIR, IDENTITY_FILE};
 
 /// The version of the manifest files' format.
@@ -32,10 +30,6 @@ pub(crate) const SCHEMA: u32 = 1;
 pub(crate) const TEXT_FILE_CAP: usize = 64 * 1024;
 /// The text contents kept in one manifest, in all.
 pub(crate) const TEXT_RECORD_CAP: usize = 256 * 1024;
-/// A kept manifest larger than this (uncompressed) is not read.
-const RECORD_READ_CAP: u64 = 64 << 20;
-/// The file name ending of a kept manifest.
-const RECORD_SUFFIX: &str = ".json.gz";
 
 /// What a path holds, as compared between the base, the device and the fleet: type, content
 /// digest or link target, mode and owner (names are informative only).
@@ -276,9 +270,39 @@ pub struct Given {
     /// Paths both the device and the fleet had changed, resolved by `[capture] conflicts`.
     #[serde(default)]
     pub conflicts: Vec<String>,
-    /// Text contents by sha256: small text files only (at most 64 KiB each, 256 KiB in all).
-    #[serde(default)]
-    pub text: BTreeMap<String, String>,
+    /// Text contents by sha256: small text files only (at most 64 KiB each, 256 KiB in all),
+    /// kept beside the manifest (`ID.text.gz`) and read only when a merge needs them.
+    #[serde(skip)]
+    pub(crate) text: Texts,
+}
+
+/// The text contents of a kept manifest: given, or read from their file on first use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Texts {
+    /// Where they are kept, when not given.
+    pub(crate) file: Option<PathBuf>,
+    /// Sha256 → content.
+    pub(crate) map: std::sync::OnceLock<BTreeMap<String, String>>,
+}
+
+impl Texts {
+    /// Contents given in memory.
+    pub(crate) fn given(map: BTreeMap<String, String>) -> Texts {
+        Texts {
+            file: None,
+            map: std::sync::OnceLock::from(map),
+        }
+    }
+
+    /// The map, read now if it is kept in a file (an unreadable file holds none).
+    fn get(&self) -> &BTreeMap<String, String> {
+        self.map.get_or_init(|| {
+            self.file
+                .as_deref()
+                .and_then(|f| store::read_texts(f).ok())
+                .unwrap_or_default()
+        })
+    }
 }
 
 impl Given {
@@ -296,7 +320,10 @@ impl Given {
 
     /// The kept text of a file state, if any.
     pub(crate) fn text_of(&self, s: &FileState) -> Option<&str> {
-        self.text.get(s.sha256.as_deref()?).map(String::as_str)
+        self.text
+            .get()
+            .get(s.sha256.as_deref()?)
+            .map(String::as_str)
     }
 }
 
@@ -346,7 +373,7 @@ impl Record<'_> {
             entries,
             fleet,
             conflicts: self.conflicts.clone(),
-            text: pick_texts(texts),
+            text: Texts::given(pick_texts(texts)),
         }
     }
 }
@@ -384,96 +411,7 @@ fn pick_texts(mut candidates: Vec<(&str, &[u8])>) -> BTreeMap<String, String> {
     out
 }
 
-/// The folder of a device's kept manifests.
-fn device_dir(site: &Site, mac: &Mac) -> PathBuf {
-    site.manifests_dir().join(mac.to_string())
-}
-
-/// The file of one kept manifest.
-pub(crate) fn record_path(site: &Site, mac: &Mac, id: &str) -> PathBuf {
-    device_dir(site, mac).join(format!("{id}{RECORD_SUFFIX}"))
-}
-
-/// The manifest `mac` was given in build `id`; `Ok(None)` when none is kept.
-pub(crate) fn load(site: &Site, mac: &Mac, id: &str) -> Result<Option<Given>> {
-    let path = record_path(site, mac, id);
-    let f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(f)
-        .take(RECORD_READ_CAP + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| Error::at_path(&path, format!("unreadable kept manifest: {e}")))?;
-    if json.len() as u64 > RECORD_READ_CAP {
-        return Err(Error::at_path(&path, "kept manifest too large"));
-    }
-    let given: Given = serde_json::from_slice(&json)
-        .map_err(|e| Error::at_path(&path, format!("unreadable kept manifest: {e}")))?;
-    if given.schema != SCHEMA || given.id != id {
-        return Err(Error::at_path(
-            &path,
-            format!(
-                "kept manifest of another format or build (schema {})",
-                given.schema
-            ),
-        ));
-    }
-    Ok(Some(given))
-}
-
-/// Keep `given` (written atomically; an identical file is only marked as the newest), then
-/// remove all but the newest `keep` manifests of the device, never the one named `protect`
-/// (the base of its current capture).
-pub(crate) fn save(site: &Site, given: &Given, keep: usize, protect: Option<&str>) -> Result<()> {
-    let mac: Mac = given
-        .mac
-        .parse()
-        .map_err(|e| Error::Env(format!("kept manifest: {e}")))?;
-    let path = record_path(site, &mac, &given.id);
-    let json = serde_json::to_vec(given).map_err(|e| Error::Env(format!("kept manifest: {e}")))?;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&json).at(&path)?;
-    let bytes = gz.finish().at(&path)?;
-    let dir = device_dir(site, &mac);
-    std::fs::create_dir_all(&dir).at(&dir)?;
-    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
-        let f = std::fs::File::options().write(true).open(&path).at(&path)?;
-        f.set_modified(std::time::SystemTime::now()).at(&path)?;
-    } else {
-        // The temporary is hidden beside its target and never named like a kept manifest.
-        publish::write_atomic(&path, &bytes, &dir, ".manifest.", Some(0o600))?;
-    }
-    prune(&dir, keep, protect.unwrap_or(&given.id))
-}
-
-/// Remove all but the newest `keep` manifests in `dir` (by mtime, then name), never
-/// `protect`'s.
-fn prune(dir: &std::path::Path, keep: usize, protect: &str) -> Result<()> {
-    let mut kept: Vec<(std::time::SystemTime, String, PathBuf)> = std::fs::read_dir(dir)
-        .at(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_string();
-            let id = name.strip_suffix(RECORD_SUFFIX)?.to_string();
-            let t = e.metadata().and_then(|m| m.modified()).ok()?;
-            Some((t, id, e.path()))
-        })
-        .collect();
-    kept.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    for (_, id, path) in kept.into_iter().skip(keep) {
-        if id != protect {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-    }
-    Ok(())
-}
+pub(crate) use store::{load, record_path, save};
 
 #[cfg(test)]
 mod tests {

@@ -441,3 +441,27 @@ fn watch_merges_a_new_capture_three_ways() {
     w.child.signal(libc::SIGTERM);
     assert!(w.child.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+#[test]
+#[ignore = "needs root: chroot into Alpine's minirootfs"]
+fn world_merges_the_packages_both_sides_added() {
+    let site = fleet_site();
+    let d = boot(&site, MAC);
+    change_and_commit(&d, "echo htop >> /etc/apk/world");
+    let profile = site.read("profiles/S.toml");
+    site.write(
+        "profiles/S.toml",
+        &profile.replace(
+            "packages = [\"openssh\"]",
+            "packages = [\"openssh\", \"chrony\"]",
+        ),
+    );
+    let r = site.ovl(&["build", "--all"]).ok();
+    assert!(!r.stderr.contains("warning"), "no conflict: {}", r.stderr);
+    let world = read(&boot(&site, MAC), "etc/apk/world").unwrap();
+    for p in ["chrony", "htop", "nfs-utils", "openssh"] {
+        assert!(world.lines().any(|l| l == p), "{p} in {world}");
+    }
+    let c = drift(&site, MAC);
+    assert_eq!(item(&c, "etc/apk/world").unwrap()["winner"], "merged");
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::build::history::{self, Given, SCHEMA};
+use crate::build::history::{self, Given, SCHEMA, Texts};
 use crate::build::layer::{LayerEntry, LayerSource, StoredMeta};
 
 /// A manifest of text files (0644, root).
@@ -39,7 +39,7 @@ fn given(files: &[(&str, &str)], conflicts: &[&str]) -> Given {
         entries: states,
         fleet: Default::default(),
         conflicts: conflicts.iter().map(|c| c.to_string()).collect(),
-        text,
+        text: Texts::given(text),
     }
 }
 
