@@ -65,8 +65,19 @@ pub struct FileState {
 pub type States = BTreeMap<String, FileState>;
 
 impl FileState {
-    /// The state of `kind` with `mode` and owner; `sha` is a file's digest when known.
+    /// The state of `kind` with `mode` and owner (a file is hashed).
     pub(crate) fn new(kind: &Kind, mode: u32, ids: (u32, u32), names: (&str, &str)) -> Self {
+        FileState::with_digest(kind, mode, ids, names, None)
+    }
+
+    /// Like [`FileState::new`], with a file's digest when it is already known.
+    pub(crate) fn with_digest(
+        kind: &Kind,
+        mode: u32,
+        ids: (u32, u32),
+        names: (&str, &str),
+        sha256: Option<&str>,
+    ) -> Self {
         FileState {
             kind: kind.name().to_string(),
             mode: format!("{:04o}", mode),
@@ -78,8 +89,9 @@ impl FileState {
                 Kind::File(b) => Some(b.len() as u64),
                 _ => None,
             },
-            sha256: match kind {
-                Kind::File(b) => Some(hex::encode(Sha256::digest(b))),
+            sha256: match (kind, sha256) {
+                (Kind::File(_), Some(known)) => Some(known.to_string()),
+                (Kind::File(b), None) => Some(hex::encode(Sha256::digest(b))),
                 _ => None,
             },
             target: match kind {

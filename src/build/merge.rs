@@ -140,7 +140,13 @@ struct Captured {
 }
 
 /// The capture's paths (but the fleet-owned ones) as manifest entries with their states.
-fn captured(tree: &LayerTree, label: &str) -> BTreeMap<String, Captured> {
+/// A file whose bytes equal the fleet's at the same path takes the fleet's digest: most of a
+/// capture is what the fleet gave, and comparing bytes costs less than hashing them.
+fn captured(
+    tree: &LayerTree,
+    label: &str,
+    fleet: (&Manifest, &States),
+) -> BTreeMap<String, Captured> {
     let mut out = BTreeMap::new();
     for e in &tree.entries {
         if is_fleet_owned(&e.path) {
@@ -156,7 +162,13 @@ fn captured(tree: &LayerTree, label: &str) -> BTreeMap<String, Captured> {
             Some(m) => (m.mode, m.uid, m.gid, m.user.clone(), m.group.clone()),
             None => (e.mode, 0, 0, String::new(), String::new()),
         };
-        let state = FileState::new(&kind, mode, (uid, gid), (&user, &group));
+        let known = match (&kind, fleet.0.entries.get(&e.path)) {
+            (Kind::File(a), Some(f)) if matches!(&f.kind, Kind::File(b) if a == b) => {
+                fleet.1.get(&e.path).and_then(|s| s.sha256.as_deref())
+            }
+            _ => None,
+        };
+        let state = FileState::with_digest(&kind, mode, (uid, gid), (&user, &group), known);
         let entry = Entry {
             kind,
             mode,
@@ -231,7 +243,7 @@ impl Scope {
 /// finished archive).
 pub(crate) fn merge(i: &Inputs) -> (Manifest, Vec<DriftItem>) {
     let base = i.given.base();
-    let dev = captured(i.device, i.label);
+    let dev = captured(i.device, i.label, i.fleet);
     let (fleet, _) = i.fleet;
     let lbu_list = i
         .device
@@ -479,7 +491,7 @@ pub(crate) fn compare(
     discard: &[String],
 ) -> Vec<DriftItem> {
     let (fm, fs) = fleet;
-    captured(tree, label)
+    captured(tree, label, fleet)
         .into_iter()
         .filter(|(_, d)| d.entry.kind != Kind::Dir)
         .filter_map(|(p, d)| {
