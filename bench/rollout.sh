@@ -47,7 +47,7 @@ best() {
   local b=""
   for _ in $(seq "$runs"); do
     local t0 t1 s
-    t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || true; t1=$(date +%s.%N)
+    t0=$(date +%s.%N); "$@" >/dev/null 2>"$work/err" || [ $? = 4 ] || { cat "$work/err" >&2; exit 1; }; t1=$(date +%s.%N)
     s=$(echo "$t1 - $t0" | bc -l)
     if [ -z "$b" ] || [ "$(echo "$s < $b" | bc -l)" = 1 ]; then b=$s; fi
   done
@@ -65,7 +65,7 @@ echo "changed" >> "$site/overlays/p3/etc/app0/f0.conf"
 row "ovl diff --all (one file of profile p3 changed)" "$(best o diff --all)"
 row "ovl diff --profile p3 --exit-code" "$(best o diff --profile p3 --exit-code)"
 row "ovl build --all --dry-run (p3 changed)" "$(best o build --all --dry-run)"
-add() { o device add 02:ff:00:00:00:01 --profile p1 --var k=v && o device rm 02:ff:00:00:00:01; }
+add() { o device add 02:ff:00:ff:ff:01 --profile p1 --var k=v && o device rm 02:ff:00:ff:ff:01; }
 row "ovl device add + ovl device rm ($devices devices)" "$(best add)"
 row "ovl build --all (p3 changed: $((devices / 10)) updated)" "$(runs=1 best o build --all)"
 echo "cores: $(nproc)"

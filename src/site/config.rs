@@ -399,6 +399,14 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpSett
 impl SiteConfig {
     /// Check what serde cannot: value ranges and formats. `path` is the file read.
     pub(crate) fn validate(&self, path: &Path) -> Result<()> {
+        self.validate_build_and_boot(path)?;
+        self.validate_alpine_and_fetch(path)?;
+        self.validate_serve(path)
+    }
+
+    /// `[build]`, `[boot]` and `[capture]` values in their ranges; `[boot] nfs` of the form
+    /// HOST:/PATH.
+    fn validate_build_and_boot(&self, path: &Path) -> Result<()> {
         let c = self;
         if !(1..=9).contains(&c.build.compression) {
             return Err(Error::at_path(
@@ -430,6 +438,32 @@ impl SiteConfig {
                 "[build] max_capture_bytes = 0: expected a number of bytes, e.g. 268435456 (256 MiB)",
             ));
         }
+        if !(1..=MAX_HISTORY).contains(&c.capture.history) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[capture] history = {}: expected 1 to {MAX_HISTORY} manifests per device",
+                    c.capture.history
+                ),
+            ));
+        }
+        if let Some(nfs) = &c.boot.nfs
+            && crate::build::nfs::NfsExport::parse(nfs).is_none()
+        {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[boot] nfs = {nfs:?}: expected HOST:/PATH, the export of the site's \
+                     captures/ folder, e.g. 192.168.0.2:/srv/pxe/captures"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[alpine]` names and `[fetch]` values.
+    fn validate_alpine_and_fetch(&self, path: &Path) -> Result<()> {
+        let c = self;
         if c.alpine.flavor.is_empty() || c.alpine.flavor.contains(['/', ' ']) {
             return Err(Error::at_path(
                 path,
@@ -477,6 +511,12 @@ impl SiteConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `[serve]` listen addresses and the DHCP script URL.
+    fn validate_serve(&self, path: &Path) -> Result<()> {
+        let c = self;
         for (what, v) in [("http", &c.serve.http), ("tftp", &c.serve.tftp)] {
             if v != "off" && v.parse::<SocketAddr>().is_err() {
                 return Err(Error::at_path(
@@ -495,26 +535,6 @@ impl SiteConfig {
                 format!(
                     "[serve.dhcp] script_url = {url:?}: expected a URL such as \
                      http://192.168.0.2/boot.ipxe or tftp://192.168.0.2/boot.ipxe"
-                ),
-            ));
-        }
-        if !(1..=MAX_HISTORY).contains(&c.capture.history) {
-            return Err(Error::at_path(
-                path,
-                format!(
-                    "[capture] history = {}: expected 1 to {MAX_HISTORY} manifests per device",
-                    c.capture.history
-                ),
-            ));
-        }
-        if let Some(nfs) = &c.boot.nfs
-            && crate::build::nfs::NfsExport::parse(nfs).is_none()
-        {
-            return Err(Error::at_path(
-                path,
-                format!(
-                    "[boot] nfs = {nfs:?}: expected HOST:/PATH, the export of the site's \
-                     captures/ folder, e.g. 192.168.0.2:/srv/pxe/captures"
                 ),
             ));
         }
