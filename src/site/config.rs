@@ -11,6 +11,9 @@ use serde::{Deserialize, Deserializer};
 use crate::error::{Error, Result};
 use crate::site::layout::DEFAULT_SSH_KEY;
 
+use crate::site::capture_config::MAX_HISTORY;
+pub use crate::site::capture_config::{CaptureConfig, ConflictPolicy};
+
 /// `ovl.toml`: every key optional with a sensible default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,50 +191,6 @@ impl Default for BuildConfig {
             compression: 6,
             mtime: DEFAULT_MTIME,
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
-        }
-    }
-}
-
-/// `[capture]`: the three-way merge of devices' lbu captures with the fleet (README,
-/// "Managing the fleet").
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CaptureConfig {
-    /// Build manifests kept per device in `.ovl-state/manifests/MAC/` (the bases of merges).
-    pub history: usize,
-    /// Whose version a file both the device and the fleet changed gets.
-    pub conflicts: ConflictPolicy,
-}
-
-/// The highest `[capture] history`.
-pub(crate) const MAX_HISTORY: usize = 1000;
-
-impl Default for CaptureConfig {
-    fn default() -> Self {
-        CaptureConfig {
-            history: 10,
-            conflicts: ConflictPolicy::Device,
-        }
-    }
-}
-
-/// `[capture] conflicts`: who wins a file both the device and the fleet changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConflictPolicy {
-    /// The device's version stays (the default).
-    #[default]
-    Device,
-    /// The fleet's version wins.
-    Fleet,
-}
-
-impl ConflictPolicy {
-    /// `device` or `fleet`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConflictPolicy::Device => "device",
-            ConflictPolicy::Fleet => "fleet",
         }
     }
 }

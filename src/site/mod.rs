@@ -3,6 +3,7 @@
 //! the input model: the folder [`layout`], the `ovl.toml` sections ([`config`]), profiles,
 //! the inventory, and located TOML errors ([`toml_file`]).
 
+pub mod capture_config;
 pub mod config;
 pub mod example;
 pub mod inventory;
