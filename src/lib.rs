@@ -26,7 +26,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`site`] | the site folder: [`site::layout`] (every name, private paths), [`site::config`] (`ovl.toml`), [`site::profile`], [`site::inventory`], located TOML errors |
-//! | [`build`] | [`build::project`] (selection, outcomes, dry runs), [`build::state`] (the one state vocabulary of reports), [`build::settings`] (hostname, vars, layers, kernel line), [`build::plan`] (the manifest, one step per declaration), [`build::layer`], [`build::manifest`], [`build::archive`], [`build::publish`], [`build::bootscript`] |
+//! | [`build`] | [`build::project`] (selection, outcomes, dry runs), [`build::state`] (the one state vocabulary of reports), [`build::settings`] (hostname, vars, layers, kernel line), [`build::plan`] (the manifest, one step per declaration), [`build::layer`], [`build::manifest`], [`build::archive`], [`build::publish`], [`build::bootscript`], [`build::history`] (build identity, kept manifests), [`build::capture`] and [`build::merge`] (the three-way merge of lbu captures) |
 //! | [`watch`] | change detection (stat snapshots, network-fs probe), affected sets, reports, the loop |
 //! | [`serve`] | [`serve::http`] (with the status page and `/metrics`), [`serve::tftp`] and [`serve::dhcp`] (pure codecs apart from thin tokio layers), boot events, neighbours, counters, SIGHUP reload |
 //! | [`cli`] | one module per command; flags parsed into plain data, then dispatched here |

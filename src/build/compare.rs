@@ -20,6 +20,7 @@ pub(crate) use crate::build::state::ArchiveState;
 use crate::build::state::PublishState;
 use crate::error::{Error, IoContext, Result};
 use crate::mac::Mac;
+use crate::site::layout::IDENTITY_FILE;
 
 /// The state of `plan`'s published archive: built when its tar is byte for byte what a build
 /// would write now, missing when there is none, stale otherwise (an unreadable archive too).
@@ -230,7 +231,9 @@ fn compare_manifests(archive: PathBuf, new: &Manifest, old: &Manifest) -> Archiv
     for (k, n) in new {
         let Some(o) = old.get(k) else { continue };
         let what = changes(o, n);
-        if what.is_empty() {
+        // The build identity changes whenever anything else does: listing it would only say
+        // that again (and set apart devices whose other changes are the same).
+        if what.is_empty() || (k == IDENTITY_FILE && what == [Change::Content]) {
             continue;
         }
         let bytes = |e: &Entry| match &e.kind {

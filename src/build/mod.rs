@@ -9,10 +9,13 @@
 
 pub mod archive;
 pub mod bootscript;
+pub mod capture;
 pub(crate) mod compare;
+pub mod history;
 pub mod layer;
 pub mod lbu;
 pub mod manifest;
+pub mod merge;
 pub mod nfs;
 pub(crate) mod owners;
 pub mod plan;

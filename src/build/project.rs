@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
+use crate::build::history;
 use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
@@ -90,6 +91,11 @@ pub enum OutcomeResult {
         bytes: usize,
         /// Entries in the archive.
         entries: usize,
+        /// Paths where the device's capture and the fleet both changed (resolved by
+        /// `[capture] conflicts`).
+        conflicts: Vec<String>,
+        /// Why the device's capture has no known base (it then lies on top of the layers).
+        no_base: Option<String>,
     },
     /// Not built; the previous archive, if any, is untouched.
     Failed {
@@ -381,14 +387,21 @@ impl Project {
                 return Err(e.clone());
             }
             let (plan, bytes) = self.planned_bytes(spec, cache)?;
+            let conflicts = plan.conflicts().into_iter().map(str::to_string).collect();
+            let no_base = plan.capture.as_ref().and_then(|c| c.no_base.clone());
             if !write {
                 return Ok(OutcomeResult::Built {
                     state: publish::would_publish(&path, &bytes)?,
                     hostname: plan.hostname.clone(),
                     bytes: bytes.len(),
                     entries: plan.manifest.entries.len(),
+                    conflicts,
+                    no_base,
                 });
             }
+            // Kept before the archive is published: a device never holds an archive whose
+            // manifest ovl does not know.
+            self.keep_manifest(&plan)?;
             let state = publish::publish(&path, &bytes)?;
             if self.site.config.boot.nfs.is_some() {
                 // lbu commits into this folder over NFS; it must exist.
@@ -399,6 +412,8 @@ impl Project {
                 hostname: plan.hostname.clone(),
                 bytes: bytes.len(),
                 entries: plan.manifest.entries.len(),
+                conflicts,
+                no_base,
             })
         })();
         let result = result.unwrap_or_else(|error| OutcomeResult::Failed { error });
@@ -408,6 +423,26 @@ impl Project {
             path,
             result,
         }
+    }
+
+    /// Keep the manifest of `plan` in its device's history (`.ovl-state/manifests/MAC/`), the
+    /// base of the next merge of its captures; only the last `[capture] history` are kept,
+    /// and never the base of the device's current capture. A device without a capture gets
+    /// the same manifest for the same build, so one already kept is left as it is.
+    pub(crate) fn keep_manifest(&self, plan: &DevicePlan) -> Result<()> {
+        let keep = self.site.config.capture.history;
+        if plan.capture.is_none() && history::record_path(&self.site, &plan.mac, &plan.id).is_file()
+        {
+            return Ok(());
+        }
+        let mac = plan.mac.to_string();
+        let protect = plan
+            .capture
+            .as_ref()
+            .and_then(|c| c.base.as_ref())
+            .filter(|b| b.mac == mac)
+            .map(|b| b.id.as_str());
+        history::save(&self.site, &plan.record().given(), keep, protect)
     }
 
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).

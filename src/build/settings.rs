@@ -52,12 +52,18 @@ pub struct DeviceSettings {
     pub kernel_args: Vec<String>,
     /// Kernel modules (`modules=`).
     pub modules: Vec<String>,
+    /// Paths where the fleet's version wins over the device's capture (`discard` in
+    /// `devices.toml`).
+    pub discard: Vec<String>,
     /// Template values: the profile chain's, then the device's own.
     #[serde(skip)]
     pub vars: toml::Table,
-    /// The layers as sources, in the order of `layers`.
+    /// The layers as sources, in the order of `layers` (the capture last, if any).
     #[serde(skip)]
     pub sources: Vec<LayerSource>,
+    /// The device's capture (`captures/MAC/…`), the last of `sources`, if it has one.
+    #[serde(skip)]
+    pub capture: Option<LayerSource>,
 }
 
 /// Resolve the settings of `spec`, whose profile is `profile`.
@@ -69,7 +75,8 @@ pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Resu
         }
     }
     let hostname = hostname(site, profile, spec, &vars)?;
-    let sources = layer_sources(site, profile, spec)?;
+    let (mut sources, capture) = sources_and_capture(site, profile, spec)?;
+    sources.extend(capture.clone());
     let mut kernel_args = site.config.boot.kernel_args.clone();
     kernel_args.extend(profile.kernel_args.iter().cloned());
     let mut modules = site.config.boot.modules.clone();
@@ -88,8 +95,14 @@ pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Resu
         layers: sources.iter().map(|s| site.relative(s.path())).collect(),
         kernel_args,
         modules,
+        discard: spec
+            .device
+            .as_ref()
+            .map(|d| d.discard.clone())
+            .unwrap_or_default(),
         vars,
         sources,
+        capture,
     })
 }
 
@@ -204,12 +217,21 @@ pub(crate) fn layer_sources(
     profile: &Profile,
     spec: &DeviceSpec,
 ) -> Result<Vec<LayerSource>> {
-    let mut out = declared_layer_sources(site, profile, spec)?;
-    let explicit = spec.device.as_ref().and_then(|d| d.hostname.as_deref());
-    if let Some(c) = find_capture(site, &spec.mac, explicit)? {
-        out.push(LayerSource::Archive(c));
-    }
+    let (mut out, capture) = sources_and_capture(site, profile, spec)?;
+    out.extend(capture);
     Ok(out)
+}
+
+/// The layers of one device but its capture, in order, and its capture.
+pub(crate) fn sources_and_capture(
+    site: &Site,
+    profile: &Profile,
+    spec: &DeviceSpec,
+) -> Result<(Vec<LayerSource>, Option<LayerSource>)> {
+    let out = declared_layer_sources(site, profile, spec)?;
+    let explicit = spec.device.as_ref().and_then(|d| d.hostname.as_deref());
+    let capture = find_capture(site, &spec.mac, explicit)?.map(LayerSource::Archive);
+    Ok((out, capture))
 }
 
 /// The layers the profile chain and the inventory name for one device, in order (its capture,

@@ -11,8 +11,10 @@ use serde_json::{Value, json};
 
 use crate::build::project::{Outcome, OutcomeResult, Project, millis};
 use crate::build::state::{PublishState, counts_text};
+use crate::cli::drift::conflict_warning;
 use crate::cli::{SelectArgs, output};
 use crate::error::{EXIT_CHANGES, EXIT_OK, Error, Result};
+use crate::site::ConflictPolicy;
 
 /// Beyond this many archives, unchanged ones get no line of their own.
 const LIST_UNCHANGED_UP_TO: usize = 20;
@@ -74,7 +76,8 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         outcomes
     };
     let scripts = p.boot_scripts(!a.dry_run)?;
-    let warnings = p.warnings();
+    let mut warnings = p.warnings();
+    warnings.extend(capture_warnings(&outcomes, p.site.config.capture.conflicts));
     for w in &warnings {
         output::warning(w);
     }
@@ -131,16 +134,25 @@ fn refuse_other_profile(p: &Project, s: &SelectArgs) -> Result<()> {
 }
 
 /// One device as JSON: `mac`, `profile`, `path`, `state`, and `hostname`, `bytes`,
-/// `entries` (or `null`s) and `error` (or `null`).
+/// `entries`, `conflicts` (paths its capture and the fleet both changed), `no_base` (why its
+/// capture has no known base) (or `null`s) and `error` (or `null`).
 pub(crate) fn outcome_json(o: &Outcome) -> Value {
-    let (hostname, bytes, entries) = match &o.result {
+    let (hostname, bytes, entries, conflicts, no_base) = match &o.result {
         OutcomeResult::Built {
             hostname,
             bytes,
             entries,
+            conflicts,
+            no_base,
             ..
-        } => (Some(hostname), Some(bytes), Some(entries)),
-        OutcomeResult::Failed { .. } => (None, None, None),
+        } => (
+            Some(hostname),
+            Some(bytes),
+            Some(entries),
+            Some(conflicts),
+            no_base.as_ref(),
+        ),
+        OutcomeResult::Failed { .. } => (None, None, None, None, None),
     };
     json!({
         "mac": o.mac,
@@ -150,8 +162,45 @@ pub(crate) fn outcome_json(o: &Outcome) -> Value {
         "hostname": hostname,
         "bytes": bytes,
         "entries": entries,
+        "conflicts": conflicts,
+        "no_base": no_base,
         "error": o.error().map(|e| crate::error::JsonError::new(e, Some(&o.mac))),
     })
+}
+
+/// One warning per device whose capture conflicts with the fleet (resolved by `policy`),
+/// and one naming the captures without a known base.
+fn capture_warnings(outcomes: &[Outcome], policy: ConflictPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut no_base = Vec::new();
+    for o in outcomes {
+        if let OutcomeResult::Built {
+            hostname,
+            conflicts,
+            no_base: nb,
+            ..
+        } = &o.result
+        {
+            let conflicts: Vec<&str> = conflicts.iter().map(String::as_str).collect();
+            out.extend(conflict_warning(&o.mac, hostname, &conflicts, policy));
+            if nb.is_some() {
+                no_base.push(o.mac.to_string());
+            }
+        }
+    }
+    if !no_base.is_empty() {
+        out.push(format!(
+            "{} no known base (older than the build identity, or its build is no longer \
+             kept): each lies on top of its device's layers as before; see `ovl drift`: {}",
+            if no_base.len() == 1 {
+                "1 capture has".to_string()
+            } else {
+                format!("{} captures have", no_base.len())
+            },
+            no_base.join(", ")
+        ));
+    }
+    out
 }
 
 /// A progress bar of `len` archives on stderr.

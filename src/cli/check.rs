@@ -10,21 +10,26 @@ use serde_json::json;
 
 use crate::build::plan::DeviceSpec;
 use crate::build::project::{Project, Selection};
+use crate::cli::drift::conflict_warning;
 use crate::cli::output;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::fetch::{BootFile, BootRole, boot_files};
 use crate::mac::Mac;
+
+/// An error of the site with the inventory device it was met for.
+type Found = (Option<Mac>, Error);
 
 /// The made-up MAC unused profiles are planned for, so that their errors show.
 const SAMPLE_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
 
 /// Check the whole site; the exit code is the highest of the errors found.
 pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
-    let found = site_errors(p)?;
+    let (found, conflicts) = site_errors(p)?;
     let errors = output::group_errors(found.iter().map(|(m, e)| (*m, e)));
     let boot = boot_files(&p.site);
     let mut warnings = p.warnings();
     warnings.extend(boot.iter().filter_map(|f| boot_warning(p, f)));
+    warnings.extend(conflicts);
     if json {
         output::json(&json!({
             "ok": errors.is_empty(),
@@ -70,8 +75,9 @@ fn boot_warning(p: &Project, f: &BootFile) -> Option<String> {
 
 /// Every error of the site, with the inventory device it was met for: hostnames two
 /// inventory devices share (also when templates render them), each device planned, each unused
-/// profile planned for [`SAMPLE_MAC`] (no device).
-fn site_errors(p: &Project) -> Result<Vec<(Option<Mac>, Error)>> {
+/// profile planned for [`SAMPLE_MAC`] (no device); and a warning for each device whose capture
+/// conflicts with the fleet.
+fn site_errors(p: &Project) -> Result<(Vec<Found>, Vec<String>)> {
     let mut specs = p.select(&Selection {
         all: true,
         ..Default::default()
@@ -90,18 +96,33 @@ fn site_errors(p: &Project) -> Result<Vec<(Option<Mac>, Error)>> {
         device: None,
     }));
     let cache = p.read_layers(&specs);
-    let mut errors: Vec<(Option<Mac>, Error)> = p
+    let mut errors: Vec<Found> = p
         .hostname_clashes()
         .into_iter()
         .map(|(m, e)| (Some(m), e))
         .collect();
-    let planned: Vec<(Option<Mac>, Error)> = specs
+    let policy = p.site.config.capture.conflicts;
+    let planned: Vec<Result<Option<String>, Found>> = specs
         .par_iter()
-        .filter_map(|spec| {
-            let e = p.plan(spec, &cache).err()?;
-            Some((spec.device.as_ref().map(|d| d.mac), e))
+        .map(|spec| match p.plan(spec, &cache) {
+            Ok(plan) => {
+                let conflicts = plan.conflicts();
+                Ok(conflict_warning(
+                    &plan.mac,
+                    &plan.hostname,
+                    &conflicts,
+                    policy,
+                ))
+            }
+            Err(e) => Err((spec.device.as_ref().map(|d| d.mac), e)),
         })
         .collect();
-    errors.extend(planned);
-    Ok(errors)
+    let mut warnings = Vec::new();
+    for r in planned {
+        match r {
+            Ok(w) => warnings.extend(w),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((errors, warnings))
 }

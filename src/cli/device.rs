@@ -230,7 +230,7 @@ fn unwritten(e: Error, note: &str) -> Error {
 
 /// Hold the site's inventory lock (`.ovl-state/devices.lock`, where no clean-up of
 /// temporaries reaches) until dropped, so that two edits do not lose one another.
-fn lock(site: &Site) -> Result<std::fs::File> {
+pub(crate) fn lock(site: &Site) -> Result<std::fs::File> {
     let dir = site.root.join(STATE_DIR);
     std::fs::create_dir_all(&dir).at(&dir)?;
     let path = dir.join("devices.lock");
@@ -246,7 +246,7 @@ fn lock(site: &Site) -> Result<std::fs::File> {
 
 /// Replace `devices.toml` atomically, keeping its permission bits and, where allowed, owner.
 /// A symlinked `devices.toml` is replaced where it points; the link stays.
-fn write_inventory(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_inventory(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let target = match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).at(path)?,

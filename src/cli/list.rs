@@ -1,5 +1,5 @@
-//! `ovl list`: the inventory's devices with their archive's state; `--all` adds the archives
-//! of MACs the inventory does not hold (`orphan`).
+//! `ovl list`: the inventory's devices with their archive's state and their capture's drift;
+//! `--all` adds the archives of MACs the inventory does not hold (`orphan`).
 
 use std::net::Ipv4Addr;
 
@@ -37,11 +37,47 @@ struct Row {
     state: ArchiveState,
     /// Whether `configs/MAC.tar.gz` exists.
     published: bool,
+    /// What the device's capture changes against the fleet; `null` without a capture (or a
+    /// plan).
+    drift: Option<Drift>,
     /// Why the device cannot be planned.
     error: Option<JsonError>,
     /// The error itself, for the text output.
     #[serde(skip)]
     failure: Option<Error>,
+}
+
+/// A capture's drift, counted.
+#[derive(Debug, Serialize)]
+struct Drift {
+    /// The capture file, site-relative.
+    capture: String,
+    /// Whether the build it started from is known (else it lies on top of the layers).
+    base: bool,
+    /// Paths it changes against the fleet.
+    changes: usize,
+    /// Of which conflicts.
+    conflicts: usize,
+}
+
+impl Drift {
+    /// `-` without a capture, else `none`, `3 files`, `3 files, 1 conflict`, `no base, 3 files`.
+    fn text(d: Option<&Drift>) -> String {
+        let Some(d) = d else {
+            return "-".into();
+        };
+        let files = match d.changes {
+            0 => "none".to_string(),
+            1 => "1 file".to_string(),
+            n => format!("{n} files"),
+        };
+        match (d.base, d.conflicts) {
+            (false, _) => format!("no base, {files}"),
+            (true, 0) => files,
+            (true, 1) => format!("{files}, 1 conflict"),
+            (true, n) => format!("{files}, {n} conflicts"),
+        }
+    }
 }
 
 /// List every device; exit code 1 when one cannot be planned.
@@ -55,6 +91,7 @@ pub(crate) fn run(p: &Project, a: &ListArgs, json: bool) -> Result<i32> {
             ip: None,
             state: ArchiveState::Orphan,
             published: true,
+            drift: None,
             error: None,
             failure: None,
         }));
@@ -82,17 +119,18 @@ pub(crate) fn run(p: &Project, a: &ListArgs, json: bool) -> Result<i32> {
 fn text(rows: &[Row]) -> String {
     let dash = |s: Option<String>| s.unwrap_or_else(|| "-".to_string());
     let mut t = format!(
-        "{:17}  {:10}  {:20}  {:15}  {}\n",
-        "MAC", "PROFILE", "HOSTNAME", "IP", "STATE"
+        "{:17}  {:10}  {:20}  {:15}  {:7}  {}\n",
+        "MAC", "PROFILE", "HOSTNAME", "IP", "STATE", "DRIFT"
     );
     for r in rows {
         t.push_str(&format!(
-            "{:17}  {:10}  {:20}  {:15}  {}\n",
+            "{:17}  {:10}  {:20}  {:15}  {:7}  {}\n",
             r.mac.to_string(),
             dash(r.profile.clone()),
             dash(r.hostname.clone()),
             dash(r.ip.map(|ip| ip.to_string())),
-            r.state.name()
+            r.state.name(),
+            Drift::text(r.drift.as_ref()),
         ));
     }
     t
@@ -107,15 +145,22 @@ fn rows(p: &Project) -> Result<Vec<Row>> {
     let cache = p.read_layers(&specs);
     let mut rows = Vec::new();
     for spec in &specs {
-        let (hostname, state, failure) = match p.plan(spec, &cache) {
+        let (hostname, state, drift, failure) = match p.plan(spec, &cache) {
             Ok(plan) => (
                 Some(plan.hostname.clone()),
                 compare::archive_state(p, &plan)?,
+                plan.capture.as_ref().map(|c| Drift {
+                    capture: c.file.clone(),
+                    base: c.base.is_some(),
+                    changes: c.items.len(),
+                    conflicts: c.conflicts().len(),
+                }),
                 None,
             ),
             Err(e) => (
                 spec.device.as_ref().and_then(|d| d.hostname.clone()),
                 ArchiveState::Failed,
+                None,
                 Some(e),
             ),
         };
@@ -126,6 +171,7 @@ fn rows(p: &Project) -> Result<Vec<Row>> {
             ip: spec.device.as_ref().and_then(|d| d.ip),
             state,
             published: p.archive_path(&spec.mac).is_file(),
+            drift,
             error: failure.as_ref().map(|e| JsonError::new(e, Some(&spec.mac))),
             failure,
         });

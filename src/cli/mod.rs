@@ -10,11 +10,14 @@
 //! vocabulary ([`crate::build::state`]) and errors are objects ([`crate::error::JsonError`]);
 //! `docs/json.md` documents each command's shape.
 
+mod adopt;
 mod build;
 mod check;
 mod completions;
 mod device;
 mod diff;
+mod discard;
+mod drift;
 mod export;
 mod fetch;
 mod init;
@@ -83,6 +86,16 @@ enum Command {
     Device(device::DeviceCommand),
     /// Remove the archives of MACs the inventory does not hold (ad-hoc builds included).
     Prune(prune::PruneArgs),
+    /// Show what devices' lbu captures change against the fleet: files added, changed and
+    /// deleted (with text diffs, mode and owner changes), conflicts, captures without a known
+    /// base.
+    Drift(drift::DriftArgs),
+    /// Copy a device's version of files (from its lbu capture) into an overlay folder, so
+    /// that every device using that overlay gets them; lists those devices.
+    Adopt(adopt::AdoptArgs),
+    /// Make the fleet's version win over a device's capture for these paths, recorded in its
+    /// devices.toml entry (discard = [...]) so that it survives its next lbu commit.
+    Discard(discard::DiscardArgs),
     /// Build everything, then rebuild exactly the archives whose inputs change (inotify on
     /// local disks; polling on NFS, CIFS/SMB and FUSE, or with --poll).
     Watch(watch::WatchArgs),
@@ -197,6 +210,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::List(a) => list::run(&project(&cli)?, a, json),
         Command::Show(a) => show::run(&project(&cli)?, a, json),
         Command::Diff(a) => diff::run(&project(&cli)?, a, json),
+        Command::Drift(a) => drift::run(&project(&cli)?, a, json),
+        Command::Adopt(a) => adopt::run(&project(&cli)?, a, json),
+        Command::Discard(a) => discard::run(&project(&cli)?, a, json),
         Command::Device(a) => device::run(&Site::discover(cli.site.as_deref())?, a, json),
         Command::Prune(a) => prune::run(&project(&cli)?, a, json),
         Command::Watch(a) => watch::run(cli.site.as_deref(), a, json),

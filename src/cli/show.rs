@@ -30,10 +30,27 @@ pub(crate) fn run(p: &Project, a: &DeviceArgs, json: bool) -> Result<i32> {
         v["services"] = json!(resolved.services);
         v["network"] = json!(resolved.network);
         v["files"] = serde_json::to_value(&files).map_err(|e| Error::Env(e.to_string()))?;
+        v["capture"] =
+            serde_json::to_value(&plan.capture).map_err(|e| Error::Env(e.to_string()))?;
+        v["id"] = json!(plan.id);
         output::json(&v);
         return Ok(EXIT_OK);
     }
     let mut t = settings_text(&plan, &archive, state);
+    if let Some(c) = &plan.capture {
+        let how = match (&c.base, &c.no_base) {
+            (Some(b), _) => format!("merged, base build {}", &b.id[..12]),
+            (None, why) => format!("on top, no known base: {}", why.as_deref().unwrap_or("-")),
+        };
+        // Before the empty line that ends the settings block.
+        t.pop();
+        t.push_str(&format!(
+            "capture:     {} ({how}; {} drifted, {} conflicts; see ovl drift)\n\n",
+            c.file,
+            c.items.len(),
+            c.conflicts().len()
+        ));
+    }
     t.push_str(&resolved.text());
     for f in &files {
         t.push_str(&file_line(f));

@@ -186,6 +186,20 @@ pub static SITE_KEYS: &[Key] = &[
         meaning: "most bytes the files of one lbu archive layer (a capture, a reference archive) may hold uncompressed; a member or a total over it is an error naming the archive and the member",
     },
     Key {
+        section: "capture",
+        names: &["history"],
+        key: "`[capture] history`",
+        default: "`10`",
+        meaning: "build manifests kept per device in `.ovl-state/manifests/MAC/` (the bases of capture merges), 1–1000",
+    },
+    Key {
+        section: "capture",
+        names: &["conflicts"],
+        key: "`[capture] conflicts`",
+        default: "`\"device\"`",
+        meaning: "who wins a file both a device's capture and the fleet changed: `\"device\"` or `\"fleet\"` (always reported)",
+    },
+    Key {
         section: "serve",
         names: &["interface"],
         key: "`[serve] interface`",
@@ -445,6 +459,7 @@ mod tests {
             ("fetch", "[fetch]\nzz_unknown = 1\n"),
             ("boot", "[boot]\nzz_unknown = 1\n"),
             ("build", "[build]\nzz_unknown = 1\n"),
+            ("capture", "[capture]\nzz_unknown = 1\n"),
             ("serve", "[serve]\nzz_unknown = 1\n"),
             ("serve.dhcp", "[serve.dhcp]\nzz_unknown = 1\n"),
             ("serve.dhcp.relay", "[[serve.dhcp.relay]]\nzz_unknown = 1\n"),

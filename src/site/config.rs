@@ -1,5 +1,5 @@
 //! `ovl.toml`: the site's settings, one struct per section (`[alpine]`, `[boot]`, `[build]`,
-//! `[serve]`, `[serve.dhcp]`), every key optional with a sensible default, checked once when
+//! `[capture]`, `[serve]`, `[serve.dhcp]`), every key optional with a sensible default, checked once when
 //! the site is opened (SPEC §2).
 
 use std::collections::BTreeMap;
@@ -10,6 +10,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 use crate::site::layout::DEFAULT_SSH_KEY;
+
+use crate::site::capture_config::MAX_HISTORY;
+pub use crate::site::capture_config::{CaptureConfig, ConflictPolicy};
 
 /// `ovl.toml`: every key optional with a sensible default.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -25,6 +28,8 @@ pub struct SiteConfig {
     pub serve: ServeConfig,
     /// `[fetch]`: where `ovl fetch` finds the iPXE binaries.
     pub fetch: FetchConfig,
+    /// `[capture]`: how devices' lbu captures are merged with the fleet.
+    pub capture: CaptureConfig,
 }
 
 /// `[alpine]`.
@@ -358,7 +363,8 @@ impl SiteConfig {
         self.validate_serve(path)
     }
 
-    /// `[build]` and `[boot]` values in their ranges; `[boot] nfs` of the form HOST:/PATH.
+    /// `[build]`, `[boot]` and `[capture]` values in their ranges; `[boot] nfs` of the form
+    /// HOST:/PATH.
     fn validate_build_and_boot(&self, path: &Path) -> Result<()> {
         let c = self;
         if !(1..=9).contains(&c.build.compression) {
@@ -389,6 +395,15 @@ impl SiteConfig {
             return Err(Error::at_path(
                 path,
                 "[build] max_capture_bytes = 0: expected a number of bytes, e.g. 268435456 (256 MiB)",
+            ));
+        }
+        if !(1..=MAX_HISTORY).contains(&c.capture.history) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[capture] history = {}: expected 1 to {MAX_HISTORY} manifests per device",
+                    c.capture.history
+                ),
             ));
         }
         if let Some(nfs) = &c.boot.nfs
@@ -540,6 +555,13 @@ mod tests {
             let c: SiteConfig = toml::from_str(bad).unwrap();
             assert!(c.validate(p).is_err(), "{bad}");
         }
+        for bad in ["[capture]\nhistory = 0\n", "[capture]\nhistory = 1001\n"] {
+            let c: SiteConfig = toml::from_str(bad).unwrap();
+            assert!(c.validate(p).is_err(), "{bad}");
+        }
+        let c: SiteConfig = toml::from_str("[capture]\nconflicts = \"fleet\"\n").unwrap();
+        assert_eq!(c.capture.conflicts, ConflictPolicy::Fleet);
+        assert!(toml::from_str::<SiteConfig>("[capture]\nconflicts = \"both\"\n").is_err());
         assert!(is_http_url("http://127.0.0.1:8080/alpine"));
         assert!(!is_http_url("http:///x"));
         assert!(!is_http_url("https://a b"));

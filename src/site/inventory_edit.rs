@@ -163,6 +163,30 @@ impl InventoryDoc {
         Ok(())
     }
 
+    /// Add `paths` to `mac`'s `discard` list (created when missing), those not in it yet
+    /// (`ovl discard`).
+    pub(crate) fn add_discard(&mut self, mac: Mac, paths: &[String]) -> Result<()> {
+        let i = self.find(mac)?.ok_or_else(|| self.not_found(mac))?;
+        let file = self.path.clone();
+        let list = self
+            .entry_mut(i)?
+            .entry("discard")
+            .or_insert(Item::Value(Value::Array(toml_edit::Array::new())))
+            .as_array_mut()
+            .ok_or_else(|| {
+                Error::at_path(
+                    &file,
+                    format!("{mac}: discard is not an array of paths; fix it by hand"),
+                )
+            })?;
+        for p in paths {
+            if !list.iter().any(|v| v.as_str() == Some(p.as_str())) {
+                list.push(p.as_str());
+            }
+        }
+        Ok(())
+    }
+
     /// Remove `mac`'s entry (with the comment lines just above it).
     pub(crate) fn remove(&mut self, mac: Mac) -> Result<()> {
         let i = self.find(mac)?.ok_or_else(|| self.not_found(mac))?;
@@ -263,6 +287,30 @@ fn set_like(t: &mut dyn TableLike, key: &str, mut v: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discard_is_added_and_the_rest_kept_byte_for_byte() {
+        let f = Path::new("devices.toml");
+        let text = "# The fleet.\n[[device]]\nmac = \"52:54:00:12:34:56\"   # hall\nprofile = \"XL\"\n[device.vars]\nscreen = \"portrait\"\n\n[[device]]\nmac = \"52-54-00-AB-CD-01\"\nprofile = \"S\"\ndiscard = [\"etc/issue\"]  # keep ours\n";
+        let hall: Mac = "52:54:00:12:34:56".parse().unwrap();
+        let mut d = InventoryDoc::parse(f, text.to_string()).unwrap();
+        d.add_discard(hall, &["etc/motd".into()]).unwrap();
+        let want = text.replace(
+            "profile = \"XL\"\n",
+            "profile = \"XL\"\ndiscard = [\"etc/motd\"]\n",
+        );
+        assert_eq!(d.text(), want);
+        let office: Mac = "52:54:00:ab:cd:01".parse().unwrap();
+        let mut d = InventoryDoc::parse(f, text.to_string()).unwrap();
+        d.add_discard(office, &["etc/motd".into(), "etc/issue".into()])
+            .unwrap();
+        assert_eq!(
+            d.text(),
+            text.replace("[\"etc/issue\"]", "[\"etc/issue\", \"etc/motd\"]")
+        );
+        let unknown: Mac = "02:00:00:00:00:01".parse().unwrap();
+        assert!(d.add_discard(unknown, &["x".into()]).is_err());
+    }
 
     const FILE: &str = "# The inventory.\n\n[[device]]\nmac = \"52-54-00-12-34-56\"   # hall\nprofile = \"XL\"\nhostname = \"kiosk-hall\" # big screen\n[device.vars]\nscreen = \"portrait\"\n\n# office\n[[device]]\nmac = \"525400abcd02\"\nprofile = \"S\"\n";
 

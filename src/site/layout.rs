@@ -11,7 +11,8 @@
 //!   configs/MAC.tar.gz  published archives   (served)
 //!   boot.ipxe, gpxe-script  boot scripts     (served)
 //!   sshkeys.pub       default `ssh_key=`     (served)
-//!   .ovl-state/       server state, e.g. DHCP leases (hidden)
+//!   .ovl-state/       server state, e.g. DHCP leases, and manifests/MAC/ID.json.gz,
+//!                     the build manifests published for each device (hidden)
 //! ```
 //!
 //! Files are published by writing a hidden temporary beside the target
@@ -45,6 +46,15 @@ pub const TMP_DIR: &str = ".ovl-tmp";
 pub const TMP_SUFFIX: &str = ".ovl-tmp";
 /// The private folder of state kept by the servers (e.g. DHCP leases).
 pub const STATE_DIR: &str = ".ovl-state";
+
+/// The folder inside [`STATE_DIR`] holding, per device, the manifests of the archives
+/// published for it (`MAC/ID.json.gz`).
+pub const MANIFESTS_DIR: &str = "manifests";
+/// The file every archive carries naming its build (id, MAC, profile), under `etc/` so that
+/// lbu saves it with the rest of a device's configuration.
+pub const IDENTITY_FILE: &str = "etc/ovl/build";
+/// The folder of [`IDENTITY_FILE`].
+pub const IDENTITY_DIR: &str = "etc/ovl";
 
 /// Top-level names ovl writes itself: changes to them are never inputs of a build.
 pub const GENERATED: [&str; 5] = [

@@ -21,6 +21,7 @@ fn same_device(a: &Device, b: &Device) -> bool {
         && a.ip == b.ip
         && a.overlays == b.overlays
         && a.vars == b.vars
+        && a.discard == b.discard
 }
 
 /// Each device's capture folder and layers.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::build::project::Outcome;
+use crate::build::project::{Outcome, OutcomeResult};
 use crate::build::state::PublishState;
 use crate::error::{Error, JsonError};
 use crate::mac::Mac;
@@ -63,6 +63,9 @@ pub(crate) struct DeviceResult {
     /// The error itself, for the text output.
     #[serde(skip)]
     pub(crate) failure: Option<Error>,
+    /// Paths where the device's capture and the fleet both changed (`[capture] conflicts`);
+    /// `null` when failed.
+    pub(crate) conflicts: Option<Vec<String>>,
 }
 
 impl From<&Outcome> for DeviceResult {
@@ -72,6 +75,10 @@ impl From<&Outcome> for DeviceResult {
             state: o.state(),
             error: o.error().map(|e| JsonError::new(e, Some(&o.mac))),
             failure: o.error().cloned(),
+            conflicts: match &o.result {
+                OutcomeResult::Built { conflicts, .. } => Some(conflicts.clone()),
+                OutcomeResult::Failed { .. } => None,
+            },
         }
     }
 }
@@ -98,7 +105,17 @@ fn write_rebuild(
         .count();
     let items: Vec<String> = devices
         .iter()
-        .map(|d| format!("{} {}", d.mac, d.state.name()))
+        .map(|d| match d.conflicts.as_deref().unwrap_or_default() {
+            [] => format!("{} {}", d.mac, d.state.name()),
+            c => format!(
+                "{} {} ({} conflict{} with its capture: {})",
+                d.mac,
+                d.state.name(),
+                c.len(),
+                if c.len() == 1 { "" } else { "s" },
+                c.join(" ")
+            ),
+        })
         .collect();
     write!(
         f,
@@ -179,12 +196,14 @@ mod tests {
                     state: PublishState::Updated,
                     error: None,
                     failure: None,
+                    conflicts: Some(vec!["etc/motd".into()]),
                 },
                 DeviceResult {
                     mac,
                     state: PublishState::Failed,
                     error: Some(JsonError::new(&Error::Env("bad".into()), Some(&mac))),
                     failure: Some(Error::Env("bad".into())),
+                    conflicts: None,
                 },
             ],
             cause: causes,
@@ -193,7 +212,8 @@ mod tests {
         assert_eq!(
             rebuild.to_string(),
             "rebuilt 2 archives in 1.234s (f0, f1, f2, f3, f4 and 2 more), 1 failed: \
-             52:54:00:12:34:56 updated, 52:54:00:12:34:56 failed"
+             52:54:00:12:34:56 updated (1 conflict with its capture: etc/motd), \
+             52:54:00:12:34:56 failed"
         );
         let json = serde_json::to_value(&rebuild).unwrap();
         assert_eq!(json["event"], "rebuild");
@@ -201,6 +221,8 @@ mod tests {
         assert_eq!(json["devices"][1]["error"]["message"], "bad");
         assert_eq!(json["devices"][1]["error"]["mac"], "52:54:00:12:34:56");
         assert_eq!(json["devices"][0]["error"], serde_json::Value::Null);
+        assert_eq!(json["devices"][0]["conflicts"][0], "etc/motd");
+        assert_eq!(json["devices"][1]["conflicts"], serde_json::Value::Null);
         let json = serde_json::to_value(&start).unwrap();
         assert_eq!(json["mode"], "poll");
         assert_eq!(json["reason"], "nfs");

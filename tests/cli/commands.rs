@@ -243,10 +243,13 @@ fn man_pages_for_every_command_and_file_format() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     written.sort();
-    assert_eq!(written.len(), 17, "{written:?}");
+    assert_eq!(written.len(), 20, "{written:?}");
     for name in [
         "ovl.1",
         "ovl-build.1",
+        "ovl-drift.1",
+        "ovl-adopt.1",
+        "ovl-discard.1",
         "ovl-serve.1",
         "ovl-man.1",
         "ovl-device.1",

@@ -37,6 +37,7 @@ fn every_json_output_carries_the_schema() {
         vec!["list", "--all"],
         vec!["show", "--mac", MAC],
         vec!["diff", "--all"],
+        vec!["drift", "--all"],
         vec!["prune", "--dry-run"],
         vec!["device", "set", MAC, "--var", "screen=portrait"],
         vec!["export", "dnsmasq"],
@@ -96,6 +97,10 @@ fn a_failed_device_is_failed_everywhere_with_an_error_object() {
     let j = site.ovl(&["--json", "diff", "--mac", hall]).code(1).json();
     assert_eq!(j["devices"][0]["state"], "failed");
     check_error(&j["devices"][0]["error"]);
+    let j = site.ovl(&["--json", "drift", "--mac", hall]).code(1).json();
+    assert_eq!(j["devices"][0]["capture"], Value::Null);
+    check_error(&j["devices"][0]["error"]);
+    assert_eq!(j["errors"][0]["devices"], json!([hall]));
     let j = site.ovl(&["--json", "check"]).code(1).json();
     check_error(&j["errors"][0]);
     // A command that fails as a whole prints {"schema", "error"}.

@@ -1,5 +1,5 @@
 //! The `ovl` binary driven without servers: `init`, `check`, `build`, `list`, `show`,
-//! `diff`, `watch`, `export`, `fetch`, with busybox tar (what Alpine's initramfs uses) as the
+//! `diff`, `drift`, `adopt`, `discard`, `watch`, `export`, `fetch`, with busybox tar (what Alpine's initramfs uses) as the
 //! oracle for archives, the DHCP servers' own checkers for exported configurations, and a
 //! local mirror laid out like Alpine's (GNU tar's netboot tarball) for `fetch`.
 //!
@@ -15,6 +15,7 @@ mod contract;
 mod determinism;
 mod export;
 mod fetch;
+mod fleet;
 mod golden;
 mod hostile;
 mod inventory;

@@ -189,7 +189,7 @@ fn prune_removes_archives_outside_the_inventory_and_list_all_shows_them() {
     assert_eq!(orphan["profile"], serde_json::Value::Null);
     assert_eq!(j["devices"].as_array().unwrap().len(), 6);
     site.ovl(&["list", "--all"]).ok().stdout_has(
-        "02:00:00:00:00:99  -           -                     -                orphan\n",
+        "02:00:00:00:00:99  -           -                     -                orphan   -\n",
     );
     site.ovl(&["prune", "--dry-run"])
         .ok()

@@ -386,6 +386,9 @@ fn default_profile_serves_blank_devices_an_archive_busybox_accepts() {
         .plan(&spec, &p.read_layers(std::slice::from_ref(&spec)))
         .unwrap();
     assert_eq!(sha256(&p.archive_bytes(&plan).unwrap()), sha256(&r.body));
+    // Its manifest is kept, so that the device's later captures merge three ways.
+    let kept = format!(".ovl-state/manifests/{BLANK_MAC}/{}.json.gz", plan.id);
+    assert!(lab.root.join(&kept).is_file(), "{kept}");
     // Nothing was published for it.
     assert!(
         !lab.root
