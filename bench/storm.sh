@@ -21,6 +21,7 @@
 # Usage (root): bench/storm.sh [DEVICES...]   (default: 500)
 #   env: RUNS=1 (runs per size; stacks alternate), DEADLINE=600 (s per storm),
 #        SPREAD_MS=0 (devices power on over this many ms), OVL_NO_BUILD=1 (use target/release),
+#        OVL=path/to/ovl (default: target/release/ovl), STACKS="ovl seed" (which stacks, in this order),
 #        KEEP=1 (keep the work folder: site, server logs, per-device details)
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (network namespaces)" >&2; exit 2; }
@@ -35,7 +36,7 @@ done
 if [ -z "${OVL_NO_BUILD:-}" ]; then
     (cd "$ROOT" && cargo build --release --locked --quiet --bin ovl --example storm)
 fi
-OVL=$ROOT/target/release/ovl
+OVL=${OVL:-$ROOT/target/release/ovl}
 STORM=$ROOT/target/release/examples/storm
 IPXE=/usr/lib/ipxe/undionly.kpxe
 [ -r "$IPXE" ] || { echo "bench: $IPXE is missing (Debian package ipxe)" >&2; exit 3; }
@@ -195,9 +196,11 @@ storm() { # storm STACK N RUN → $RESULT, one result line
         PGID=$dpg
     fi
     wait_ports; sleep 1
+    ip netns exec "$SRV" nstat -n; ip netns exec "$CLI" nstat -n
     line=$(timeout $((DEADLINE + 60)) ip netns exec "$CLI" "$STORM" --interface c0 \
         --site "$SITE" --devices "$n" --deadline "$DEADLINE" --spread-ms "$SPREAD_MS" \
         --details "$W/details-$stack-$n-$run.txt" 2> "$W/storm-$stack-$n-$run.err" | grep '^STORM' || true)
+    echo "  UDP drops (receive buffer errors / no port): server $(udp_drops "$SRV"), client $(udp_drops "$CLI")" >&2
     local use
     if [ "$stack" = ovl ]; then
         use=$(usage); stop
@@ -207,11 +210,15 @@ storm() { # storm STACK N RUN → $RESULT, one result line
         use=$(awk -v a="$d" -v b="$n2" 'BEGIN {split(a, x); split(b, y); printf "%.2f %.1f", x[1] + y[1], x[2] + y[2]}')
         echo "  (dnsmasq cpu_s rss_mb: $d; nginx: $n2)" >&2
     fi
-    [ -n "$line" ] || { line="STORM devices=$n ok=0 failed=$n failures=client-did-not-report"; tail "$W/storm-$stack-$n-$run.err" >&2; }
+    [ -n "$line" ] || { line="STORM devices=$n ok=0 failed=$n failures=client-did-not-report dhcp_retx=0 rom_over_4_discovers=0 tftp_retx=0 http_retries=0"; tail "$W/storm-$stack-$n-$run.err" >&2; }
     sed 's/^/  /' "$W/storm-$stack-$n-$run.err" >&2
     RESULT="$stack $n $run $use $line"
 }
 
+udp_drops() { # "RcvbufErrors/NoPorts" since the last nstat of namespace $1
+    ip netns exec "$1" nstat -az UdpRcvbufErrors UdpNoPorts \
+        | awk '$1 == "UdpRcvbufErrors" {r = $2} $1 == "UdpNoPorts" {n = $2} END {printf "%d/%d", r, n}'
+}
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
 printf 'boot storm, %s, %s cores, %s, load %s\n' "$(date -u +%FT%TZ)" "$(nproc)" "$(uname -r)" \
@@ -222,7 +229,7 @@ for n in "${sizes[@]}"; do
     inventory "$n"
     dnsmasq_conf
     for run in $(seq "$RUNS"); do
-        for stack in ovl seed; do
+        for stack in ${STACKS:-ovl seed}; do
             echo "storm: $stack, $n devices, run $run" >&2
             storm "$stack" "$n" "$run"
             results+=("$RESULT")
@@ -230,23 +237,37 @@ for n in "${sizes[@]}"; do
     done
 done
 
-printf '\n%-5s %-6s %-4s | %9s %7s %7s | %6s %-28s | %7s %8s\n' stack devs run "all_done" p50 p99 failed "failures by phase" cpu_s rss_MB
+printf '\n%-5s %-5s %-3s | %8s %7s %7s | %6s %-24s | %6s %6s | %7s %7s\n' stack devs run \
+    all_done p50 p99 failed "failures by phase" "ROM>4" retx cpu_s rss_MB
 for r in "${results[@]}"; do
     read -r stack n run cpu rss line <<< "$r"
-    printf '%-5s %-6s %-4s | %8ss %6ss %6ss | %6s %-28s | %7s %8s\n' "$stack" "$n" "$run" \
+    printf '%-5s %-5s %-3s | %7ss %6ss %6ss | %6s %-24s | %6s %6s | %7s %7s\n' "$stack" "$n" "$run" \
         "$(field "$line" all_done_s)" "$(field "$line" p50_s)" "$(field "$line" p99_s)" \
-        "$(field "$line" failed)" "$(field "$line" failures)" "$cpu" "$rss"
+        "$(field "$line" failed)" "$(field "$line" failures)" \
+        "$(field "$line" rom_over_4_discovers)" \
+        "$(( $(field "$line" dhcp_retx) + $(field "$line" tftp_retx) + $(field "$line" http_retries) ))" \
+        "$cpu" "$rss"
 done
+cat <<'EOF'
+(all_done: seconds from the start until the last device finished, booted or failed; p50/p99:
+ per booted device, power-on to config; ROM>4: devices whose firmware DHCP needed a fifth
+ DISCOVER, where real PXE firmware gives up (PXE-E51); retx: DHCP + TFTP retransmissions and
+ HTTP retries; cpu_s, rss_MB: the server processes' utime+stime and summed VmHWM)
+EOF
 echo
 for n in "${sizes[@]}"; do
     for run in $(seq "$RUNS"); do
-        o=; s=
+        o=; s=; of=; sf=
         for r in "${results[@]}"; do
             read -r stack rn rr _ _ line <<< "$r"
             [ "$rn" = "$n" ] && [ "$rr" = "$run" ] || continue
-            [ "$stack" = ovl ] && o=$(field "$line" all_done_s) || s=$(field "$line" all_done_s)
+            if [ "$stack" = ovl ]; then o=$(field "$line" all_done_s); of=$(field "$line" failed)
+            else s=$(field "$line" all_done_s); sf=$(field "$line" failed); fi
         done
-        printf '%s devices, run %s: time until all finished, ovl / seed = %s / %s s = %s (goal <= 1.0)\n' \
-            "$n" "$run" "$o" "$s" "$(echo "scale=2; ${o:-0} / (${s:-0} + 0.0001)" | bc -l)"
+        [ -n "$o" ] && [ -n "$s" ] || continue
+        ratio=$(awk -v a="$o" -v b="$s" 'BEGIN {printf "%.2f", a / (b + 1e-9)}')
+        note=; [ "$of$sf" = 00 ] || note=" (not comparable: failed devices ovl $of, seed $sf)"
+        printf '%s devices, run %s: time until all finished, ovl / seed = %s / %s s = %s%s (goal <= 1.0, no failures)\n' \
+            "$n" "$run" "$o" "$s" "$ratio" "$note"
     done
 done

@@ -55,6 +55,9 @@ pub struct Dhcp {
     waiting: Mutex<HashMap<u32, mpsc::UnboundedSender<Reply>>>,
     /// DISCOVERs and REQUESTs sent again after a timeout.
     pub retransmits: AtomicU64,
+    /// Firmware exchanges that needed a fifth DISCOVER: real PXE firmware gives up after the
+    /// fourth (PXE-E51, about 60 s); the simulated device goes on until the deadline.
+    pub rom_over_limit: AtomicU64,
 }
 
 /// The PXE retransmission schedule for DISCOVER (PXE 2.1 §2.2.1: 4, 8, 16, 32 s).
@@ -81,6 +84,7 @@ impl Dhcp {
             socket,
             waiting: Mutex::new(HashMap::new()),
             retransmits: AtomicU64::new(0),
+            rom_over_limit: AtomicU64::new(0),
         });
         tokio::spawn(Arc::clone(&dhcp).dispatch());
         Ok(dhcp)
@@ -136,6 +140,9 @@ impl Dhcp {
             let wait = DISCOVER_WAITS[attempt.min(DISCOVER_WAITS.len() - 1)];
             if attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
+            }
+            if attempt == DISCOVER_WAITS.len() && matches!(kind, Kind::Rom) {
+                self.rom_over_limit.fetch_add(1, Ordering::Relaxed);
             }
             attempt += 1;
             self.send(&request(1, mac, xid, kind, None)).await?;

@@ -377,7 +377,7 @@ fn report(ctx: &Ctx, outcomes: &[Outcome]) {
     }
     println!(
         "STORM devices={} ok={} failed={} all_done_s={all_done:.2} p50_s={:.2} p99_s={:.2} \
-         max_s={:.2} failures={} dhcp_retx={} tftp_retx={} http_retries={}",
+         max_s={:.2} failures={} dhcp_retx={} rom_over_4_discovers={} tftp_retx={} http_retries={}",
         outcomes.len(),
         ok.len(),
         outcomes.len() - ok.len(),
@@ -386,6 +386,7 @@ fn report(ctx: &Ctx, outcomes: &[Outcome]) {
         ok.last().copied().unwrap_or(0.0),
         if failures.is_empty() { "none".into() } else { failures.join(",") },
         ctx.dhcp.retransmits.load(Ordering::Relaxed),
+        ctx.dhcp.rom_over_limit.load(Ordering::Relaxed),
         ctx.tftp_retransmits.load(Ordering::Relaxed),
         ctx.http_retries.load(Ordering::Relaxed),
     );
