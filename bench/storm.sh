@@ -21,6 +21,7 @@
 # Usage (root): bench/storm.sh [DEVICES...]   (default: 500)
 #   env: RUNS=1 (runs per size; stacks alternate), DEADLINE=600 (s per storm),
 #        SPREAD_MS=0 (devices power on over this many ms), OVL_NO_BUILD=1 (use target/release),
+#        SEED_HOSTS=0 (dnsmasq without the export's per-device dhcp-host lines),
 #        OVL=path/to/ovl (default: target/release/ovl), STACKS="ovl seed" (which stacks, in this order),
 #        KEEP=1 (keep the work folder: site, server logs, per-device details)
 set -euo pipefail
@@ -137,7 +138,8 @@ EOF
 }
 
 dnsmasq_conf() {
-    { "$OVL" --site "$SITE" export dnsmasq 2>/dev/null
+    # SEED_HOSTS=0 leaves out the export's dhcp-host line per device (names only, no address)
+    { "$OVL" --site "$SITE" export dnsmasq 2>/dev/null | { [ "${SEED_HOSTS:-1}" = 0 ] && grep -v '^dhcp-host=' || cat; }
       cat <<EOF
 
 # The bench's additions: DHCP and TFTP only, on s0, sized for the storm.
@@ -179,7 +181,13 @@ usage() { # "cpu_s rss_mb" of every process of group $PGID (read before stopping
     done
     awk -v c="$cpu" -v t="$(getconf CLK_TCK)" -v r="$rss" 'BEGIN {printf "%.2f %.1f\n", c / t, r / 1024}'
 }
-stop() { kill -TERM -- "-$PGID" 2>/dev/null || true; sleep 1; kill -KILL -- "-$PGID" 2>/dev/null || true; PGID=; }
+stop() { # SIGTERM to group $PGID, SIGKILL after 8 s (ovl gives transfers 5 s)
+    kill -TERM -- "-$PGID" 2>/dev/null || true
+    for _ in $(seq 80); do pgrep -g "$PGID" >/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$PGID" 2>/dev/null || true
+    wait "$PGID" 2>/dev/null || true
+    PGID=
+}
 
 storm() { # storm STACK N RUN → $RESULT, one result line
     local stack=$1 n=$2 run=$3 line
