@@ -62,25 +62,23 @@ pub struct HaPeer {
 /// `NAME=URL` as given to `--ha-peer`: a name of letters, digits, `-`, `_` and `.`, and an
 /// `http://IP:PORT/` URL (the dedicated listener binds to that address, so no host name).
 pub fn parse_peer(s: &str) -> Result<HaPeer, String> {
-    let (name, url) = s.split_once('=').ok_or_else(|| {
-        format!("--ha-peer {s:?}: expected NAME=URL (e.g. kea1=http://10.0.0.2:8001/)")
-    })?;
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=URL (e.g. kea1=http://10.0.0.2:8001/)".to_string())?;
     let name = name.trim();
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!(
-            "--ha-peer {s:?}: the name must be letters, digits, '-', '_' or '.'"
-        ));
+        return Err("the name must be letters, digits, '-', '_' or '.'".to_string());
     }
     let url = url.trim();
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--ha-peer {s:?}: the URL must start with http://"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        "the URL must start with http:// (Kea's HA listener speaks plain HTTP here)".to_string()
+    })?;
     let authority = rest.trim_end_matches('/');
-    let bad = || format!("--ha-peer {s:?}: expected http://IP:PORT/ with an IP address and a port");
+    let bad = || "expected http://IP:PORT/ with an IP address and a port".to_string();
     let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.parse::<IpAddr>().map_err(|_| bad())?;
