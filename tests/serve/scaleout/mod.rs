@@ -357,10 +357,17 @@ fn two_proxy_nodes_and_a_kea_ha_pair_boot_every_device_when_one_of_each_dies_mid
     let m = |i: usize| &lan.members[i];
 
     let builder = start_builder(&site, &devices, &dir.path().join("watch.log"));
-    let keas: Vec<KillOnDrop> = configs
-        .into_iter()
+    let mut keas: Vec<KillOnDrop> = configs
+        .iter()
         .enumerate()
-        .map(|(i, doc)| start_kea(m(kea_ns[i]), doc, &format!("kea{}", i + 1), dir.path()))
+        .map(|(i, doc)| {
+            start_kea(
+                m(kea_ns[i]),
+                doc.clone(),
+                &format!("kea{}", i + 1),
+                dir.path(),
+            )
+        })
         .collect();
     let kea_log = |i: usize| dir.path().join(format!("kea{}.log", i + 1));
     wait_state(m(client_ns[0]), KEAS[0], "hot-standby", 60, &kea_log(0));
@@ -369,7 +376,7 @@ fn two_proxy_nodes_and_a_kea_ha_pair_boot_every_device_when_one_of_each_dies_mid
         .iter()
         .map(|n| dir.path().join(format!("{n}.log")))
         .collect();
-    let nodes: Vec<KillOnDrop> = (0..2)
+    let mut nodes: Vec<KillOnDrop> = (0..2)
         .map(|i| start_node(m(node_ns[i]), &site, &node_logs[i]))
         .collect();
 
@@ -485,6 +492,29 @@ fn two_proxy_nodes_and_a_kea_ha_pair_boot_every_device_when_one_of_each_dies_mid
     assert!(
         !log.contains("boot_script_rewritten"),
         "the nodes agree on the boot script:\n{log}"
+    );
+
+    // Recovery: the killed peer and node start again; the pair returns to hot-standby and
+    // a device sees both nodes and the primary again.
+    keas[0] = start_kea(m(kea_ns[0]), configs[0].clone(), "kea1", dir.path());
+    nodes[1] = start_node(m(node_ns[1]), &site, &dir.path().join("nb-again.log"));
+    wait_state(m(client_ns[0]), KEAS[0], "hot-standby", 60, &kea_log(0));
+    wait_state(m(client_ns[0]), KEAS[1], "hot-standby", 60, &kea_log(1));
+    let again = devices[1].clone();
+    let f = files(99);
+    let booted = m(client_ns[1])
+        .thread(move || device::boot(&again, &f, Instant::now() + Duration::from_secs(60)))
+        .join()
+        .expect("device thread")
+        .unwrap_or_else(|e| panic!("no boot after the recovery: {e:#?}"));
+    eprintln!("after the recovery: {booted:?}");
+    let answering: HashSet<Ipv4Addr> = booted.answering_nodes.iter().copied().collect();
+    assert_eq!(answering, HashSet::from(NODES), "both nodes answer again");
+    assert_eq!(booted.kea, KEAS[0], "the primary answers again");
+    assert_eq!(
+        booted.lease,
+        Ipv4Addr::new(10, 214, 0, 51),
+        "the reservation"
     );
     drop(nodes);
     drop(keas);
