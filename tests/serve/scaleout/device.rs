@@ -66,6 +66,9 @@ pub struct Files {
     pub site: PathBuf,
     /// Scratch folder for downloads.
     pub scratch: PathBuf,
+    /// How long to keep listening for more proxyDHCP offers once one came (to record every
+    /// node that answers; the device itself takes the first).
+    pub linger: Duration,
 }
 
 /// Boots `dev` until it completes or `deadline` passes; the failures of the attempts that
@@ -90,7 +93,7 @@ pub fn boot(dev: &Device, files: &Files, deadline: Instant) -> Result<Booted, Ve
 
 /// One run of the chain, DHCP to apkovl.
 fn attempt_once(dev: &Device, files: &Files) -> Result<Booted, String> {
-    let fw = dhcp(dev, false)?;
+    let fw = dhcp(dev, false, files.linger)?;
     if let Some(fixed) = dev.fixed
         && fw.lease != fixed
     {
@@ -108,7 +111,7 @@ fn attempt_once(dev: &Device, files: &Files) -> Result<Booted, String> {
     )?;
     same_as_site(&kpxe, &files.site.join(&fw.boot_file))?;
 
-    let ipxe = dhcp(dev, true)?;
+    let ipxe = dhcp(dev, true, files.linger)?;
     if ipxe.lease != fw.lease {
         return Err(format!("iPXE got {} after {}", ipxe.lease, fw.lease));
     }
@@ -356,7 +359,7 @@ fn complete(replies: &[Message]) -> bool {
 
 /// DISCOVER (three tries) and REQUEST (three tries) with the options of the firmware or of
 /// iPXE.
-fn dhcp(dev: &Device, ipxe: bool) -> Result<Dhcp, String> {
+fn dhcp(dev: &Device, ipxe: bool, linger: Duration) -> Result<Dhcp, String> {
     let sock = socket()?;
     let xid = rand_xid(dev);
     let discover = message(dev, xid, MessageType::Discover, ipxe);
@@ -373,12 +376,7 @@ fn dhcp(dev: &Device, ipxe: bool) -> Result<Dhcp, String> {
         }
     }
     // Give the slower node a moment: the firmware takes the first, the test records both.
-    offers.extend(exchange_more(
-        &sock,
-        xid,
-        dev.mac,
-        Duration::from_millis(150),
-    ));
+    offers.extend(exchange_more(&sock, xid, dev.mac, linger));
     let kea_offer = offers
         .iter()
         .find(|m| !m.yiaddr().is_unspecified())

@@ -405,6 +405,7 @@ impl ScaleOut {
         device::Files {
             site: self.site.root().to_path_buf(),
             scratch,
+            linger: Duration::from_millis(150),
         }
     }
 }

@@ -198,8 +198,9 @@ fn real_ipxe_boots_from_the_node_that_answered_and_from_the_other_after_it_died(
 
 /// Boots one device in `ns`, which must see both nodes answer and get its address from the
 /// primary.
-fn boot_one(ns: &Netns, dev: &Device, files: Files) -> Booted {
+fn boot_one(ns: &Netns, dev: &Device, mut files: Files) -> Booted {
     let dev = dev.clone();
+    files.linger = Duration::from_secs(1);
     let booted = ns
         .thread(move || device::boot(&dev, &files, Instant::now() + Duration::from_secs(60)))
         .join()
