@@ -138,8 +138,8 @@ fn ha_parameters(this: &str, peers: &[HaPeer]) -> Value {
         "high-availability": [{
             "this-server-name": this,
             "mode": "hot-standby",
-            "heartbeat-delay": 10000,
-            "max-response-delay": 30000,
+            "heartbeat-delay": 5000,
+            "max-response-delay": 15000,
             "max-ack-delay": 5000,
             "max-unacked-clients": 3,
             "multi-threading": {

@@ -75,8 +75,9 @@ pub struct Files {
 /// did not complete are returned with the error.
 pub fn boot(dev: &Device, files: &Files, deadline: Instant) -> Result<Booted, Vec<String>> {
     let mut errors = Vec::new();
+    let t0 = Instant::now();
     for attempt in 1.. {
-        match attempt_once(dev, files) {
+        match attempt_once(dev, files, t0) {
             Ok(mut b) => {
                 b.attempts = attempt;
                 return Ok(b);
@@ -92,8 +93,8 @@ pub fn boot(dev: &Device, files: &Files, deadline: Instant) -> Result<Booted, Ve
 }
 
 /// One run of the chain, DHCP to apkovl.
-fn attempt_once(dev: &Device, files: &Files) -> Result<Booted, String> {
-    let fw = dhcp(dev, false, files.linger)?;
+fn attempt_once(dev: &Device, files: &Files, t0: Instant) -> Result<Booted, String> {
+    let fw = dhcp(dev, false, files.linger, t0)?;
     if let Some(fixed) = dev.fixed
         && fw.lease != fixed
     {
@@ -111,7 +112,7 @@ fn attempt_once(dev: &Device, files: &Files) -> Result<Booted, String> {
     )?;
     same_as_site(&kpxe, &files.site.join(&fw.boot_file))?;
 
-    let ipxe = dhcp(dev, true, files.linger)?;
+    let ipxe = dhcp(dev, true, files.linger, t0)?;
     if ipxe.lease != fw.lease {
         return Err(format!("iPXE got {} after {}", ipxe.lease, fw.lease));
     }
@@ -277,10 +278,11 @@ fn client_opts(ipxe: bool) -> Vec<DhcpOption> {
     opts
 }
 
-fn message(dev: &Device, xid: u32, kind: MessageType, ipxe: bool) -> Message {
+fn message(dev: &Device, xid: u32, kind: MessageType, ipxe: bool, t0: Instant) -> Message {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootRequest)
         .set_xid(xid)
+        .set_secs(u16::try_from(t0.elapsed().as_secs()).unwrap_or(u16::MAX))
         .set_chaddr(&dev.mac)
         .set_flags(Flags::default().set_broadcast());
     m.opts_mut().insert(DhcpOption::MessageType(kind));
@@ -359,12 +361,13 @@ fn complete(replies: &[Message]) -> bool {
 
 /// DISCOVER (three tries) and REQUEST (three tries) with the options of the firmware or of
 /// iPXE.
-fn dhcp(dev: &Device, ipxe: bool, linger: Duration) -> Result<Dhcp, String> {
+fn dhcp(dev: &Device, ipxe: bool, linger: Duration, t0: Instant) -> Result<Dhcp, String> {
     let sock = socket()?;
     let xid = rand_xid(dev);
-    let discover = message(dev, xid, MessageType::Discover, ipxe);
+    let mut discover = message(dev, xid, MessageType::Discover, ipxe, t0);
     let mut offers = Vec::new();
     for _ in 0..3 {
+        discover.set_secs(u16::try_from(t0.elapsed().as_secs()).unwrap_or(u16::MAX));
         offers.extend(exchange(
             &sock,
             &discover,
@@ -392,7 +395,7 @@ fn dhcp(dev: &Device, ipxe: bool, linger: Duration) -> Result<Dhcp, String> {
         .collect();
     let kea = server_id(kea_offer).ok_or("Kea's offer has no server identifier")?;
     let offered = kea_offer.yiaddr();
-    let mut request = message(dev, xid, MessageType::Request, ipxe);
+    let mut request = message(dev, xid, MessageType::Request, ipxe, t0);
     request.opts_mut().insert(DhcpOption::ServerIdentifier(kea));
     request
         .opts_mut()

@@ -165,11 +165,10 @@ pub fn export_ha(site: &TestSite, dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Runs a peer's configuration in `ns`: files in `dir`, the lab's interface, and HA timers
-/// short enough for a test (heartbeat 1 s, the partner is down after 3 s without an answer
-/// and without waiting for unanswered clients; the export's values are minutes-safe
-/// production ones).
-pub fn start_kea(ns: &Netns, mut doc: Value, name: &str, dir: &Path) -> KillOnDrop {
+/// Runs a peer's configuration in `ns`: files in `dir`, the lab's interface, and with
+/// `short` HA timers short enough for a storm (heartbeat 1 s, the partner is down after 3 s
+/// without an answer, without waiting for unanswered clients) instead of the exported ones.
+pub fn start_kea(ns: &Netns, mut doc: Value, name: &str, dir: &Path, short: bool) -> KillOnDrop {
     let d = &mut doc["Dhcp4"];
     d["interfaces-config"]["interfaces"] = json!([device::CLIENT_IF]);
     d["lease-database"]["name"] = json!(dir.join(format!("{name}-leases4.csv")));
@@ -180,10 +179,12 @@ pub fn start_kea(ns: &Netns, mut doc: Value, name: &str, dir: &Path) -> KillOnDr
     }]);
     let ha = &mut d["hooks-libraries"][1]["parameters"]["high-availability"][0];
     assert_eq!(ha["this-server-name"], json!(name), "{ha}");
-    ha["heartbeat-delay"] = json!(1000);
-    ha["max-response-delay"] = json!(3000);
-    ha["max-ack-delay"] = json!(1000);
-    ha["max-unacked-clients"] = json!(0);
+    if short {
+        ha["heartbeat-delay"] = json!(1000);
+        ha["max-response-delay"] = json!(3000);
+        ha["max-ack-delay"] = json!(1000);
+        ha["max-unacked-clients"] = json!(0);
+    }
     let conf = dir.join(format!("{name}.json"));
     std::fs::write(&conf, doc.to_string()).expect("kea config");
     let mut cmd = ns.command("kea-dhcp4");
@@ -308,6 +309,8 @@ pub struct ScaleOut {
     pub client_ns: [usize; 2],
     /// The peers' configurations as exported.
     pub configs: Vec<Value>,
+    /// Whether the Kea peers run the test's short HA timers (else the exported ones).
+    pub short_timers: bool,
     /// Every device of the tests, the inventory.
     pub devices: Vec<Device>,
     /// Logs, Kea's files, downloads.
@@ -320,6 +323,11 @@ impl ScaleOut {
     /// Site, export (checked by `kea-dhcp4 -t`), LAN, builder, Kea pair (both in
     /// hot-standby), nodes (both listening); `extra` devices join the inventory.
     pub fn start(extra: &[Device]) -> ScaleOut {
+        ScaleOut::start_with(extra, true)
+    }
+
+    /// [`ScaleOut::start`], with the exported HA timers unless `short_timers`.
+    pub fn start_with(extra: &[Device], short_timers: bool) -> ScaleOut {
         require("kea-dhcp4");
         require("curl");
         let hooks = ovl::serve::dhcp::kea_ha::default_hooks_dir();
@@ -348,6 +356,7 @@ impl ScaleOut {
             kea_ns,
             client_ns,
             configs,
+            short_timers,
             devices,
             dir,
             site,
@@ -378,6 +387,7 @@ impl ScaleOut {
             self.configs[i].clone(),
             &name,
             self.dir.path(),
+            self.short_timers,
         )
     }
 
