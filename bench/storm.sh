@@ -204,11 +204,12 @@ storm() { # storm STACK N RUN → $RESULT, one result line
         PGID=$dpg
     fi
     wait_ports; sleep 1
-    ip netns exec "$SRV" nstat -n; ip netns exec "$CLI" nstat -n
+    local drops_srv drops_cli
+    drops_srv=$(udp_drops "$SRV"); drops_cli=$(udp_drops "$CLI")
     line=$(timeout $((DEADLINE + 60)) ip netns exec "$CLI" "$STORM" --interface c0 \
         --site "$SITE" --devices "$n" --deadline "$DEADLINE" --spread-ms "$SPREAD_MS" \
         --details "$W/details-$stack-$n-$run.txt" 2> "$W/storm-$stack-$n-$run.err" | grep '^STORM' || true)
-    echo "  UDP drops (receive buffer errors / no port): server $(udp_drops "$SRV"), client $(udp_drops "$CLI")" >&2
+    echo "  UDP datagrams dropped (receive buffer full / no socket): server $(udp_delta "$SRV" "$drops_srv"), client $(udp_delta "$CLI" "$drops_cli")" >&2
     local use
     if [ "$stack" = ovl ]; then
         use=$(usage); stop
@@ -223,9 +224,13 @@ storm() { # storm STACK N RUN → $RESULT, one result line
     RESULT="$stack $n $run $use $line"
 }
 
-udp_drops() { # "RcvbufErrors/NoPorts" since the last nstat of namespace $1
-    ip netns exec "$1" nstat -az UdpRcvbufErrors UdpNoPorts \
-        | awk '$1 == "UdpRcvbufErrors" {r = $2} $1 == "UdpNoPorts" {n = $2} END {printf "%d/%d", r, n}'
+udp_drops() { # "RcvbufErrors NoPorts" of namespace $1 (absolute counters)
+    ip netns exec "$1" nstat -saz UdpRcvbufErrors UdpNoPorts \
+        | awk '$1 == "UdpRcvbufErrors" {r = $2} $1 == "UdpNoPorts" {n = $2} END {printf "%d %d", r, n}'
+}
+udp_delta() { # udp_delta NS "BEFORE" → "rcvbuf/noport" since BEFORE
+    local now; now=$(udp_drops "$1")
+    awk -v a="$2" -v b="$now" 'BEGIN {split(a, x); split(b, y); printf "%d/%d", y[1] - x[1], y[2] - x[2]}'
 }
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k {print $2}'; }
 

@@ -163,7 +163,11 @@ impl Dhcp {
                         Ipv4Addr::UNSPECIFIED => ack.server_id.unwrap_or(server),
                         s => s,
                     };
-                    return Ok(Lease { ip: ack.yiaddr, next_server, file: ack.file });
+                    return Ok(Lease {
+                        ip: ack.yiaddr,
+                        next_server,
+                        file: ack.file,
+                    });
                 }
                 _ if Instant::now() >= deadline => {
                     return Err(format!("no ACK after {attempt} exchanges"));

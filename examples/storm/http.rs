@@ -27,15 +27,24 @@ pub struct Url {
 impl Url {
     /// Parses `http://A.B.C.D[:PORT]/PATH` (the boot chain never names hosts).
     pub fn parse(url: &str) -> Result<Url, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("not http: {url}"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("not http: {url}"))?;
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let (ip, port) = match host.split_once(':') {
             Some((ip, port)) => (ip, port.parse().map_err(|_| format!("bad port: {url}"))?),
             None => (host, 80),
         };
         let ip: Ipv4Addr = ip.parse().map_err(|_| format!("not an IPv4 host: {url}"))?;
-        let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
-        Ok(Url { addr: SocketAddrV4::new(ip, port), path })
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path.to_owned()
+        };
+        Ok(Url {
+            addr: SocketAddrV4::new(ip, port),
+            path,
+        })
     }
 }
 
@@ -70,7 +79,14 @@ impl Conn {
             .map_err(|_| format!("connecting to {server}: timed out"))?
             .map_err(|e| format!("connecting to {server}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        Ok(Conn { stream, server, buf: vec![0; 128 << 10], start: 0, end: 0, reusable: true })
+        Ok(Conn {
+            stream,
+            server,
+            buf: vec![0; 128 << 10],
+            start: 0,
+            end: 0,
+            reusable: true,
+        })
     }
 
     /// Whether the server allows another request on this connection.
@@ -132,7 +148,10 @@ impl Conn {
         let mut left = length;
         while left > 0 {
             if self.start == self.end && self.fill().await? == 0 {
-                return Err(format!("connection closed after {} of {length} bytes", length - left));
+                return Err(format!(
+                    "connection closed after {} of {length} bytes",
+                    length - left
+                ));
             }
             let take = (self.end - self.start).min(usize::try_from(left).unwrap_or(usize::MAX));
             if length <= KEEP_LIMIT {
@@ -150,7 +169,8 @@ impl Conn {
         loop {
             let line = self.line().await?;
             let hex = line.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(hex, 16).map_err(|_| format!("bad chunk size {hex:?}"))?;
+            let size =
+                u64::from_str_radix(hex, 16).map_err(|_| format!("bad chunk size {hex:?}"))?;
             if size == 0 {
                 while !self.line().await?.is_empty() {}
                 return Ok(total);
@@ -206,10 +226,16 @@ fn parse_head(head: &str) -> Result<(u16, Option<u64>, bool), String> {
     let mut length = None;
     let mut chunked = false;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse().map_err(|_| format!("bad Content-Length {value:?}"))?);
+            length = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
+            );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.eq_ignore_ascii_case("chunked");
         }

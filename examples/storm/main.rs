@@ -36,8 +36,16 @@ use dhcp::{Dhcp, Kind};
 use http::{Conn, Url};
 
 /// The boot chain's phases, in order.
-const PHASES: [&str; 8] =
-    ["dhcp-pxe", "tftp", "dhcp-ipxe", "script", "kernel", "initramfs", "dhcp-linux", "config"];
+const PHASES: [&str; 8] = [
+    "dhcp-pxe",
+    "tftp",
+    "dhcp-ipxe",
+    "script",
+    "kernel",
+    "initramfs",
+    "dhcp-linux",
+    "config",
+];
 /// Tries of the kernel and the initramfs (ovl's script: `[boot] tries` = 5).
 const TRIES: u32 = 5;
 
@@ -110,7 +118,10 @@ impl Run {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     raise_fd_limit();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("storm: {e}");
@@ -163,7 +174,11 @@ async fn storm(args: Args) -> Result<(), String> {
 /// One device, from power-on to its config (or its first failed phase).
 async fn boot(ctx: &Ctx, mac: [u8; 6], index: u32, storm_start: Instant) -> Outcome {
     let started = Instant::now();
-    let mut run = Run { phase: 0, at: started, times: [0.0; 8] };
+    let mut run = Run {
+        phase: 0,
+        at: started,
+        times: [0.0; 8],
+    };
     let result = timeout_at(ctx.deadline, chain(ctx, mac, index, &mut run))
         .await
         .unwrap_or_else(|_| Err("still running at the deadline".into()));
@@ -186,8 +201,14 @@ async fn chain(ctx: &Ctx, mac: [u8; 6], index: u32, run: &mut Run) -> Result<(),
     if rom.file.is_empty() {
         return Err("no boot file in the ACK".into());
     }
-    let nbp = tftp::fetch(rom.ip, rom.next_server, &rom.file, ctx.blksize, &ctx.tftp_retransmits)
-        .await?;
+    let nbp = tftp::fetch(
+        rom.ip,
+        rom.next_server,
+        &rom.file,
+        ctx.blksize,
+        &ctx.tftp_retransmits,
+    )
+    .await?;
     same_bytes(&ctx.site, &rom.file, &nbp)?;
     run.next();
     let ipxe = ctx.dhcp.dora(mac, xid(1), Kind::Ipxe, ctx.deadline).await?;
@@ -201,7 +222,10 @@ async fn chain(ctx: &Ctx, mac: [u8; 6], index: u32, run: &mut Run) -> Result<(),
     let script = first.get(&url.path, "iPXE/1.21.1+").await?;
     let mut conn = Some(first);
     if script.status != 200 || !script.body.starts_with(b"#!ipxe") {
-        return Err(format!("{script_url}: status {}, not an iPXE script", script.status));
+        return Err(format!(
+            "{script_url}: status {}, not an iPXE script",
+            script.status
+        ));
     }
     let urls = ScriptUrls::read(&String::from_utf8_lossy(&script.body), &mac_s)?;
     run.next();
@@ -210,10 +234,16 @@ async fn chain(ctx: &Ctx, mac: [u8; 6], index: u32, run: &mut Run) -> Result<(),
     download(ctx, &mut conn, ipxe.ip, &urls.initrd).await?;
     run.next();
     drop(conn);
-    let linux = ctx.dhcp.dora(mac, xid(2), Kind::Linux, ctx.deadline).await?;
+    let linux = ctx
+        .dhcp
+        .dora(mac, xid(2), Kind::Linux, ctx.deadline)
+        .await?;
     run.next();
     let url = Url::parse(&urls.apkovl)?;
-    let config = Conn::open(linux.ip, url.addr).await?.get(&url.path, "Wget").await?;
+    let config = Conn::open(linux.ip, url.addr)
+        .await?
+        .get(&url.path, "Wget")
+        .await?;
     if config.status != 200 {
         return Err(format!("{}: status {}", urls.apkovl, config.status));
     }
@@ -234,12 +264,16 @@ impl ScriptUrls {
     fn read(script: &str, mac: &str) -> Result<ScriptUrls, String> {
         let script = script.replace("${net0/mac}", mac);
         let line = |cmd: &str| {
-            script.lines().find_map(|l| l.trim().strip_prefix(cmd).map(str::to_owned))
+            script
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(cmd).map(str::to_owned))
         };
         let kernel_line = line("kernel ").ok_or("the script has no kernel line")?;
         let initrd_line = line("initrd ").ok_or("the script has no initrd line")?;
         let word = |l: &str, prefix: &str| {
-            l.split_whitespace().find(|w| w.starts_with(prefix)).map(str::to_owned)
+            l.split_whitespace()
+                .find(|w| w.starts_with(prefix))
+                .map(str::to_owned)
         };
         Ok(ScriptUrls {
             kernel: word(&kernel_line, "http://").ok_or("no kernel URL")?,
@@ -269,7 +303,10 @@ async fn download(
             ctx.http_retries.fetch_add(1, Ordering::Relaxed);
             sleep(Duration::from_secs(2 << (attempt - 1))).await;
         }
-        if conn.as_ref().is_none_or(|c| !c.reusable() || c.server() != parsed.addr) {
+        if conn
+            .as_ref()
+            .is_none_or(|c| !c.reusable() || c.server() != parsed.addr)
+        {
             match Conn::open(local, parsed.addr).await {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
@@ -302,7 +339,11 @@ fn same_bytes(site: &Path, url_path: &str, got: &[u8]) -> Result<(), String> {
     let path = site_path(site, url_path);
     let want = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if want != got {
-        return Err(format!("{url_path}: {} bytes differ from the site's {}", got.len(), want.len()));
+        return Err(format!(
+            "{url_path}: {} bytes differ from the site's {}",
+            got.len(),
+            want.len()
+        ));
     }
     Ok(())
 }
@@ -313,7 +354,9 @@ fn parse_prefix(text: &str) -> Result<[u8; 3], String> {
         .map(|b| u8::from_str_radix(b, 16))
         .collect::<Result<_, _>>()
         .map_err(|_| format!("--mac-prefix {text:?}: three hex bytes, like 02:5e:00"))?;
-    bytes.try_into().map_err(|_| format!("--mac-prefix {text:?}: three bytes"))
+    bytes
+        .try_into()
+        .map_err(|_| format!("--mac-prefix {text:?}: three bytes"))
 }
 
 fn mac_of(prefix: [u8; 3], index: u32) -> [u8; 6] {
@@ -322,11 +365,17 @@ fn mac_of(prefix: [u8; 3], index: u32) -> [u8; 6] {
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit write/read the struct passed by pointer, nothing else.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
@@ -345,14 +394,24 @@ fn write_details(path: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
             Some((phase, e)) => format!("{}: {e}", PHASES[*phase]),
             None => "-".into(),
         };
-        writeln!(out, "{} {:.3} {} {failure}", o.mac, o.seconds, times.join(" "))?;
+        writeln!(
+            out,
+            "{} {:.3} {} {failure}",
+            o.mac,
+            o.seconds,
+            times.join(" ")
+        )?;
     }
     out.flush()
 }
 
 /// Prints the `STORM` line (stdout) and the phase medians and failure samples (stderr).
 fn report(ctx: &Ctx, outcomes: &[Outcome]) {
-    let mut ok: Vec<f64> = outcomes.iter().filter(|o| o.failed.is_none()).map(|o| o.seconds).collect();
+    let mut ok: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| o.failed.is_none())
+        .map(|o| o.seconds)
+        .collect();
     ok.sort_by(f64::total_cmp);
     let all_done = outcomes.iter().map(|o| o.ended).fold(0.0, f64::max);
     let mut by_phase = [0usize; 8];
@@ -373,7 +432,11 @@ fn report(ctx: &Ctx, outcomes: &[Outcome]) {
             .map(|o| o.times[p])
             .collect();
         t.sort_by(f64::total_cmp);
-        eprintln!("storm: {name:<11} p50 {:8.3} s  p99 {:8.3} s", pct(&t, 0.5), pct(&t, 0.99));
+        eprintln!(
+            "storm: {name:<11} p50 {:8.3} s  p99 {:8.3} s",
+            pct(&t, 0.5),
+            pct(&t, 0.99)
+        );
     }
     println!(
         "STORM devices={} ok={} failed={} all_done_s={all_done:.2} p50_s={:.2} p99_s={:.2} \
@@ -384,7 +447,11 @@ fn report(ctx: &Ctx, outcomes: &[Outcome]) {
         pct(&ok, 0.5),
         pct(&ok, 0.99),
         ok.last().copied().unwrap_or(0.0),
-        if failures.is_empty() { "none".into() } else { failures.join(",") },
+        if failures.is_empty() {
+            "none".into()
+        } else {
+            failures.join(",")
+        },
         ctx.dhcp.retransmits.load(Ordering::Relaxed),
         ctx.dhcp.rom_over_limit.load(Ordering::Relaxed),
         ctx.tftp_retransmits.load(Ordering::Relaxed),

@@ -79,7 +79,9 @@ pub async fn fetch(
                 }
             }
             5 => {
-                let code = packet.get(2..4).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                let code = packet
+                    .get(2..4)
+                    .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
                 let text = packet.get(4..).map(c_text).unwrap_or_default();
                 return Err(format!("server sent ERROR {code} \"{text}\""));
             }
@@ -99,7 +101,10 @@ fn ack(block: u16) -> Vec<u8> {
 }
 
 async fn send(sock: &UdpSocket, packet: &[u8], to: SocketAddr) -> Result<(), String> {
-    sock.send_to(packet, to).await.map(|_| ()).map_err(|e| format!("sending to {to}: {e}"))
+    sock.send_to(packet, to)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("sending to {to}: {e}"))
 }
 
 /// The `blksize` an OACK granted.
