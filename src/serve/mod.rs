@@ -14,12 +14,13 @@
 //! it keeps the archives current, and every project it loads becomes the HTTP server's live
 //! project (`http::live`), which then does no change detection of its own.
 
+pub mod access;
 pub mod dhcp;
 pub(crate) mod events;
 pub mod http;
 pub mod logging;
 pub mod neighbours;
-pub(crate) mod public;
+pub mod public;
 pub mod tftp;
 
 use std::fmt;
@@ -120,15 +121,11 @@ impl Settings {
         })
     }
 
-    /// Refuses settings that cannot be served: full DHCP without an interface, or nothing
-    /// to serve.
+    /// Refuses settings that cannot be served: DHCP (full or proxy) without an interface,
+    /// or nothing to serve.
     pub(crate) fn check(&self) -> Result<()> {
-        if self.dhcp == DhcpMode::Full && self.interface.is_none() {
-            return Err(Error::Usage(
-                "full DHCP needs the interface to serve: pass --interface IF or set [serve] \
-                 interface in ovl.toml"
-                    .into(),
-            ));
+        if self.dhcp != DhcpMode::Off && self.interface.is_none() {
+            return Err(Error::Usage(dhcp::site::NEEDS_INTERFACE.into()));
         }
         if self.http == Listen::Off && self.tftp == Listen::Off && self.dhcp == DhcpMode::Off {
             return Err(Error::Usage(
@@ -154,12 +151,15 @@ pub(crate) async fn run(
     let root = project.site.root.clone();
     // The DHCP configuration needs the project and the HTTP address; read both first.
     let dhcp_project = (settings.dhcp != DhcpMode::Off).then(|| project.clone());
-    // The lease table exists once DHCP is bound, after HTTP: HTTP asks it through this slot.
+    // Who is at which address, for the owner rule of both file servers: the kernel's
+    // neighbour table, then the DHCP leases (the table exists once DHCP is bound, after
+    // HTTP, so it is asked through a slot).
     let leases = Arc::new(neighbours::LateLeases::default());
-    let http = bind_http(&settings, project, &leases).await?;
+    let mut who = neighbours::Neighbours::default();
+    who.push(leases.clone());
+    let (http, live) = bind_http(&settings, project, &who).await?;
     let events = http.as_ref().map(http::HttpServer::events);
-    let live = http.as_ref().map(http::HttpServer::project);
-    let tftp = bind_tftp(&settings, &root, events).await?;
+    let tftp = bind_tftp(&settings, &root, events, &live, who).await?;
     let http_addr = http.as_ref().map(http::HttpServer::local_addr);
     let dhcp = match &dhcp_project {
         None => None,
@@ -184,6 +184,13 @@ pub(crate) async fn run(
         tracing::info!(event = "listening", service = "http", addr = %s.local_addr(),
             fs_offload = s.fs_offload(), "listening");
         tasks.spawn(s.run(shutdown.clone()));
+    } else if settings.watch.is_none() {
+        // Without HTTP, the project TFTP serves by still follows its files.
+        tasks.spawn(http::live::reload_loop(
+            Arc::clone(&live),
+            http::RELOAD_INTERVAL,
+            shutdown.clone(),
+        ));
     }
     if let Some(d) = dhcp {
         d.spawn(&settings, &mut tasks, shutdown.clone());
@@ -192,7 +199,7 @@ pub(crate) async fn run(
     let watcher = settings
         .watch
         .clone()
-        .map(|opts| spawn_watch(root, opts, live, Arc::clone(&stop)));
+        .map(|opts| spawn_watch(root, opts, Some(live), Arc::clone(&stop)));
     while tasks.join_next().await.is_some() {}
     tracing::info!(event = "stopped", "ovl serve stopped");
     stop.store(true, Ordering::Relaxed);
@@ -204,36 +211,45 @@ pub(crate) async fn run(
     }
 }
 
-/// The HTTP server, when enabled; it asks `leases` who is at an address.
+/// The HTTP server, when enabled, and the live project both file servers serve (the HTTP
+/// server's, or one of its own without HTTP); `who` tells who is at an address.
 async fn bind_http(
     settings: &Settings,
     project: Project,
-    leases: &Arc<neighbours::LateLeases>,
-) -> Result<Option<http::HttpServer>> {
+    who: &neighbours::Neighbours,
+) -> Result<(Option<http::HttpServer>, Arc<http::LiveProject>)> {
     let Listen::At(addr) = settings.http else {
-        return Ok(None);
+        let live = tokio::task::spawn_blocking(move || http::LiveProject::new(project, None))
+            .await
+            .map_err(|e| Error::Env(format!("loading the project: {e}")))?;
+        return Ok((None, Arc::new(live)));
     };
     let mut cfg = http::HttpConfig::new(addr);
-    cfg.neighbours.push(leases.clone());
+    cfg.neighbours = who.clone();
     // With `--watch`, the watch loop feeds the project; the server does not check on its own.
     cfg.watched = settings.watch.is_some();
-    http::HttpServer::bind(cfg, project)
+    let server = http::HttpServer::bind(cfg, project)
         .await
-        .map(Some)
-        .map_err(|e| bind_error("http", addr, e))
+        .map_err(|e| bind_error("http", addr, e))?;
+    let live = server.project();
+    Ok((Some(server), live))
 }
 
-/// The TFTP server, when enabled; its transfers become boot events of the HTTP server's
-/// `/status` when that runs.
+/// The TFTP server, when enabled, serving what the live project makes public; its transfers
+/// become boot events of the HTTP server's `/status` when that runs.
 async fn bind_tftp(
     settings: &Settings,
     root: &std::path::Path,
     events: Option<Arc<events::BootEvents>>,
+    live: &Arc<http::LiveProject>,
+    who: neighbours::Neighbours,
 ) -> Result<Option<tftp::TftpServer>> {
     let Listen::At(addr) = settings.tftp else {
         return Ok(None);
     };
     let mut cfg = tftp::TftpConfig::new(root, addr);
+    cfg.policy = Some(Arc::clone(live) as Arc<dyn access::PolicySource>);
+    cfg.neighbours = who;
     if let Some(events) = events {
         cfg.on_transfer = Some(tftp::TransferHook(Arc::new(move |t| {
             tftp_boot_event(&events, t);

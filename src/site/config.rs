@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
-use crate::site::layout::DEFAULT_SSH_KEY;
+use crate::site::layout::{CONFIGS_DIR, DEFAULT_SSH_KEY, PRIVATE_TOP};
 
 /// `ovl.toml`: every key optional with a sensible default.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -144,6 +144,9 @@ pub struct ServeConfig {
     pub configs_access: ConfigsAccess,
     /// Profile whose archive blank (unknown) devices get; unset: a real 404.
     pub default_profile: Option<String>,
+    /// More site files served over HTTP and TFTP, besides the boot scripts, archives and
+    /// boot files: `"extra.iso"` is one file, `"alpine/"` (a trailing `/`) a whole folder.
+    pub public: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -155,6 +158,7 @@ impl Default for ServeConfig {
             dhcp: DhcpSettings::default(),
             configs_access: ConfigsAccess::Any,
             default_profile: None,
+            public: Vec::new(),
         }
     }
 }
@@ -306,6 +310,10 @@ impl SiteConfig {
                 ),
             ));
         }
+        for entry in &c.serve.public {
+            check_public(entry)
+                .map_err(|why| Error::at_path(path, format!("[serve] public: {entry:?} {why}")))?;
+        }
         if let Some(nfs) = &c.boot.nfs
             && !nfs.contains(":/")
         {
@@ -316,6 +324,33 @@ impl SiteConfig {
         }
         Ok(())
     }
+}
+
+/// Why a `[serve] public` entry cannot be served, if it cannot.
+fn check_public(entry: &str) -> std::result::Result<(), String> {
+    if entry.starts_with('/') || entry.contains(['\\', '\0']) {
+        return Err("must be a site-relative path such as \"extra.iso\" or \"alpine/\"".into());
+    }
+    let components: Vec<&str> = entry.split('/').filter(|c| !c.is_empty()).collect();
+    let Some(first) = components.first() else {
+        return Err("is empty".into());
+    };
+    if components
+        .iter()
+        .any(|c| *c == "." || *c == ".." || c.starts_with('.'))
+    {
+        return Err("must not hold `.`, `..` or hidden names".into());
+    }
+    if *first == CONFIGS_DIR {
+        return Err("names configs/, whose archives are public by their MAC names only".into());
+    }
+    if PRIVATE_TOP.iter().any(|p| p.eq_ignore_ascii_case(first)) {
+        return Err(format!(
+            "names {first}, which is private (settings, inventory, profiles, overlays and \
+             captures are never served)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -340,5 +375,30 @@ mod tests {
         assert_eq!(c.serve.dhcp.relays.len(), 1);
         assert!(toml::from_str::<SiteConfig>("[serve]\ndhcp = \"maybe\"\n").is_err());
         assert!(toml::from_str::<SiteConfig>("[serve.dhcp]\nrnage = []\n").is_err());
+    }
+
+    #[test]
+    fn public_entries_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ovl.toml");
+        let check = |list: &str| {
+            let c: SiteConfig = toml::from_str(&format!("[serve]\npublic = {list}\n")).unwrap();
+            c.validate(&path)
+        };
+        assert!(check("[\"ipxe/\", \"alpine/\", \"extra.iso\", \"data/x.bin\"]").is_ok());
+        for bad in [
+            "[\"overlays/\"]",
+            "[\"Devices.toml\"]",
+            "[\"captures/x/\"]",
+            "[\"configs/\"]",
+            "[\"/etc/\"]",
+            "[\"../x\"]",
+            "[\".git/\"]",
+            "[\"\"]",
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 1, "{bad}");
+            assert!(e.to_string().contains("[serve] public"), "{e}");
+        }
     }
 }

@@ -44,7 +44,10 @@ impl Lab {
     fn with(serve_toml: &str, adjust: impl FnOnce(&mut HttpConfig)) -> Lab {
         let site = TestSite::example();
         let root = site.root().to_path_buf();
-        if !serve_toml.is_empty() {
+        // The tests' own files live in data/, a public folder.
+        let serve_toml = format!("public = [\"data/\"]\n{serve_toml}");
+        let serve_toml = serve_toml.trim_end();
+        {
             // [serve] is the last table of the example: drop its keys that we set, append.
             let toml = std::fs::read_to_string(root.join("ovl.toml")).unwrap();
             let keys: Vec<&str> = serve_toml
@@ -78,6 +81,20 @@ impl Lab {
         std::fs::write(root.join("data/.env"), b"HIDDEN-SECRET").unwrap();
         std::fs::create_dir_all(root.join("captures/elsewhere")).unwrap();
         std::fs::write(root.join("captures/elsewhere/notes"), b"CAPTURE-SECRET").unwrap();
+        // An administrator's leftovers: editor backups, copies, a tarball of the overlays.
+        for backup in [
+            "devices.toml~",
+            "#devices.toml#",
+            "ovl.toml.bak",
+            "profiles.orig/S.toml",
+            "overlays.tar.gz",
+            "data/notes.txt~",
+            "configs/notes.txt",
+        ] {
+            let p = root.join(backup);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"[alpine] BACKUP-SECRET").unwrap();
+        }
 
         let mut cfg = HttpConfig::new("127.0.0.1:0".parse().unwrap());
         cfg.reload_interval = Duration::from_millis(100);
@@ -277,7 +294,7 @@ fn unknown_and_misspelled_configs_are_404() {
 }
 
 #[test]
-fn private_paths_traversal_and_escaping_symlinks_are_refused() {
+fn only_the_public_set_is_served_everything_else_is_404() {
     // Both ways of doing the file system work: in place and on the blocking pool.
     for offload in [false, true] {
         let lab = Lab::with("", |c| c.fs_offload = Some(offload));
@@ -306,12 +323,24 @@ fn refusals(lab: &Lab) {
         "/data/out",
         "/data/ov/base/etc/motd",
         "/ovl.toml%00",
+        "/devices.toml~",
+        "/%23devices.toml%23",
+        "/ovl.toml.bak",
+        "/profiles.orig/S.toml",
+        "/overlays.tar.gz",
+        "/data/notes.txt~",
+        "/configs/notes.txt",
+        "/data",
+        "/configs",
+        "/",
     ];
     for p in refused {
         let r = lab.get(p);
-        assert_eq!(r.status, 403, "{p}: {r:?}");
+        assert_eq!(r.status, 404, "{p}: {r:?}");
         let t = r.text();
         assert!(!t.contains("SECRET") && !t.contains("[alpine]"), "{p}");
+        // The same answer as for a file that does not exist: no existence oracle.
+        assert_eq!(r.body, lab.get("/no-such-file").body, "{p}");
     }
     // Absolute paths name files under the site, never the host's.
     for p in ["//etc/passwd", "/%2Fetc%2Fpasswd", "/etc/passwd"] {
@@ -321,10 +350,9 @@ fn refusals(lab: &Lab) {
     }
     // A raw backslash never reaches a file either (hyper may refuse it first).
     let r = lab.get("/..\\outside.txt");
-    assert!(matches!(r.status, 400 | 403), "{r:?}");
+    assert!(matches!(r.status, 400 | 404), "{r:?}");
     assert!(!r.text().contains("SECRET"));
     assert_eq!(lab.get("/no-such-file").status, 404);
-    assert_eq!(lab.get("/data").status, 403);
     assert_eq!(lab.curl("/boot.ipxe", &["-X", "POST"]).status, 405);
 }
 

@@ -12,4 +12,5 @@ mod harness;
 mod binary;
 mod dhcp;
 mod http;
+mod leaks;
 mod tftp;

@@ -1,6 +1,7 @@
-//! `/configs/MAC.tar.gz`: published archives (with the owner rule of `configs_access =
-//! "owner"`), and for MACs the inventory does not know, the default profile's archive, built
-//! on demand through the pipeline and cached in memory per project generation.
+//! `/configs/MAC.tar.gz`: published archives (under the one access rule, `access::check`,
+//! with the owner rule of `configs_access = "owner"`), and for MACs the inventory does not
+//! know, the default profile's archive, built on demand through the pipeline and cached in
+//! memory per project generation.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,10 +11,11 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 
 use super::respond::{RequestLog, bytes_response, status_response};
-use super::{NO_CACHE, Shared, open_public, serve_file};
+use super::{NO_CACHE, Shared, open_checked, refused, serve_file};
 use crate::mac::Mac;
+use crate::serve::access::Refusal;
 use crate::serve::events::EventKind;
-use crate::site::ConfigsAccess;
+use crate::serve::public::{Denied, archive_mac};
 
 /// An on-demand archive in memory.
 #[derive(Debug)]
@@ -21,26 +23,6 @@ pub(super) struct Cached {
     generation: u64,
     built: Instant,
     bytes: Bytes,
-}
-
-/// Refuses a config request when `configs_access = "owner"` and the client is not `mac`.
-pub(super) fn owner_refusal(
-    st: &Shared,
-    mac: &Mac,
-    log: &mut RequestLog,
-) -> Option<Response<Body>> {
-    let snap = st.live.snapshot();
-    if snap.project.site.config.serve.configs_access != ConfigsAccess::Owner
-        || st.cfg.neighbours.owns(log.client, mac)
-    {
-        return None;
-    }
-    log.kind = Some(EventKind::ConfigRefused);
-    log.reason = Some(format!(
-        "configs_access = owner: {} is not {mac}",
-        log.client
-    ));
-    Some(no_cache(status_response(StatusCode::FORBIDDEN)))
 }
 
 /// Adds `Cache-Control: no-cache`.
@@ -57,31 +39,28 @@ pub(super) async fn config(
     name: &str,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let stem = name.strip_suffix(".tar.gz").unwrap_or(name);
-    let Some(mac) = stem.parse::<Mac>().ok().filter(|m| m.to_string() == stem) else {
+    let Some(mac) = archive_mac(name) else {
         log.reason = Some("not a MAC in lowercase-colon form".into());
         return no_cache(status_response(StatusCode::NOT_FOUND));
     };
     log.mac = Some(mac);
     st.events.note_client(log.client, mac);
-    if let Some(r) = owner_refusal(st, &mac, log) {
-        return r;
-    }
-    match open_public(st, format!("configs/{name}")).await {
-        Ok((_, _, opened)) => {
+    match open_checked(st, format!("configs/{name}"), log.client).await {
+        Ok((resolved, opened)) => {
+            log.mac = resolved.archive.or(Some(mac));
             log.kind = Some(EventKind::ConfigServed);
             no_cache(serve_file(st, opened, req, log).await)
         }
-        Err(d) if d.is_not_found() => {
+        Err(Refusal::Hidden(Denied::NotFound)) => {
             let snap = st.live.snapshot();
-            let default = snap.project.site.config.serve.default_profile.clone();
-            match default {
-                Some(profile) if !snap.project.inventory.devices.contains_key(&mac) => {
+            let known = snap.project.inventory.devices.contains_key(&mac);
+            match snap.project.site.config.serve.default_profile.clone() {
+                Some(profile) if !known && mac.is_device() => {
                     on_demand(st, req, mac, profile, log).await
                 }
                 _ => {
                     log.kind = Some(EventKind::ConfigNotFound);
-                    log.reason = Some(if snap.project.inventory.devices.contains_key(&mac) {
+                    log.reason = Some(if known {
                         "in the inventory but not built".into()
                     } else {
                         "unknown MAC".into()
@@ -90,10 +69,16 @@ pub(super) async fn config(
                 }
             }
         }
-        Err(d) => {
-            log.kind = Some(EventKind::ConfigRefused);
-            log.reason = Some(d.to_string());
-            no_cache(status_response(StatusCode::FORBIDDEN))
+        Err(r) => {
+            let resp = refused(&r, log);
+            if log.kind.is_none() {
+                log.kind = Some(if r.is_not_found() {
+                    EventKind::ConfigNotFound
+                } else {
+                    EventKind::ConfigRefused
+                });
+            }
+            no_cache(resp)
         }
     }
 }

@@ -41,7 +41,6 @@ use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,12 +58,12 @@ pub(crate) use live::LiveProject;
 
 use crate::build::project::Project;
 use crate::mac::Mac;
+use crate::serve::access::{self, PolicySource, Refusal};
 use crate::serve::events::{BootEvents, EventKind};
 use crate::serve::neighbours::Neighbours;
-use crate::serve::public::{self, Denied};
-use crate::site::ConfigsAccess;
+use crate::serve::public::{Denied, Resolved};
 use crate::watch::changes::network_fs;
-use configs::{config, no_cache, owner_refusal};
+use configs::{config, no_cache};
 use opened::{OpenedBackend, OpenedFile};
 use respond::{
     LoggedBody, RequestLog, bytes_response, percent_decode, query_value, status_response,
@@ -130,8 +129,6 @@ impl HttpConfig {
 struct Shared {
     cfg: HttpConfig,
     live: Arc<LiveProject>,
-    /// The site root with symlinks resolved, to tell whether a file lies in `configs/`.
-    canonical_root: PathBuf,
     /// Do file system work on the blocking pool (see [`HttpConfig::fs_offload`]).
     offload: bool,
     events: Arc<BootEvents>,
@@ -154,22 +151,16 @@ impl HttpServer {
     pub async fn bind(cfg: HttpConfig, project: Project) -> io::Result<HttpServer> {
         let listener = TcpListener::bind(cfg.bind).await?;
         let local = listener.local_addr()?;
-        let (live, canonical_root, network) = tokio::task::spawn_blocking(move || {
-            let canonical = project.site.root.canonicalize();
+        let (live, network) = tokio::task::spawn_blocking(move || {
             // On network or FUSE file systems (or unknown ones), a `stat` or a read may wait
             // on the network: file system work then goes to the blocking pool.
             let network = !matches!(network_fs(&project.site.root), Ok(None));
-            (
-                LiveProject::new(project, Some(local.to_string())),
-                canonical,
-                network,
-            )
+            (LiveProject::new(project, Some(local.to_string())), network)
         })
         .await
         .map_err(io::Error::other)?;
         let shared = Shared {
             offload: cfg.fs_offload.unwrap_or(network),
-            canonical_root: canonical_root?,
             builds: Semaphore::new(cfg.on_demand_builds.max(1)),
             cfg,
             live: Arc::new(live),
@@ -208,7 +199,7 @@ impl HttpServer {
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
         let reload = (!self.shared.cfg.watched).then(|| {
-            tokio::spawn(reload_loop(
+            tokio::spawn(live::reload_loop(
                 Arc::clone(&self.shared.live),
                 self.shared.cfg.reload_interval,
                 shutdown.clone(),
@@ -241,21 +232,6 @@ impl HttpServer {
         }
         if let Some(r) = reload {
             r.abort();
-        }
-    }
-}
-
-/// Checks the project's files every `interval` until cancelled.
-async fn reload_loop(live: Arc<LiveProject>, interval: Duration, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {
-                let l = Arc::clone(&live);
-                let _ = tokio::task::spawn_blocking(move || l.check()).await;
-            }
         }
     }
 }
@@ -375,74 +351,71 @@ async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
     )
 }
 
-/// Resolves a request path and opens the file, on the blocking pool: whether it lies in
-/// `configs/` (symlinks followed) and the opened file, or why it is not served.
-async fn open_public(st: &Arc<Shared>, rel: String) -> Result<(PathBuf, bool, OpenedFile), Denied> {
-    fn work(s: &Shared, rel: &str) -> Result<(PathBuf, bool, OpenedFile), Denied> {
-        let real = public::resolve(s.live.root(), rel)?;
-        let in_configs = real.parent() == Some(s.canonical_root.join("configs").as_path());
-        let opened = OpenedFile::open(&real).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Denied::NotFound,
-            kind => Denied::Unreadable(kind),
+/// Decides a request with the one access rule (`access::check`) and opens the file, on the
+/// blocking pool when file system work is offloaded: the resolved file and the opened file,
+/// or why it is refused.
+async fn open_checked(
+    st: &Arc<Shared>,
+    rel: String,
+    client: IpAddr,
+) -> Result<(Resolved, OpenedFile), Refusal> {
+    fn work(s: &Shared, rel: &str, client: IpAddr) -> Result<(Resolved, OpenedFile), Refusal> {
+        let policy = s.live.policy();
+        let resolved = access::check(s.live.root(), &policy, &s.cfg.neighbours, client, rel)?;
+        let opened = OpenedFile::open(&resolved.path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Refusal::Hidden(Denied::NotFound),
+            kind => Refusal::Unreadable(Denied::Unreadable(kind)),
         })?;
-        Ok((real, in_configs, opened))
+        Ok((resolved, opened))
     }
     if !st.offload {
-        return work(st, &rel);
+        return work(st, &rel, client);
     }
     let s = Arc::clone(st);
-    tokio::task::spawn_blocking(move || work(&s, &rel))
+    tokio::task::spawn_blocking(move || work(&s, &rel, client))
         .await
-        .unwrap_or(Err(Denied::NotFound))
+        .unwrap_or(Err(Refusal::Hidden(Denied::NotFound)))
+}
+
+/// The response to a refused request: 404 for anything not public or missing, 403 for a
+/// public file that cannot be read and for the owner rule.
+fn refused(r: &Refusal, log: &mut RequestLog) -> Response<Body> {
+    log.reason = Some(r.to_string());
+    if let Refusal::NotOwner(mac) = r {
+        log.mac = Some(*mac);
+        log.kind = Some(EventKind::ConfigRefused);
+    }
+    if r.is_not_found() {
+        status_response(StatusCode::NOT_FOUND)
+    } else {
+        status_response(StatusCode::FORBIDDEN)
+    }
 }
 
 /// Any other path: a public site file.
 async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) -> Response<Body> {
-    let (real, in_configs, opened) = match open_public(st, path.to_owned()).await {
+    let (resolved, opened) = match open_checked(st, path.to_owned(), log.client).await {
         Ok(r) => r,
-        Err(d) => {
-            log.reason = Some(d.to_string());
-            let status = if d.is_not_found() {
-                StatusCode::NOT_FOUND
+        Err(r) => {
+            let resp = refused(&r, log);
+            return if matches!(r, Refusal::NotOwner(_)) {
+                no_cache(resp)
             } else {
-                StatusCode::FORBIDDEN
+                resp
             };
-            return status_response(status);
         }
     };
-    if in_configs {
-        // Reached through a symlink or a name that is not MAC.tar.gz: the owner rule holds.
-        let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let real_mac = name
-            .strip_suffix(".tar.gz")
-            .and_then(|s| s.parse::<Mac>().ok());
-        let owner =
-            st.live.snapshot().project.site.config.serve.configs_access == ConfigsAccess::Owner;
-        match real_mac {
-            Some(m) => {
-                log.mac = Some(m);
-                if let Some(r) = owner_refusal(st, &m, log) {
-                    return r;
-                }
-                log.kind = Some(EventKind::ConfigServed);
-            }
-            None if owner => {
-                log.reason = Some("configs_access = owner: not a device's archive".into());
-                return no_cache(status_response(StatusCode::FORBIDDEN));
-            }
-            None => {}
-        }
+    if let Some(mac) = resolved.archive {
+        // A device's archive reached by another name (a symlink): served as a config.
+        log.mac = Some(mac);
+        log.kind = Some(EventKind::ConfigServed);
         return no_cache(serve_file(st, opened, req, log).await);
     }
     if let Some(kind) = EventKind::of_file(path) {
         log.kind = Some(kind);
         log.mac = attribute(st, log.client);
     }
-    let r = serve_file(st, opened, req, log).await;
-    if path.split('/').find(|c| !c.is_empty()) == Some("configs") {
-        return no_cache(r);
-    }
-    r
+    serve_file(st, opened, req, log).await
 }
 
 /// Streams an opened file with tower-http (HEAD, Range, ETag, Last-Modified, conditionals).

@@ -16,7 +16,9 @@ use super::options::negotiate;
 use super::packet::{ErrorCode, Mode, Packet, Request};
 use super::pktinfo;
 use super::transfer::{Transfer, TransferError, rate_kib_s};
-use crate::serve::public;
+use crate::serve::access::{self, Policy, PolicySource};
+use crate::serve::neighbours::Neighbours;
+use crate::site::Site;
 
 /// The longest request accepted: RFC 2347 limits a request with its options to 512 bytes.
 pub(super) const MAX_REQUEST_LEN: usize = 512;
@@ -50,8 +52,12 @@ impl std::fmt::Debug for TransferHook {
 /// Settings of the TFTP server.
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
-    /// The site folder; files are served through `public::resolve`.
+    /// The site folder; files are served under the one access rule (`access::check`).
     pub root: PathBuf,
+    /// What may be served and to whom; `None` reads the site's `ovl.toml` once at bind.
+    pub policy: Option<Arc<dyn PolicySource>>,
+    /// Who is at which address, for `configs_access = "owner"`.
+    pub neighbours: Neighbours,
     /// Address and port to listen on (port 0 picks a free one).
     pub bind: SocketAddr,
     /// Transfers running at once; more requests get ERROR 0 "server busy".
@@ -73,6 +79,8 @@ impl TftpConfig {
     pub fn new(root: impl Into<PathBuf>, bind: SocketAddr) -> TftpConfig {
         TftpConfig {
             root: root.into(),
+            policy: None,
+            neighbours: Neighbours::default(),
             bind,
             max_transfers: 64,
             retries: 5,
@@ -94,15 +102,17 @@ pub struct TftpServer {
 /// What every transfer task shares.
 struct Shared {
     cfg: TftpConfig,
+    policy: Arc<dyn PolicySource>,
     stats: Arc<TftpStats>,
     local_ip: IpAddr,
     cancel: CancellationToken,
 }
 
 impl TftpServer {
-    /// Binds the listening socket. Fails on an unusable address or port, or on settings that
-    /// cannot work (no transfers allowed, a zero timeout).
-    pub async fn bind(cfg: TftpConfig) -> io::Result<TftpServer> {
+    /// Binds the listening socket. Fails on an unusable address or port, on settings that
+    /// cannot work (no transfers allowed, a zero timeout), or without a policy when the
+    /// site's `ovl.toml` cannot be read.
+    pub async fn bind(mut cfg: TftpConfig) -> io::Result<TftpServer> {
         if cfg.max_transfers == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -114,6 +124,11 @@ impl TftpServer {
                 io::ErrorKind::InvalidInput,
                 "default_timeout must not be zero",
             ));
+        }
+        if cfg.policy.is_none() {
+            let site = Site::open(&cfg.root)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            cfg.policy = Some(Arc::new(Arc::new(Policy::of_site(&site))));
         }
         let socket = UdpSocket::bind(cfg.bind).await?;
         if cfg.bind.ip().is_unspecified() {
@@ -143,7 +158,12 @@ impl TftpServer {
             Ok(a) => a.ip(),
             Err(_) => self.cfg.bind.ip(),
         };
+        let policy = match &self.cfg.policy {
+            Some(p) => Arc::clone(p),
+            None => Arc::new(Arc::new(Policy::default())),
+        };
         let shared = Arc::new(Shared {
+            policy,
             cfg: self.cfg.clone(),
             stats: Arc::clone(&self.stats),
             local_ip,
@@ -276,7 +296,14 @@ async fn serve_read(
             TftpStats::bump(&stats.requests_refused);
             tracing::warn!(event = "tftp_refused", client = %client,
                 file = %req.filename, reason = %reason);
-            send_error(socket, client, code, &reason).await;
+            // The client learns the code, not the reason: a private file and a missing one
+            // read the same.
+            let message = match code {
+                ErrorCode::FileNotFound => "file not found",
+                ErrorCode::AccessViolation => "access denied",
+                _ => reason.as_str(),
+            };
+            send_error(socket, client, code, message).await;
         }
     };
     if !matches!(req.mode, Mode::Octet | Mode::Netascii) {
@@ -284,9 +311,10 @@ async fn serve_read(
         refuse(ErrorCode::IllegalOperation, reason).await;
         return;
     }
-    let root = shared.cfg.root.clone();
     let name = req.filename.clone();
-    let opened = tokio::task::spawn_blocking(move || open_public(&root, &name)).await;
+    let checking = Arc::clone(&shared);
+    let opened =
+        tokio::task::spawn_blocking(move || open_checked(&checking, client.ip(), &name)).await;
     let (file, size) = match opened {
         Ok(Ok(f)) => f,
         Ok(Err((code, reason))) => {
@@ -393,20 +421,26 @@ impl Done<'_> {
     }
 }
 
-/// Resolves and opens a requested file: the file and its size, or the ERROR to send.
-fn open_public(
-    root: &std::path::Path,
+/// Decides a request with the one access rule and opens the file: the file and its size, or
+/// the ERROR to send (not public or missing: 1 "file not found"; the owner rule or an
+/// unreadable file: 2) and the reason to log.
+fn open_checked(
+    shared: &Shared,
+    client: IpAddr,
     name: &str,
 ) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
-    let path = public::resolve(root, name).map_err(|d| {
-        let code = if d.is_not_found() {
-            ErrorCode::FileNotFound
-        } else {
-            ErrorCode::AccessViolation
-        };
-        (code, d.to_string())
-    })?;
-    let file = std::fs::File::open(&path).map_err(|e| {
+    let policy = shared.policy.policy();
+    let root = &shared.cfg.root;
+    let resolved =
+        access::check(root, &policy, &shared.cfg.neighbours, client, name).map_err(|r| {
+            let code = if r.is_not_found() {
+                ErrorCode::FileNotFound
+            } else {
+                ErrorCode::AccessViolation
+            };
+            (code, r.to_string())
+        })?;
+    let file = std::fs::File::open(&resolved.path).map_err(|e| {
         let code = match e.kind() {
             io::ErrorKind::NotFound => ErrorCode::FileNotFound,
             _ => ErrorCode::AccessViolation,
@@ -417,7 +451,7 @@ fn open_public(
         .metadata()
         .map_err(|e| (ErrorCode::AccessViolation, format!("cannot stat: {e}")))?;
     if !meta.is_file() {
-        return Err((ErrorCode::AccessViolation, "not a regular file".to_owned()));
+        return Err((ErrorCode::FileNotFound, "not a regular file".to_owned()));
     }
     Ok((file, meta.len()))
 }

@@ -16,9 +16,9 @@ fn tftp_hpa_downloads_files_of_edge_sizes() {
         .into_iter()
         .enumerate()
     {
-        let name = format!("f{len}");
+        let name = format!("sizes/f{len}");
         let sum = lab.file(&name, &noise(len, i as u64));
-        let out = lab.out(&name);
+        let out = lab.out(&format!("f{len}"));
         tftp_hpa_get(&lab, &name, &out);
         assert_eq!(sha256_file(&out), sum, "size {len}");
     }
