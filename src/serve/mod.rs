@@ -314,7 +314,12 @@ async fn bind_dhcp(
     )?;
     let addr = SocketAddr::from((cfg.bind_ip, cfg.server_port));
     let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
-    let server = dhcp::DhcpServer::bind(cfg)
+    let table = if mode == dhcp::Mode::Full {
+        load_leases(&cfg.lease_file)?
+    } else {
+        dhcp::LeaseTable::new()
+    };
+    let server = dhcp::DhcpServer::bind_with(cfg, table)
         .await
         .map_err(|e| bind_error("dhcp", addr, e))?;
     leases.set(server.leases());
@@ -324,6 +329,26 @@ async fn bind_dhcp(
         mode,
         server_ip,
         url,
+    })
+}
+
+/// The lease file of full mode: missing is empty; unreadable is an environment error (exit
+/// 3); a file that does not parse is reported as the corrupt input it is (exit 1), never as
+/// a failure to listen.
+fn load_leases(path: &std::path::Path) -> Result<dhcp::LeaseTable> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dhcp::LeaseTable::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    dhcp::LeaseTable::parse(&bytes).map_err(|e| {
+        Error::at_path(
+            path,
+            format!(
+                "corrupt DHCP lease file: {e}; repair it or move it aside to start with no \
+                 leases"
+            ),
+        )
     })
 }
 

@@ -283,3 +283,28 @@ fn tftp_fetches_show_up_as_boot_events_in_status() {
         "{text}"
     );
 }
+
+#[test]
+fn a_corrupt_lease_file_is_reported_as_such() {
+    let s = TestSite::new();
+    s.write(
+        "ovl.toml",
+        "[boot]\nserver = \"127.0.0.1\"\n[serve.dhcp]\nrange = [\"127.0.0.10\", \"127.0.0.20\"]\n",
+    );
+    s.write(".ovl-state/dhcp-leases.json", "{\"leases\": [oops");
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--tftp",
+        "off",
+        "--interface",
+        "lo",
+    ];
+    let o = serve_once(&s, &args);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(".ovl-state/dhcp-leases.json"), "{err}");
+    assert!(err.contains("corrupt DHCP lease file"), "{err}");
+    assert!(err.contains("line 1 column"), "serde's position: {err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+}
