@@ -1,9 +1,10 @@
 //! The listening socket: decodes requests, enforces the cap, starts one task per transfer.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -12,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::TftpStats;
-use super::options::negotiate;
+use super::options::{Caps, negotiate};
 use super::packet::{ErrorCode, Mode, Packet, Request};
 use super::pktinfo;
 use super::transfer::{Transfer, TransferError, rate_kib_s};
@@ -62,10 +63,18 @@ pub struct TftpConfig {
     pub bind: SocketAddr,
     /// Transfers running at once; more requests get ERROR 0 "server busy".
     pub max_transfers: usize,
+    /// Transfers running at once for one client address; more get ERROR 0.
+    pub max_per_client: usize,
     /// Retransmissions in a row without an acknowledgement before a transfer is dropped.
     pub retries: u32,
     /// Retransmission timeout when the client asks for none (RFC 2349 `timeout`).
     pub default_timeout: Duration,
+    /// The longest `timeout` a client is granted; a longer ask is not granted.
+    pub max_timeout: Duration,
+    /// The largest `windowsize` a client is granted; a larger ask gets this.
+    pub max_windowsize: u16,
+    /// The longest one transfer may take, from the request to the last ACK.
+    pub transfer_deadline: Duration,
     /// After shutdown is requested, how long running transfers may go on before they are
     /// stopped.
     pub shutdown_grace: Duration,
@@ -74,8 +83,9 @@ pub struct TftpConfig {
 }
 
 impl TftpConfig {
-    /// Settings serving `root` on `bind` with the defaults: 64 transfers, 5 retries, 1 s
-    /// timeout, 5 s shutdown grace.
+    /// Settings serving `root` on `bind` with the defaults: 64 transfers, 8 per client
+    /// address, 5 retries, 1 s timeout (10 s at most when a client asks), windows of 64
+    /// blocks at most, 10 minutes a transfer, 5 s shutdown grace.
     pub fn new(root: impl Into<PathBuf>, bind: SocketAddr) -> TftpConfig {
         TftpConfig {
             root: root.into(),
@@ -83,8 +93,12 @@ impl TftpConfig {
             neighbours: Neighbours::default(),
             bind,
             max_transfers: 64,
+            max_per_client: 8,
             retries: 5,
             default_timeout: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(10),
+            max_windowsize: 64,
+            transfer_deadline: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(5),
             on_transfer: None,
         }
@@ -103,6 +117,8 @@ pub struct TftpServer {
 struct Shared {
     cfg: TftpConfig,
     policy: Arc<dyn PolicySource>,
+    /// Running transfers by client address.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     stats: Arc<TftpStats>,
     local_ip: IpAddr,
     cancel: CancellationToken,
@@ -164,6 +180,7 @@ impl TftpServer {
         };
         let shared = Arc::new(Shared {
             policy,
+            per_client: Mutex::default(),
             cfg: self.cfg.clone(),
             stats: Arc::clone(&self.stats),
             local_ip,
@@ -224,9 +241,18 @@ impl TftpServer {
             Err(_) => TftpStats::bump(&self.stats.packets_malformed),
             Ok(Packet::Rrq(req)) => {
                 TftpStats::bump(&self.stats.requests);
+                let Some(slot) = ClientSlot::take(shared, from.ip()) else {
+                    TftpStats::bump(&self.stats.requests_client_limit);
+                    tracing::warn!(event = "tftp_refused", client = %from,
+                        file = %req.filename, reason = "too many transfers from this address");
+                    let message = "too many transfers from your address";
+                    send_error(&self.socket, from, ErrorCode::NotDefined, message).await;
+                    return;
+                };
                 match Arc::clone(permits).try_acquire_owned() {
                     Ok(permit) => {
-                        tasks.spawn(serve_read(Arc::clone(shared), req, from, reply_ip, permit));
+                        let held = (permit, slot);
+                        tasks.spawn(serve_read(Arc::clone(shared), req, from, reply_ip, held));
                     }
                     Err(_) => {
                         TftpStats::bump(&self.stats.requests_busy);
@@ -261,6 +287,46 @@ impl TftpServer {
     }
 }
 
+/// One running transfer counted against its client's address; dropping it frees the place.
+struct ClientSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ClientSlot {
+    /// A place for one more transfer of `ip`, if it has fewer than
+    /// [`TftpConfig::max_per_client`] running.
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        let mut map = shared.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let running = map.entry(ip).or_insert(0);
+        if *running >= shared.cfg.max_per_client.max(1) {
+            return None;
+        }
+        *running += 1;
+        Some(ClientSlot {
+            shared: Arc::clone(shared),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .shared
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Sends an ERROR, ignoring failure (the peer may be gone; nothing waits on it).
 async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
     let p = Packet::Error {
@@ -276,7 +342,7 @@ async fn serve_read(
     req: Request,
     client: SocketAddr,
     local_ip: IpAddr,
-    permit: OwnedSemaphorePermit,
+    held: (OwnedSemaphorePermit, ClientSlot),
 ) {
     let started = Instant::now();
     let stats = &shared.stats;
@@ -326,7 +392,12 @@ async fn serve_read(
             return;
         }
     };
-    let neg = negotiate(&req.options, size, shared.cfg.default_timeout);
+    let caps = Caps {
+        default_timeout: shared.cfg.default_timeout,
+        max_timeout: shared.cfg.max_timeout,
+        max_windowsize: shared.cfg.max_windowsize,
+    };
+    let neg = negotiate(&req.options, size, caps);
     let (blksize, windowsize) = (neg.blksize, neg.windowsize);
     let transfer = Transfer {
         socket,
@@ -335,12 +406,13 @@ async fn serve_read(
         size,
         neg,
         retries: shared.cfg.retries,
+        deadline: shared.cfg.transfer_deadline,
         stats: Arc::clone(stats),
         cancel: shared.cancel.clone(),
     };
     let result = transfer.run().await;
-    // The slot is free before the transfer is counted as finished.
-    drop(permit);
+    // The slots are free before the transfer is counted as finished.
+    drop(held);
     let done = Done {
         file: &req.filename,
         client,

@@ -4,6 +4,7 @@
 
 mod bench;
 mod clients;
+mod limits;
 mod logs;
 mod options;
 mod refusals;
