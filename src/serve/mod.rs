@@ -18,6 +18,7 @@ pub mod access;
 pub mod dhcp;
 pub(crate) mod events;
 pub mod http;
+mod limits;
 pub mod logging;
 pub mod neighbours;
 pub mod public;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -148,6 +150,8 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     settings.check()?;
+    let open_files = limits::raise_open_files();
+    tracing::info!(event = "open_files", limit = open_files, "open-file limit");
     let root = project.site.root.clone();
     // The DHCP configuration needs the project and the HTTP address; read both first.
     let dhcp_project = (settings.dhcp != DhcpMode::Off).then(|| project.clone());
@@ -157,7 +161,7 @@ pub(crate) async fn run(
     let leases = Arc::new(neighbours::LateLeases::default());
     let mut who = neighbours::Neighbours::default();
     who.push(leases.clone());
-    let (http, live) = bind_http(&settings, project, &who).await?;
+    let (http, live) = bind_http(&settings, project, &who, open_files).await?;
     let events = http.as_ref().map(http::HttpServer::events);
     let tftp = bind_tftp(&settings, &root, events, &live, who).await?;
     let http_addr = http.as_ref().map(http::HttpServer::local_addr);
@@ -217,6 +221,7 @@ async fn bind_http(
     settings: &Settings,
     project: Project,
     who: &neighbours::Neighbours,
+    open_files: u64,
 ) -> Result<(Option<http::HttpServer>, Arc<http::LiveProject>)> {
     let Listen::At(addr) = settings.http else {
         let live = tokio::task::spawn_blocking(move || http::LiveProject::new(project, None))
@@ -226,6 +231,19 @@ async fn bind_http(
     };
     let mut cfg = http::HttpConfig::new(addr);
     cfg.neighbours = who.clone();
+    let serve = &project.site.config.serve;
+    cfg.max_connections = limits::connection_cap(serve.max_connections, open_files);
+    if cfg.max_connections < serve.max_connections as usize {
+        tracing::warn!(
+            event = "max_connections_lowered",
+            max_connections = cfg.max_connections,
+            configured = serve.max_connections,
+            open_files,
+            "[serve] max_connections lowered to fit the open-file limit"
+        );
+    }
+    cfg.header_timeout = Duration::from_secs(serve.header_timeout.into());
+    cfg.idle_timeout = Duration::from_secs(serve.idle_timeout.into());
     // With `--watch`, the watch loop feeds the project; the server does not check on its own.
     cfg.watched = settings.watch.is_some();
     let server = http::HttpServer::bind(cfg, project)

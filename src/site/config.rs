@@ -147,6 +147,13 @@ pub struct ServeConfig {
     /// More site files served over HTTP and TFTP, besides the boot scripts, archives and
     /// boot files: `"extra.iso"` is one file, `"alpine/"` (a trailing `/`) a whole folder.
     pub public: Vec<String>,
+    /// HTTP connections open at once (see `serve::http`).
+    pub max_connections: u32,
+    /// Seconds an HTTP client has to send a request's headers.
+    pub header_timeout: u32,
+    /// Seconds without a byte moving, while a request is answered, before the HTTP
+    /// connection is closed.
+    pub idle_timeout: u32,
 }
 
 impl Default for ServeConfig {
@@ -159,6 +166,9 @@ impl Default for ServeConfig {
             configs_access: ConfigsAccess::Any,
             default_profile: None,
             public: Vec::new(),
+            max_connections: 1024,
+            header_timeout: 10,
+            idle_timeout: 30,
         }
     }
 }
@@ -309,6 +319,18 @@ impl SiteConfig {
                      http://192.168.0.2/boot.ipxe or tftp://192.168.0.2/boot.ipxe"
                 ),
             ));
+        }
+        for (key, v) in [
+            ("max_connections", c.serve.max_connections),
+            ("header_timeout", c.serve.header_timeout),
+            ("idle_timeout", c.serve.idle_timeout),
+        ] {
+            if v == 0 {
+                return Err(Error::at_path(
+                    path,
+                    format!("[serve] {key} = 0: expected a positive number"),
+                ));
+            }
         }
         for entry in &c.serve.public {
             check_public(entry)

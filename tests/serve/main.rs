@@ -13,4 +13,5 @@ mod binary;
 mod dhcp;
 mod http;
 mod leaks;
+mod stalls;
 mod tftp;

@@ -32,23 +32,21 @@
 //! are also recorded in `BootEvents`.
 
 mod configs;
+mod conn;
 pub(crate) mod live;
 mod opened;
 mod respond;
 mod status;
 
 use std::collections::HashMap;
-use std::future::IntoFuture;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, Response, StatusCode, header};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -96,8 +94,20 @@ pub struct HttpConfig {
     pub on_demand_ttl: Duration,
     /// On-demand builds running at once.
     pub on_demand_builds: usize,
-    /// Read size when streaming files.
+    /// Read size when streaming files: with hyper's write buffer, what one slow reader
+    /// holds in memory.
     pub chunk_size: usize,
+    /// The kernel send buffer of each connection (`SO_SNDBUF`); `None` leaves it to the
+    /// kernel's autotuning (up to 4 MiB a connection on Linux).
+    pub send_buffer: Option<usize>,
+    /// Connections open at once; at the cap a new one closes the quietest idle connection,
+    /// or gets 503 when every connection is answering a request.
+    pub max_connections: usize,
+    /// Time for a request's headers, from when the server starts waiting for them (also the
+    /// longest a kept-alive connection waits for its next request).
+    pub header_timeout: Duration,
+    /// A connection answering a request on which no byte moves for this long is closed.
+    pub idle_timeout: Duration,
     /// Resolve, open and read small files on the blocking pool (`true`) or in place
     /// (`false`); `None` decides by the site's file system: the pool on NFS, SMB/CIFS, FUSE
     /// and 9P, in place on local file systems. Large files always stream from the pool.
@@ -107,7 +117,8 @@ pub struct HttpConfig {
 impl HttpConfig {
     /// Settings listening on `bind` with the defaults: the kernel's neighbour table, reload
     /// check every second, 5 s shutdown grace, 64 on-demand archives for 10 s, 2 builds at
-    /// once, 256 KiB reads.
+    /// once, 64 KiB reads, 256 KiB send buffers, 1024 connections, 10 s for headers, 30 s
+    /// idle.
     pub fn new(bind: SocketAddr) -> HttpConfig {
         HttpConfig {
             bind,
@@ -118,7 +129,11 @@ impl HttpConfig {
             on_demand_entries: 64,
             on_demand_ttl: Duration::from_secs(10),
             on_demand_builds: 2,
-            chunk_size: 256 * 1024,
+            chunk_size: 64 * 1024,
+            send_buffer: Some(256 * 1024),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             fs_offload: None,
         }
     }
@@ -205,41 +220,19 @@ impl HttpServer {
                 shutdown.clone(),
             ))
         });
-        let grace = self.shared.cfg.shutdown_grace;
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(self.shared)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        let grace_over = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            r = server => {
-                if let Err(e) = r {
-                    tracing::error!(event = "http_server_error", error = %e);
-                }
-            }
-            () = grace_over => {
-                tracing::warn!(event = "http_shutdown", "requests still running after the grace period; dropping them");
-            }
-        }
+        conn::serve(self.listener, self.shared, shutdown).await;
         if let Some(r) = reload {
             r.abort();
         }
     }
 }
 
-/// Every request: route it, then wrap the body so the log line is written when it ends.
+/// Every request: route it, then wrap the body so the log line is written when it ends (and
+/// the connection counts as idle again).
 async fn handle(
-    State(st): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    st: Arc<Shared>,
+    peer: SocketAddr,
+    in_flight: conn::InFlight,
     req: Request,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -268,7 +261,8 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
     };
-    Response::from_parts(parts, Body::new(LoggedBody::new(body, log, expected)))
+    let body = LoggedBody::new(body, log, expected, in_flight);
+    Response::from_parts(parts, Body::new(body))
 }
 
 async fn route(
@@ -425,8 +419,9 @@ async fn serve_file(
     req: Request,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let mut dir = ServeDir::with_backend(st.live.root(), OpenedBackend::new(opened))
-        .with_buf_chunk_size(st.cfg.chunk_size);
+    let backend = OpenedBackend::new(opened, st.cfg.chunk_size);
+    let mut dir =
+        ServeDir::with_backend(st.live.root(), backend).with_buf_chunk_size(st.cfg.chunk_size);
     match dir.try_call(req).await {
         Ok(r) => r.map(Body::new),
         Err(e) => {

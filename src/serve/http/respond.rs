@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use sha2::{Digest, Sha256};
 
+use super::conn::InFlight;
 use crate::mac::Mac;
 use crate::serve::events::{BootEvent, BootEvents, EventKind};
 
@@ -192,17 +193,25 @@ pub(super) struct LoggedBody {
     /// out and drops it without asking for its end, so reaching it counts as complete.
     expected: Option<u64>,
     log: Option<RequestLog>,
+    /// The connection is answering this request until the body is done or dropped.
+    _in_flight: InFlight,
 }
 
 impl LoggedBody {
     /// Wraps `inner` of a response announcing `expected` bytes; `log` is written once, at
-    /// the end.
-    pub(super) fn new(inner: Body, log: RequestLog, expected: Option<u64>) -> LoggedBody {
+    /// the end, and `in_flight` is let go with the body.
+    pub(super) fn new(
+        inner: Body,
+        log: RequestLog,
+        expected: Option<u64>,
+        in_flight: InFlight,
+    ) -> LoggedBody {
         LoggedBody {
             inner,
             bytes: 0,
             expected,
             log: Some(log),
+            _in_flight: in_flight,
         }
     }
 
