@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::proc::{bounded, eventually, noise, sha256};
 use crate::harness::site::TestSite;
+use crate::stalls::get_from;
 
 /// An inventory device of the example site (profile XL, kernel arg `quiet`).
 const XL_MAC: &str = "52:54:00:12:34:56";
@@ -573,4 +574,68 @@ fn two_hundred_concurrent_downloads_of_30_mb() {
     }
     assert_eq!(ok, 200);
     eprintln!("200 × 30 MiB in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_blank_device_asking_for_its_own_archive_skips_a_flood_of_others() {
+    // The kernel's table (a test double) says 127.0.1.1 is BLANK_MAC, 127.0.1.2 another.
+    const OTHER: &str = "52:54:00:99:99:98";
+    let table = [("127.0.1.1", BLANK_MAC), ("127.0.1.2", OTHER)]
+        .map(|(ip, mac)| (ip.parse::<IpAddr>().unwrap(), mac.parse::<Mac>().unwrap()));
+    let lab = Lab::with("default_profile = \"S\"", |c| {
+        c.neighbours = Neighbours::new(vec![Arc::new(StaticNeighbours(
+            table.into_iter().collect(),
+        ))]);
+    });
+    // 2 MiB that do not compress: each on-demand build takes a while.
+    lab.file("overlays/base/opt/blob.bin", &noise(2 << 20, 9));
+    let url = |mac: &str| lab.url(&format!("/configs/{mac}.tar.gz"));
+    let fetch_own = |source: &str, mac: &str| {
+        let started = Instant::now();
+        let o = bounded(60, "curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--interface",
+                source,
+            ])
+            .arg(url(mac))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{source}");
+        started.elapsed()
+    };
+    // One build with nothing else going on.
+    let alone = fetch_own("127.0.1.2", OTHER);
+    // 200 requests for MACs nobody has, from 100 addresses, on raw connections.
+    let addr = lab.addr;
+    let flood: Vec<_> = (0..200u32)
+        .map(|i| {
+            let path = format!(
+                "/configs/02:00:00:00:{:02x}:{:02x}.tar.gz",
+                i / 256,
+                i % 256
+            );
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 10 + (i / 2) as u8);
+            std::thread::spawn(move || get_from(addr, source, &path).0.to_string())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let took = fetch_own("127.0.1.1", BLANK_MAC);
+    let codes: Vec<String> = flood.into_iter().map(|h| h.join().unwrap()).collect();
+    let busy = codes.iter().filter(|c| *c == "503").count();
+    eprintln!(
+        "FIGURE own archive: {alone:?} alone, {took:?} beside 200 requests for others \
+         ({busy} told 503)"
+    );
+    // Not behind the 16 queued builds of others: about one build, not eight.
+    assert!(
+        took < alone * 4 + Duration::from_secs(1),
+        "{took:?} vs {alone:?}"
+    );
+    assert!(busy > 0, "the flood met the queue bound: {codes:?}");
+    assert!(codes.iter().all(|c| c == "200" || c == "503"), "{codes:?}");
 }

@@ -173,40 +173,74 @@ fn idle_and_half_header_connections_leave_a_normal_client_served() {
     );
 }
 
-/// A client socket with a 4 KiB receive buffer, connected to `addr`.
-fn small_window_client(addr: SocketAddr) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
+/// A TCP connection to `addr` (IPv4) from `source` (else any address), with a receive buffer
+/// of `rcvbuf` bytes (else the kernel's default).
+pub(crate) fn connect(
+    addr: SocketAddr,
+    source: Option<std::net::Ipv4Addr>,
+    rcvbuf: Option<i32>,
+) -> TcpStream {
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let SocketAddr::V4(to) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor owned by the TcpStream made at once.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
-        let size: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
         let stream = TcpStream::from_raw_fd(fd);
-        let std::net::SocketAddr::V4(v4) = addr else {
-            panic!("IPv4 only")
-        };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let r = libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
+        if let Some(size) = rcvbuf {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        if let Some(ip) = source {
+            let sa = sockaddr(ip, 0);
+            let r = libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len);
+            assert_eq!(r, 0, "bind {ip}: {}", std::io::Error::last_os_error());
+        }
+        let sa = sockaddr(*to.ip(), to.port());
+        let r = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), len);
         assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
         stream
     }
+}
+
+/// A client socket with a 4 KiB receive buffer, connected to `addr`.
+fn small_window_client(addr: SocketAddr) -> TcpStream {
+    connect(addr, None, Some(4096))
+}
+
+/// `GET path` from `source` on a new connection: the status code and the body's length.
+pub(crate) fn get_from(addr: SocketAddr, source: std::net::Ipv4Addr, path: &str) -> (u16, usize) {
+    let mut c = connect(addr, Some(source), None);
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |p| p + 4);
+    let status = String::from_utf8_lossy(&answer[..head_end.min(answer.len())])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer.len() - head_end)
 }
 
 #[test]
@@ -278,4 +312,129 @@ fn a_reader_that_stops_reading_is_closed_after_the_idle_timeout() {
     assert!(eof, "the server closed the stalled connection");
     assert!(got < 64 << 20, "{got} bytes: the download did not finish");
     srv.wait_line(&["http_idle_timeout"]);
+}
+
+/// curl from `source` (a loopback address) for `url`: `(status code, body bytes)`.
+fn curl_from(source: &str, url: &str, extra: &[&str]) -> (String, Vec<u8>, Duration) {
+    let started = Instant::now();
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let o = output(
+        bounded(120, "curl")
+            .args(["-s", "--interface", source, "-w", "%{http_code}", "-o"])
+            .arg(body.path())
+            .args(extra)
+            .arg(url),
+    );
+    let code = String::from_utf8_lossy(&o.stdout).into_owned();
+    (
+        code,
+        std::fs::read(body.path()).unwrap_or_default(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn two_hundred_blank_devices_leave_memory_bounded_and_a_real_one_served() {
+    let s = TestSite::example_built();
+    // 4 MiB that do not compress: every on-demand archive of profile S is that large.
+    s.write_bytes("overlays/base/opt/blob.bin", &noise(4 << 20, 43));
+    let (_srv, addr, pid) = start(&s, "default_profile = \"S\"\n");
+    let base = status_kb(pid, "VmRSS");
+    // 200 clients on 100 addresses, each asking for a MAC nobody has, all at once.
+    let flood = std::thread::spawn(move || {
+        let handles: Vec<_> = (0..200u32)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let source = std::net::Ipv4Addr::new(127, 0, 0, 10 + (i / 2) as u8);
+                    let path = format!(
+                        "/configs/02:00:00:00:{:02x}:{:02x}.tar.gz",
+                        i / 256,
+                        i % 256
+                    );
+                    get_from(addr, source, &path).0.to_string()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // A real blank device (it honours Retry-After when told to come back).
+    let url = format!("http://{addr}/configs/52:54:00:77:77:77.tar.gz");
+    let (code, body, took) = curl_from("127.0.1.1", &url, &["--retry", "20"]);
+    let codes = flood.join().unwrap();
+    let served = codes.iter().filter(|c| *c == "200").count();
+    let busy = codes.iter().filter(|c| *c == "503").count();
+    let hwm = status_kb(pid, "VmHWM");
+    eprintln!(
+        "FIGURE 200 blank-device requests (4 MiB archives): {served} served, {busy} told to \
+         retry; the real blank device waited {took:?}; server RSS {base} kB idle, peak {hwm} kB"
+    );
+    assert_eq!(code, "200");
+    assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip archive");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(served + busy, 200, "{codes:?}");
+    assert!(served > 0);
+    assert!(hwm < 320 * 1024, "peak RSS {hwm} kB");
+}
+
+#[test]
+fn status_of_25000_devices_leaves_static_files_fast() {
+    let s = TestSite::example_built();
+    let mut inv = String::new();
+    for i in 0..25_000u32 {
+        let profile = ["S", "XL", "special"][(i % 3) as usize];
+        inv.push_str(&format!(
+            "[[device]]\nmac = \"02:00:00:{:02x}:{:02x}:{:02x}\"\nprofile = \"{profile}\"\n\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    s.write("devices.toml", &inv);
+    s.write_bytes("vmlinuz-lts", &noise(256 << 10, 44));
+    let mut cmd = s.command();
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--tftp", "off"]);
+    let mut srv = Server(Lines::spawn(&mut cmd, true));
+    // Loading and planning 25,000 devices takes a while in a debug build.
+    let end = Instant::now() + Duration::from_secs(600);
+    let line = loop {
+        let l = srv.0.next_before(end).expect("a listening line");
+        if l.contains("listening") && l.contains("service=\"http\"") {
+            break l;
+        }
+    };
+    let a = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next();
+    let addr: SocketAddr = a.unwrap().parse().unwrap();
+    // 40 concurrent /status requests, and meanwhile a kernel fetch.
+    let statuses: Vec<_> = (0..40)
+        .map(|_| std::thread::spawn(move || timed_get(&format!("http://{addr}/status"))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, took) = timed_get(&format!("http://{addr}/vmlinuz-lts"));
+    let results: Vec<(String, Duration)> =
+        statuses.into_iter().map(|h| h.join().unwrap()).collect();
+    let slowest = results.iter().map(|r| r.1).max().unwrap();
+    let (_, one) = timed_get(&format!("http://{addr}/status"));
+    eprintln!(
+        "FIGURE 25,000 devices: kernel fetch beside 40 /status requests {took:?}; slowest \
+         /status {slowest:?}; one more /status {one:?}"
+    );
+    assert_eq!(code, "200");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(results.iter().all(|r| r.0 == "200"), "{results:?}");
+    let o = output(
+        bounded(60, "curl")
+            .arg("-s")
+            .arg(format!("http://{addr}/status")),
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["devices"].as_array().unwrap().len(), 25_000);
 }

@@ -4,26 +4,16 @@
 //! memory per project generation.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 
-use super::respond::{RequestLog, bytes_response, status_response};
-use super::{NO_CACHE, Shared, open_checked, refused, serve_file};
-use crate::mac::Mac;
+use super::respond::{RequestLog, status_response};
+use super::{NO_CACHE, Shared, on_demand, open_checked, refused, serve_file};
 use crate::serve::access::Refusal;
 use crate::serve::events::EventKind;
 use crate::serve::public::{Denied, archive_mac};
-
-/// An on-demand archive in memory.
-#[derive(Debug)]
-pub(super) struct Cached {
-    generation: u64,
-    built: Instant,
-    bytes: Bytes,
-}
 
 /// Adds `Cache-Control: no-cache`.
 pub(super) fn no_cache(mut r: Response<Body>) -> Response<Body> {
@@ -56,7 +46,7 @@ pub(super) async fn config(
             let known = snap.project.inventory.devices.contains_key(&mac);
             match snap.project.site.config.serve.default_profile.clone() {
                 Some(profile) if !known && mac.is_device() => {
-                    on_demand(st, req, mac, profile, log).await
+                    on_demand::serve(st, req, mac, profile, log).await
                 }
                 _ => {
                     log.kind = Some(EventKind::ConfigNotFound);
@@ -81,86 +71,4 @@ pub(super) async fn config(
             no_cache(resp)
         }
     }
-}
-
-/// The default profile's archive for a blank device, from the cache or built now.
-async fn on_demand(
-    st: &Arc<Shared>,
-    req: Request,
-    mac: Mac,
-    profile: String,
-    log: &mut RequestLog,
-) -> Response<Body> {
-    let generation = st.live.snapshot().generation;
-    let cached = |st: &Shared| -> Option<Bytes> {
-        let c = st.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.get(&mac)
-            .filter(|c| c.generation == generation && c.built.elapsed() < st.cfg.on_demand_ttl)
-            .map(|c| c.bytes.clone())
-    };
-    let bytes = match cached(st) {
-        Some(b) => b,
-        None => {
-            let Ok(_permit) = st.builds.acquire().await else {
-                return status_response(StatusCode::SERVICE_UNAVAILABLE);
-            };
-            match cached(st) {
-                Some(b) => b,
-                None => match build_default(st, mac, profile).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        log.kind = Some(EventKind::ConfigNotFound);
-                        log.reason = Some(format!("default profile build failed: {e}"));
-                        return no_cache(status_response(StatusCode::INTERNAL_SERVER_ERROR));
-                    }
-                },
-            }
-        }
-    };
-    log.kind = Some(EventKind::ConfigServed);
-    log.reason = Some("default profile, built on demand".into());
-    bytes_response(
-        req.method(),
-        req.headers(),
-        bytes,
-        "application/gzip",
-        Some(NO_CACHE),
-    )
-}
-
-/// Builds `mac`'s archive with `profile` through the pipeline and caches it.
-async fn build_default(st: &Arc<Shared>, mac: Mac, profile: String) -> Result<Bytes, String> {
-    let snap = st.live.snapshot();
-    let generation = snap.generation;
-    let built = tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<u8>> {
-        let p = &snap.project;
-        let spec = p.spec(mac, Some(&profile))?;
-        let cache = p.read_layers(std::slice::from_ref(&spec));
-        let plan = p.plan(&spec, &cache)?;
-        p.archive_bytes(&plan)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    if built.is_empty() {
-        return Err("empty archive".into());
-    }
-    let bytes = Bytes::from(built);
-    let mut c = st.cache.lock().unwrap_or_else(|p| p.into_inner());
-    c.retain(|_, v| v.generation == generation && v.built.elapsed() < st.cfg.on_demand_ttl);
-    while c.len() >= st.cfg.on_demand_entries.max(1) {
-        let Some(oldest) = c.iter().min_by_key(|(_, v)| v.built).map(|(k, _)| *k) else {
-            break;
-        };
-        c.remove(&oldest);
-    }
-    c.insert(
-        mac,
-        Cached {
-            generation,
-            built: Instant::now(),
-            bytes: bytes.clone(),
-        },
-    );
-    Ok(bytes)
 }

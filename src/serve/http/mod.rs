@@ -34,21 +34,20 @@
 mod configs;
 mod conn;
 pub(crate) mod live;
+mod on_demand;
 mod opened;
 mod respond;
 mod status;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
@@ -94,6 +93,12 @@ pub struct HttpConfig {
     pub on_demand_ttl: Duration,
     /// On-demand builds running at once.
     pub on_demand_builds: usize,
+    /// On-demand requests waiting for a build at most; more get 503.
+    pub on_demand_queue: usize,
+    /// How long an on-demand request waits for a build at most; then 503.
+    pub on_demand_wait: Duration,
+    /// Bytes of on-demand archives kept in memory at most.
+    pub on_demand_cache_bytes: usize,
     /// Read size when streaming files: with hyper's write buffer, what one slow reader
     /// holds in memory.
     pub chunk_size: usize,
@@ -116,8 +121,9 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     /// Settings listening on `bind` with the defaults: the kernel's neighbour table, reload
-    /// check every second, 5 s shutdown grace, 64 on-demand archives for 10 s, 2 builds at
-    /// once, 64 KiB reads, 256 KiB send buffers, 1024 connections, 10 s for headers, 30 s
+    /// check every second, 5 s shutdown grace, 64 on-demand archives (64 MiB) for 10 s, 2
+    /// builds at once (and one for a device asking for its own) and 16 waiting (10 s at
+    /// most), 64 KiB reads, 256 KiB send buffers, 1024 connections, 10 s for headers, 30 s
     /// idle.
     pub fn new(bind: SocketAddr) -> HttpConfig {
         HttpConfig {
@@ -129,6 +135,9 @@ impl HttpConfig {
             on_demand_entries: 64,
             on_demand_ttl: Duration::from_secs(10),
             on_demand_builds: 2,
+            on_demand_queue: 16,
+            on_demand_wait: Duration::from_secs(10),
+            on_demand_cache_bytes: 64 << 20,
             chunk_size: 64 * 1024,
             send_buffer: Some(256 * 1024),
             max_connections: 1024,
@@ -149,8 +158,8 @@ struct Shared {
     events: Arc<BootEvents>,
     local: SocketAddr,
     started: SystemTime,
-    builds: Semaphore,
-    cache: Mutex<HashMap<Mac, configs::Cached>>,
+    on_demand: on_demand::OnDemand,
+    status: status::StatusCache,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -176,13 +185,13 @@ impl HttpServer {
         .map_err(io::Error::other)?;
         let shared = Shared {
             offload: cfg.fs_offload.unwrap_or(network),
-            builds: Semaphore::new(cfg.on_demand_builds.max(1)),
+            on_demand: on_demand::OnDemand::new(&cfg),
+            status: status::StatusCache::default(),
             cfg,
             live: Arc::new(live),
             events: Arc::new(BootEvents::default()),
             local,
             started: SystemTime::now(),
-            cache: Mutex::default(),
         };
         Ok(HttpServer {
             listener,
@@ -248,6 +257,7 @@ async fn handle(
         kind: None,
         reason: None,
         events: Arc::clone(&st.events),
+        on_demand: None,
     };
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
@@ -284,7 +294,7 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
-        ["status"] => status(st, req).await,
+        ["status"] => status(st, req, log.started).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
             config(st, req, &name, log).await
@@ -324,22 +334,15 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
     )
 }
 
-/// `/status`.
-async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
-    let s = Arc::clone(st);
-    let doc = tokio::task::spawn_blocking(move || {
-        status::document(&s.live, &s.events, &s.cfg.neighbours, s.local, s.started)
-    })
-    .await;
-    let Ok(doc) = doc else {
+/// `/status`, kept or computed off the request workers (see `status`).
+async fn status(st: &Arc<Shared>, req: Request, arrived: Instant) -> Response<Body> {
+    let Some(body) = status::bytes(st, arrived).await else {
         return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    body.push(b'\n');
     bytes_response(
         req.method(),
         req.headers(),
-        Bytes::from(body),
+        body,
         "application/json",
         Some(NO_CACHE),
     )

@@ -132,6 +132,8 @@ pub(super) struct RequestLog {
     pub reason: Option<String>,
     /// Where boot events go.
     pub events: Arc<BootEvents>,
+    /// The client's on-demand archive place, given back when the response is done.
+    pub on_demand: Option<super::on_demand::ClientSlot>,
 }
 
 impl RequestLog {

@@ -1,10 +1,22 @@
 //! `/status`: every inventory device with its archive's state on disk and its recent boot
 //! events, plus the events of devices the inventory does not know.
+//!
+//! The document is computed off the request workers (on the blocking pool, serialization
+//! included) and kept as shared bytes. A request is answered with the kept document when it
+//! was computed for the same project generation and boot-events version less than
+//! [`MAX_AGE`] ago (archive states on disk are that fresh), or when its computation started
+//! after the request arrived. Otherwise the request computes a new one; requests arriving
+//! meanwhile wait for it and share it, so any number of concurrent requests costs at most
+//! two computations, and never a worker thread.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
 use serde_json::{Value, json};
+
+use super::Shared;
 
 use super::live::LiveProject;
 use crate::serve::events::BootEvents;
@@ -82,4 +94,49 @@ pub(super) fn document(
         "other_devices": others,
         "unattributed_events": events.unattributed(),
     })
+}
+
+/// How long a document is reused while nothing else changed.
+pub(super) const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The last `/status` document and what it was computed from.
+#[derive(Debug)]
+struct Doc {
+    started: Instant,
+    key: (u64, u64),
+    bytes: Bytes,
+}
+
+/// The kept `/status` document; the lock is held while one is computed.
+#[derive(Debug, Default)]
+pub(super) struct StatusCache {
+    doc: tokio::sync::Mutex<Option<Doc>>,
+}
+
+/// The `/status` bytes for a request that arrived at `arrived`, kept or computed (see the
+/// module documentation); `None` when the computation failed.
+pub(super) async fn bytes(st: &Arc<Shared>, arrived: Instant) -> Option<Bytes> {
+    let mut doc = st.status.doc.lock().await;
+    let key = (st.live.snapshot().generation, st.events.version());
+    if let Some(d) = doc.as_ref()
+        && (d.started >= arrived || (d.key == key && d.started.elapsed() < MAX_AGE))
+    {
+        return Some(d.bytes.clone());
+    }
+    let started = Instant::now();
+    let s = Arc::clone(st);
+    let bytes = tokio::task::spawn_blocking(move || {
+        let doc = document(&s.live, &s.events, &s.cfg.neighbours, s.local, s.started);
+        let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        body.push(b'\n');
+        Bytes::from(body)
+    })
+    .await
+    .ok()?;
+    *doc = Some(Doc {
+        started,
+        key,
+        bytes: bytes.clone(),
+    });
+    Some(bytes)
 }
