@@ -2,13 +2,13 @@
 //!
 //! A [`Policy`] is what one loaded project says: its public set ([`PublicSet`]) and
 //! `[serve] configs_access`. The servers read the policy in force from a [`PolicySource`]
-//! (the live project, which changes on reload). [`check`] decides one request from the
+//! (the live project, which changes on reload). `check` decides one request from the
 //! client's address:
 //!
 //! 1. The path rule ([`public::resolve`]): anything not public is "not found".
 //! 2. With `configs_access = "owner"`, a device's archive — named `configs/MAC.tar.gz` in
 //!    the request, or reached through a symlink — goes only to the client that owns that MAC
-//!    ([`may_fetch_archive`]: the kernel's neighbour entry or the DHCP server's lease, see
+//!    (`may_fetch_archive`: the kernel's neighbour entry or the DHCP server's lease, see
 //!    [`Neighbours`]). The MAC named in the request is checked before the file system is
 //!    asked, so a refusal says nothing about whether the archive exists.
 

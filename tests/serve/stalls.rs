@@ -75,6 +75,25 @@ fn timed_get(url: &str) -> (String, Duration) {
     )
 }
 
+/// How many of `conns` the server has not closed by `deadline` (it stops looking once they
+/// all are).
+fn still_open_at(conns: &mut [TcpStream], deadline: Instant) -> usize {
+    for c in conns.iter_mut() {
+        c.set_nonblocking(true).unwrap();
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let open = conns
+            .iter_mut()
+            .map(closed_by_server)
+            .filter(|closed| !closed)
+            .count();
+        if open == 0 || Instant::now() >= deadline {
+            return open;
+        }
+    }
+}
+
 /// Whether the server has closed `c` (EOF or reset; bytes it sent first are read away).
 fn closed_by_server(c: &mut TcpStream) -> bool {
     let mut buf = [0u8; 4096];
@@ -149,20 +168,8 @@ fn idle_and_half_header_connections_leave_a_normal_client_served() {
     }
 
     // The header timeout (8 s here) closes every one of them, dripping or not.
-    let deadline = t0 + Duration::from_secs(20);
-    for c in idle.iter_mut().chain(lorises.iter_mut()) {
-        c.set_nonblocking(true).unwrap();
-    }
-    let mut open = usize::MAX;
-    while Instant::now() < deadline && open > 0 {
-        std::thread::sleep(Duration::from_millis(250));
-        open = idle
-            .iter_mut()
-            .chain(lorises.iter_mut())
-            .map(|c| !closed_by_server(c))
-            .filter(|open| *open)
-            .count();
-    }
+    idle.append(&mut lorises);
+    let open = still_open_at(&mut idle, t0 + Duration::from_secs(20));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     dripper.join().unwrap();
     assert_eq!(open, 0, "connections still open after the header timeout");

@@ -1,4 +1,5 @@
-//! The HTTP server of the boot chain (SPEC §6), on axum/hyper with tower-http's `ServeFile`.
+//! The HTTP server of the boot chain (SPEC §6), on hyper (its own accept loop, `conn`) with
+//! tower-http's `ServeFile`.
 //!
 //! What it serves, by path (after percent-decoding; empty components collapse):
 //! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
@@ -7,15 +8,19 @@
 //!   otherwise the static `${net0/mac}` form.
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
-//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
-//!   published file is served as a file; a missing one is a real 404, except that with
-//!   `[serve] default_profile` a MAC the inventory does not know gets that profile's archive,
-//!   built on demand through the pipeline and cached in memory (bounded, per project
-//!   generation, for [`HttpConfig::on_demand_ttl`]).
-//! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
-//! - Anything else: the site file, through `crate::serve::public::resolve` (private
-//!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
-//!   A file reached through a symlink into `configs/` is subject to the owner check too.
+//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403
+//!   (the one access rule, `crate::serve::access::check`, shared with TFTP). A published
+//!   file is served as a file; a missing one is a real 404, except that with `[serve]
+//!   default_profile` a MAC the inventory does not know gets that profile's archive, built on
+//!   demand through the pipeline, bounded and cached in memory (`on_demand`).
+//! - `/status`: JSON of the inventory's devices, their archives and recent boot events,
+//!   computed off the request workers and shared (`status`).
+//! - Anything else: a file of the site's public set (`crate::serve::public`); anything not
+//!   public, or missing, is 404 with the same body. A device's archive reached through a
+//!   symlink is subject to the owner rule too.
+//!
+//! Connections are capped, headers and stalled responses time out, and a slow reader holds
+//! a few chunks of memory (`conn`).
 //!
 //! Files get GET and HEAD, single `Range` requests (206, 416 past the end), `Last-Modified`
 //! with `If-Modified-Since`, and a strong `ETag` with `If-None-Match` / `If-Match`
@@ -52,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 pub(crate) use live::LiveProject;
+pub use respond::percent_decode;
 
 use crate::build::project::Project;
 use crate::mac::Mac;
@@ -62,9 +68,7 @@ use crate::serve::public::{Denied, Resolved};
 use crate::watch::changes::network_fs;
 use configs::{config, no_cache};
 use opened::{OpenedBackend, OpenedFile};
-use respond::{
-    LoggedBody, RequestLog, bytes_response, percent_decode, query_value, status_response,
-};
+use respond::{LoggedBody, RequestLog, bytes_response, query_value, status_response};
 
 /// `Cache-Control` of configs, scripts and `/status`: clients must revalidate every time.
 const NO_CACHE: &str = "no-cache";

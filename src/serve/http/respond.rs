@@ -18,9 +18,10 @@ use super::conn::InFlight;
 use crate::mac::Mac;
 use crate::serve::events::{BootEvent, BootEvents, EventKind};
 
-/// Decodes `%XX` escapes of a request path. `None` for a bad escape or a result that is not
-/// UTF-8. `+` stays `+` (it means a space only in forms).
-pub(super) fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes of a request path, as the HTTP server does before its path rule.
+/// `None` for a bad escape or a result that is not UTF-8. `+` stays `+` (it means a space
+/// only in forms).
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -355,23 +355,8 @@ async fn serve_read(
             return;
         }
     };
-    let refuse = |code: ErrorCode, reason: String| {
-        let socket = &socket;
-        let req = &req;
-        async move {
-            TftpStats::bump(&stats.requests_refused);
-            tracing::warn!(event = "tftp_refused", client = %client,
-                file = %req.filename, reason = %reason);
-            // The client learns the code, not the reason: a private file and a missing one
-            // read the same.
-            let message = match code {
-                ErrorCode::FileNotFound => "file not found",
-                ErrorCode::AccessViolation => "access denied",
-                _ => reason.as_str(),
-            };
-            send_error(socket, client, code, message).await;
-        }
-    };
+    let refuse =
+        |code: ErrorCode, reason: String| refuse(&shared, &socket, client, &req, code, reason);
     if !matches!(req.mode, Mode::Octet | Mode::Netascii) {
         let reason = format!("unsupported mode {}", req.mode);
         refuse(ErrorCode::IllegalOperation, reason).await;
@@ -392,12 +377,7 @@ async fn serve_read(
             return;
         }
     };
-    let caps = Caps {
-        default_timeout: shared.cfg.default_timeout,
-        max_timeout: shared.cfg.max_timeout,
-        max_windowsize: shared.cfg.max_windowsize,
-    };
-    let neg = negotiate(&req.options, size, caps);
+    let neg = negotiate(&req.options, size, shared.caps());
     let (blksize, windowsize) = (neg.blksize, neg.windowsize);
     let transfer = Transfer {
         socket,
@@ -421,6 +401,38 @@ async fn serve_read(
         windowsize,
     };
     done.report(&shared, result);
+}
+
+/// Counts and logs a refused request and sends the client its ERROR. The client learns the
+/// code, not the reason: a private file and a missing one read the same.
+async fn refuse(
+    shared: &Shared,
+    socket: &UdpSocket,
+    client: SocketAddr,
+    req: &Request,
+    code: ErrorCode,
+    reason: String,
+) {
+    TftpStats::bump(&shared.stats.requests_refused);
+    tracing::warn!(event = "tftp_refused", client = %client,
+        file = %req.filename, reason = %reason);
+    let message = match code {
+        ErrorCode::FileNotFound => "file not found",
+        ErrorCode::AccessViolation => "access denied",
+        _ => reason.as_str(),
+    };
+    send_error(socket, client, code, message).await;
+}
+
+impl Shared {
+    /// What negotiation grants at most.
+    fn caps(&self) -> Caps {
+        Caps {
+            default_timeout: self.cfg.default_timeout,
+            max_timeout: self.cfg.max_timeout,
+            max_windowsize: self.cfg.max_windowsize,
+        }
+    }
 }
 
 /// A transfer that ended, as its log line tells it.
