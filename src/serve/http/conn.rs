@@ -92,6 +92,10 @@ impl Registry {
     /// after closing the quietest idle connection), false when every connection is busy.
     fn make_room(&self, max: usize) -> bool {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() < max {
+            return true;
+        }
+        // At the cap (counting connections already told to close): look closer.
         let live = open.values().filter(|c| !c.close.is_cancelled());
         if live.clone().count() < max {
             return true;
