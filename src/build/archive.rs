@@ -1,6 +1,5 @@
-//! The archive: a manifest written as a deterministic gzip-compressed tar (SPEC §4), and its
-//! atomic publication (temporary file in the same folder, fsync, rename; an unchanged archive
-//! is left alone).
+//! The archive: a manifest written as a deterministic gzip-compressed tar (SPEC §4), and a
+//! published archive read back (never through a symlink, never from a fifo or device).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -8,6 +7,8 @@ use std::path::Path;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 
+use crate::build::layer;
+use crate::build::lbu::PUBLISHED_LIMITS;
 use crate::build::manifest::{Kind, Manifest};
 use crate::error::{Error, Result};
 
@@ -70,17 +71,33 @@ pub(crate) fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// The published archive at `path`, opened if it is a regular file; `None` when there is
+/// none. A symlink, fifo or device node there is an error: it is never read.
+pub(crate) fn open_published(path: &Path) -> Result<Option<std::fs::File>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(_) => layer::open_regular(path).map(Some),
+    }
+}
+
 /// The uncompressed tar inside a published archive, if it exists and is readable.
 pub(crate) fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    let Some(f) = open_published(path)? else {
+        return Ok(None);
     };
+    let max = PUBLISHED_LIMITS.max_bytes * 2;
     let mut out = Vec::new();
     GzDecoder::new(f)
+        .take(max + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::at_path(path, format!("not a valid gzip file: {e}")))?;
+    if out.len() as u64 > max {
+        return Err(Error::at_path(
+            path,
+            format!("more than {max} bytes uncompressed"),
+        ));
+    }
     Ok(Some(out))
 }
 
@@ -115,25 +132,24 @@ mod tests {
         assert_eq!(&a[3..8], &[0, 0, 0, 0, 0]);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("configs/x.tar.gz");
-        let tmp = dir.path().join(".ovl-tmp");
         assert_eq!(
-            crate::build::publish::publish(&p, &a, &tmp).unwrap(),
+            crate::build::publish::publish(&p, &a).unwrap(),
             crate::build::publish::Published::Created
         );
         assert_eq!(
-            crate::build::publish::publish(&p, &a, &tmp).unwrap(),
+            crate::build::publish::publish(&p, &a).unwrap(),
             crate::build::publish::Published::Unchanged
         );
         assert_eq!(
-            crate::build::publish::publish(&p, b"other", &tmp).unwrap(),
+            crate::build::publish::publish(&p, b"other").unwrap(),
             crate::build::publish::Published::Updated
         );
+        // Nothing but the archive: no temporary left beside it.
         assert_eq!(
             std::fs::read_dir(dir.path().join("configs"))
                 .unwrap()
                 .count(),
             1
         );
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 }

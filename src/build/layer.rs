@@ -1,20 +1,26 @@
 //! Layers: the trees mirrored onto a device's `/`. A layer is a folder under `overlays/` or
-//! an lbu-made archive (a profile's reference config, or a device's capture), read safely:
-//! nothing is ever written while reading one (SPEC §3, §7).
+//! an lbu-made archive (a profile's reference config, or a device's capture, read by
+//! [`lbu`]), read safely: nothing is ever written while reading one, a
+//! layer reached through a symlink leading out of the site is refused, and only regular files
+//! are opened, never following a final symlink and never blocking on a fifo (SPEC §3, §7).
+//!
+//! Modes of folder layers are the source's permission bits with group/other write and
+//! setuid/setgid/sticky cleared (SPEC §4), so a 0600 key stays 0600 and copies made under
+//! umask 002 or 022 build the same bytes.
 
 use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flate2::read::GzDecoder;
-
+use crate::build::lbu::{self, ArchiveLimits};
 use crate::error::{Error, IoContext, Result};
-use crate::site::layout::{OVERLAYS_DIR, TMP_DIR};
+use crate::site::Site;
+use crate::site::layout::{OVERLAYS_DIR, TMP_DIR, TMP_SUFFIX};
 
-/// Total uncompressed bytes an lbu archive layer may hold.
-pub(crate) const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
-/// Entries an lbu archive layer may hold.
-pub(crate) const MAX_ARCHIVE_ENTRIES: usize = 200_000;
+/// The permission bits a folder layer keeps from its source: no group/other write, no
+/// setuid/setgid/sticky (those only when declared in `[permissions]`).
+pub const SOURCE_MODE_MASK: u32 = 0o755;
 
 /// Where a layer comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,8 +103,8 @@ pub struct LayerEntry {
     pub path: String,
     /// What it is.
     pub node: Node,
-    /// Permission bits for folder layers (0755 or 0644, like git: only the executable bit of
-    /// the source counts, so umask and NFS ownership never change an archive).
+    /// Permission bits: for folder layers the source's, masked by [`SOURCE_MODE_MASK`] (so
+    /// umask never changes an archive); for archive layers the stored ones.
     pub mode: u32,
     /// For archive layers: the owner and mode stored in the archive.
     pub stored: Option<StoredMeta>,
@@ -125,20 +131,105 @@ pub(crate) fn is_temporary_name(name: &str) -> bool {
         || name.ends_with(".swx")
         || name.starts_with(".#")
         || name.starts_with(TMP_DIR)
+        || (name.starts_with('.') && name.ends_with(TMP_SUFFIX))
         || (name.starts_with('#') && name.ends_with('#'))
 }
 
 impl LayerTree {
-    /// Read a layer from disk.
-    pub(crate) fn read(source: &LayerSource) -> Result<LayerTree> {
+    /// Read a layer of `site` from disk. Its path must not lead out of the site through a
+    /// symlink; archive layers are held to `[build] max_capture_bytes`.
+    pub(crate) fn read(site: &Site, source: &LayerSource) -> Result<LayerTree> {
+        let real = confined(&site.root, source.path())?;
         match source {
             LayerSource::Folder(p) => read_folder(source, p),
             LayerSource::Archive(p) => {
-                let f = std::fs::File::open(p).at(p)?;
-                read_archive(source, p, f)
+                let f = open_regular_as(&real, p)?;
+                let limits = ArchiveLimits::new(site.config.build.max_capture_bytes);
+                lbu::read_archive(source, p, f, limits)
             }
         }
     }
+}
+
+/// The real path of `path`, which must stay inside the site at `root` once every symlink on
+/// the way is followed (devices write captures over NFS and can plant links). A path that does
+/// not exist is returned as it is, for its reader to report.
+pub(crate) fn confined(root: &Path, path: &Path) -> Result<PathBuf> {
+    let real = match std::fs::canonicalize(path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let real_root = std::fs::canonicalize(root).at(root)?;
+    if !real.starts_with(&real_root) {
+        return Err(Error::at_path(
+            path,
+            format!(
+                "reached through a symlink leading out of the site (to {}); refusing it",
+                real.display()
+            ),
+        ));
+    }
+    Ok(real)
+}
+
+/// Open `path` for reading only if it is a regular file: a final symlink is not followed,
+/// and a fifo or device node is never read (nor waited on: the open does not block).
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    open_regular_as(path, path)
+}
+
+/// [`open_regular`] of `open`, naming `path` in errors (the path as the site names it, when
+/// `open` is its real path).
+fn open_regular_as(open: &Path, path: &Path) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(open)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::at_path(path, "is a symlink, not a regular file; refusing it")
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+    let ft = f.metadata().at(path)?.file_type();
+    if !ft.is_file() {
+        return Err(Error::at_path(
+            path,
+            format!(
+                "is a {}, not a regular file; refusing it",
+                file_type_name(ft)
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// `fifo`, `socket`, `device node`, `folder` or `symlink`, for messages.
+pub(crate) fn file_type_name(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device node"
+    } else if ft.is_dir() {
+        "folder"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else {
+        "regular file"
+    }
+}
+
+/// The bytes of the regular file at `path` (see [`open_regular`]).
+pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    let mut f = open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).at(path)?;
+    Ok(bytes)
 }
 
 fn read_folder(source: &LayerSource, root: &Path) -> Result<LayerTree> {
@@ -207,8 +298,9 @@ fn folder_entry(root: &Path, item: &walkdir::DirEntry) -> Result<LayerEntry> {
         )
     })?;
     let ft = meta.file_type();
+    let mode = meta.permissions().mode() & SOURCE_MODE_MASK;
     let (rel, node, mode) = if ft.is_dir() {
-        (rel, Node::Dir, 0o755)
+        (rel, Node::Dir, mode)
     } else if ft.is_symlink() {
         let target = std::fs::read_link(path).at(path)?;
         let Some(t) = target.to_str() else {
@@ -216,13 +308,7 @@ fn folder_entry(root: &Path, item: &walkdir::DirEntry) -> Result<LayerEntry> {
         };
         (rel, Node::Symlink(t.to_string()), 0o777)
     } else if ft.is_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = if meta.permissions().mode() & 0o111 != 0 {
-            0o755
-        } else {
-            0o644
-        };
-        let bytes = std::fs::read(path).at(path)?;
+        let bytes = read_regular(path)?;
         match rel.strip_suffix(".j2") {
             Some(stem) if !stem.is_empty() && !stem.ends_with('/') => {
                 let text = String::from_utf8(bytes)
@@ -246,212 +332,19 @@ fn folder_entry(root: &Path, item: &walkdir::DirEntry) -> Result<LayerEntry> {
     })
 }
 
-/// Normalise an archive member name: strip `./`, refuse absolute names and `..`.
-fn member_name(archive: &Path, raw: &[u8]) -> Result<Option<String>> {
-    let Ok(name) = std::str::from_utf8(raw) else {
-        return Err(Error::at_path(
-            archive,
-            format!(
-                "member name {:?} is not valid UTF-8",
-                String::from_utf8_lossy(raw)
-            ),
-        ));
-    };
-    if name.starts_with('/') {
-        return Err(Error::at_path(
-            archive,
-            format!("member {name:?} has an absolute name"),
-        ));
-    }
-    let mut parts = Vec::new();
-    for c in name.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                return Err(Error::at_path(
-                    archive,
-                    format!("member {name:?} contains `..`"),
-                ));
-            }
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(parts.join("/")))
-    }
-}
-
-/// Does a relative symlink target, resolved from the link's folder, climb above the root?
-pub(crate) fn link_escapes(link_path: &str, target: &str) -> bool {
-    if target.starts_with('/') {
-        return false;
-    }
-    let mut depth: i64 = link_path.split('/').count() as i64 - 1;
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
-}
-
-/// Read an lbu archive (gzip-compressed tar) from `reader`.
-pub(crate) fn read_archive(
-    source: &LayerSource,
-    path: &Path,
-    reader: impl Read,
-) -> Result<LayerTree> {
-    let mut ar = tar::Archive::new(GzDecoder::new(reader));
-    let bad = |e| unreadable(path, e);
-    let mut entries: Vec<LayerEntry> = Vec::new();
-    let mut total: u64 = 0;
-    for item in ar.entries().map_err(bad)? {
-        let mut item = item.map_err(bad)?;
-        if entries.len() >= MAX_ARCHIVE_ENTRIES {
-            return Err(Error::at_path(
-                path,
-                format!("more than {MAX_ARCHIVE_ENTRIES} entries"),
-            ));
-        }
-        let raw = item.path_bytes().into_owned();
-        let Some(name) = member_name(path, &raw)? else {
-            continue;
-        };
-        let stored = stored_meta(path, &name, item.header())?;
-        let node = member_node(path, &name, &mut item, &entries, &mut total)?;
-        entries.push(LayerEntry {
-            path: name,
-            node,
-            mode: stored.mode,
-            stored: Some(stored),
-            source: path.to_path_buf(),
-        });
-    }
-    // The last occurrence of a name wins, as when tar extracts; keep parents first.
-    let mut dedup: std::collections::BTreeMap<String, LayerEntry> =
-        std::collections::BTreeMap::new();
-    for e in entries {
-        dedup.insert(e.path.clone(), e);
-    }
-    Ok(LayerTree {
-        source: source.clone(),
-        entries: dedup.into_values().collect(),
-    })
-}
-
-/// The archive at `path` cannot be read as a gzip-compressed tar.
-fn unreadable(path: &Path, e: std::io::Error) -> Error {
-    Error::at_path(
-        path,
-        format!("not a readable gzip-compressed tar archive: {e}"),
-    )
-}
-
-/// Owner and mode of the member `name`, as stored.
-fn stored_meta(path: &Path, name: &str, h: &tar::Header) -> Result<StoredMeta> {
-    let bad = |e| unreadable(path, e);
-    Ok(StoredMeta {
-        mode: h.mode().map_err(bad)? & 0o7777,
-        uid: u32::try_from(h.uid().map_err(bad)?)
-            .map_err(|_| Error::at_path(path, format!("member {name}: uid out of range")))?,
-        gid: u32::try_from(h.gid().map_err(bad)?)
-            .map_err(|_| Error::at_path(path, format!("member {name}: gid out of range")))?,
-        user: h.username().ok().flatten().unwrap_or("").to_string(),
-        group: h.groupname().ok().flatten().unwrap_or("").to_string(),
-    })
-}
-
-/// The content of the member `name`: folders, files (counted into `total`), symlinks that
-/// stay inside the root and hard links to `earlier` files; anything else is refused.
-fn member_node<R: Read>(
-    path: &Path,
-    name: &str,
-    item: &mut tar::Entry<'_, R>,
-    earlier: &[LayerEntry],
-    total: &mut u64,
-) -> Result<Node> {
-    let refuse = |what: String| Err(Error::at_path(path, format!("member {name}{what}")));
-    match item.header().entry_type() {
-        tar::EntryType::Directory => Ok(Node::Dir),
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
-            let size = item.size();
-            *total = total.saturating_add(size);
-            if *total > MAX_ARCHIVE_BYTES {
-                return Err(Error::at_path(
-                    path,
-                    format!("more than {MAX_ARCHIVE_BYTES} bytes uncompressed"),
-                ));
-            }
-            let mut buf = Vec::with_capacity(usize::try_from(size.min(1 << 24)).unwrap_or(0));
-            item.read_to_end(&mut buf)
-                .map_err(|e| unreadable(path, e))?;
-            Ok(Node::File(buf.into()))
-        }
-        tar::EntryType::Symlink => {
-            let target = link_target(path, name, item)?;
-            if link_escapes(name, &target) {
-                return refuse(format!(": symlink to {target:?} escapes the root"));
-            }
-            Ok(Node::Symlink(target))
-        }
-        tar::EntryType::Link => {
-            let target = link_target(path, name, item)?;
-            let Some(t) = member_name(path, target.as_bytes())? else {
-                return refuse(": hard link to the root".into());
-            };
-            match earlier.iter().rev().find(|e| e.path == t) {
-                Some(LayerEntry {
-                    node: Node::File(b),
-                    ..
-                }) => Ok(Node::File(b.clone())),
-                _ => refuse(format!(
-                    ": hard link to {t}, which is not an earlier regular file"
-                )),
-            }
-        }
-        tar::EntryType::Char | tar::EntryType::Block => {
-            refuse(" is a device node; refusing it".into())
-        }
-        tar::EntryType::Fifo => refuse(" is a fifo; refusing it".into()),
-        other => refuse(format!(" has an unsupported type {other:?}")),
-    }
-}
-
-fn link_target<R: Read>(path: &Path, name: &str, item: &tar::Entry<'_, R>) -> Result<String> {
-    let t = item
-        .link_name_bytes()
-        .ok_or_else(|| Error::at_path(path, format!("member {name}: link without a target")))?;
-    String::from_utf8(t.into_owned()).map_err(|_| {
-        Error::at_path(
-            path,
-            format!("member {name}: link target is not valid UTF-8"),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn escapes() {
-        assert!(!link_escapes(
-            "etc/runlevels/default/sshd",
-            "/etc/init.d/sshd"
+    fn our_hidden_temporaries_are_temporary_names() {
+        assert!(is_temporary_name(
+            ".52:54:00:12:34:56.tar.gz.Ab12Cd.ovl-tmp"
         ));
-        assert!(!link_escapes("etc/a", "../usr/bin/x"));
-        assert!(link_escapes("etc/a", "../../x"));
-        assert!(link_escapes("a", "../x"));
-        assert!(!link_escapes("etc/ssl/cert.pem", "certs/ca.pem"));
+        assert!(is_temporary_name(".boot.ipxe.Ab12Cd.ovl-tmp"));
+        assert!(is_temporary_name(".ovl-tmp"));
+        assert!(!is_temporary_name("52:54:00:12:34:56.tar.gz"));
+        assert!(!is_temporary_name(".profile"));
     }
 
     #[test]

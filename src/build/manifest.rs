@@ -146,7 +146,12 @@ impl Manifest {
             let old_dir = matches!(old.kind, Kind::Dir);
             let new_dir = matches!(entry.kind, Kind::Dir);
             if old_dir && new_dir && stored.is_none() {
-                // A folder layer has nothing to say about an existing folder's owner.
+                // A folder layer has nothing to say about an existing folder's owner; its mode
+                // wins, as when the layers are extracted one after the other.
+                if let Some(old) = self.entries.get_mut(path) {
+                    old.mode = mode;
+                    old.origin = origin.to_string();
+                }
                 return Ok(());
             }
             if old_dir != new_dir {
@@ -182,13 +187,18 @@ impl Manifest {
     }
 
     /// Apply Alpine's ownership and mode conventions to entries that did not come with their
-    /// own (SPEC §4), and give every entry the names that match its ids.
+    /// own (SPEC §4) — a convention's mode only narrows the source's, never widens it — and
+    /// give every entry the names that match its ids.
     pub(crate) fn finish_ownership(&mut self, ids: &Ids) {
         for (path, e) in self.entries.iter_mut() {
             if !e.explicit
                 && let Some((mode, gid)) = alpine_default(path, &e.kind)
             {
-                e.mode = mode;
+                e.mode = if matches!(e.kind, Kind::Symlink(_)) {
+                    mode
+                } else {
+                    e.mode & mode
+                };
                 e.gid = gid;
             }
             if e.user.is_empty() || !e.explicit {
@@ -329,7 +339,8 @@ fn resolve_link(link: &str, target: &str) -> String {
     parts.join("/")
 }
 
-/// Alpine's mode and group for a path whose source said nothing about them.
+/// Alpine's mode (the widest allowed) and group for a path whose source said nothing about
+/// them.
 fn alpine_default(path: &str, kind: &Kind) -> Option<(u32, u32)> {
     let name = path.rsplit('/').next().unwrap_or(path);
     match kind {
@@ -447,5 +458,28 @@ mod tests {
         assert_eq!(m.entries["root"].mode, 0o700);
         assert_eq!(m.entries["root/.ssh"].mode, 0o700);
         assert_eq!(m.entries["root/.ssh/authorized_keys"].mode, 0o600);
+    }
+
+    #[test]
+    fn conventions_only_narrow() {
+        let mut m = Manifest::default();
+        let empty = || Kind::File(Arc::from(&b""[..]));
+        m.put("etc/shadow", empty(), 0o600, None, "x").unwrap();
+        m.put("etc/sudoers", empty(), 0o755, None, "x").unwrap();
+        m.put("etc/wpa.conf", empty(), 0o600, None, "x").unwrap();
+        m.finish_ownership(&Ids::new(None, None));
+        assert_eq!(m.entries["etc/shadow"].mode, 0o600);
+        assert_eq!(m.entries["etc/shadow"].gid, SHADOW_GID);
+        assert_eq!(m.entries["etc/sudoers"].mode, 0o440);
+        assert_eq!(m.entries["etc/wpa.conf"].mode, 0o600);
+    }
+
+    #[test]
+    fn a_later_folder_layer_sets_the_mode() {
+        let mut m = Manifest::default();
+        m.put("etc/wpa", Kind::Dir, 0o755, None, "a").unwrap();
+        m.put("etc/wpa", Kind::Dir, 0o700, None, "b").unwrap();
+        assert_eq!(m.entries["etc/wpa"].mode, 0o700);
+        assert_eq!(m.entries["etc/wpa"].origin, "b");
     }
 }

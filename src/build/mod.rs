@@ -9,12 +9,19 @@
 
 pub mod archive;
 pub mod bootscript;
+pub mod capture;
 pub(crate) mod compare;
+pub mod history;
 pub mod layer;
+pub mod lbu;
 pub mod manifest;
+pub mod merge;
+pub mod nfs;
 pub(crate) mod owners;
 pub mod plan;
 pub mod project;
 pub mod publish;
 pub mod settings;
+pub mod state;
 pub(crate) mod template;
+pub(crate) mod template_error;

@@ -2,6 +2,7 @@
 //! by the `etc/passwd` and `etc/group` a device's own layers carry.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 const ALPINE_USERS: &[(&str, u32)] = &[
     ("root", 0),
@@ -87,20 +88,40 @@ const ALPINE_GROUPS: &[(&str, u32)] = &[
 /// The `shadow` group's gid on Alpine.
 pub(crate) const SHADOW_GID: u32 = 42;
 
-/// One namespace of names (users or groups).
-#[derive(Debug, Clone, Default)]
+/// One namespace of names (users or groups): Alpine's base set, extended by a device's own
+/// file. The base tables are built once per process; a device only holds its own entries.
+#[derive(Debug, Clone)]
 pub(crate) struct Names {
+    base: &'static Table,
     by_name: BTreeMap<String, u32>,
     by_id: BTreeMap<u32, String>,
 }
 
-impl Names {
-    fn new(base: &[(&str, u32)]) -> Self {
-        let mut n = Names::default();
+/// A name table both ways.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    by_name: BTreeMap<&'static str, u32>,
+    by_id: BTreeMap<u32, &'static str>,
+}
+
+impl Table {
+    fn new(base: &'static [(&'static str, u32)]) -> Table {
+        let mut t = Table::default();
         for (name, id) in base {
-            n.insert(name, *id);
+            t.by_name.insert(name, *id);
+            t.by_id.insert(*id, name);
         }
-        n
+        t
+    }
+}
+
+impl Names {
+    fn new(base: &'static Table) -> Self {
+        Names {
+            base,
+            by_name: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+        }
     }
 
     fn insert(&mut self, name: &str, id: u32) {
@@ -123,12 +144,23 @@ impl Names {
 
     /// The id of `name`.
     pub(crate) fn id(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied()
+        self.by_name
+            .get(name)
+            .or_else(|| self.base.by_name.get(name))
+            .copied()
     }
 
     /// The name of `id`, or an empty string when it has none (tar then keeps the number).
     pub(crate) fn name(&self, id: u32) -> String {
-        self.by_id.get(&id).cloned().unwrap_or_default()
+        match self.by_id.get(&id) {
+            Some(n) => n.clone(),
+            None => self
+                .base
+                .by_id
+                .get(&id)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -144,8 +176,10 @@ pub(crate) struct Ids {
 impl Ids {
     /// Alpine's defaults, extended by the device's own `etc/passwd` and `etc/group` if any.
     pub(crate) fn new(passwd: Option<&str>, group: Option<&str>) -> Ids {
-        let mut users = Names::new(ALPINE_USERS);
-        let mut groups = Names::new(ALPINE_GROUPS);
+        static USERS: OnceLock<Table> = OnceLock::new();
+        static GROUPS: OnceLock<Table> = OnceLock::new();
+        let mut users = Names::new(USERS.get_or_init(|| Table::new(ALPINE_USERS)));
+        let mut groups = Names::new(GROUPS.get_or_init(|| Table::new(ALPINE_GROUPS)));
         if let Some(p) = passwd {
             users.extend_from(p);
         }

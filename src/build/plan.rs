@@ -1,45 +1,60 @@
-//! One device's plan: its [settings](DeviceSettings) and its [`Manifest`], assembled in SPEC
-//! §3's order: the profile chain's layers, the device's own layers, its capture, then what the
-//! profile declares — hostname, world, runlevels, network files, repositories, authorized keys,
-//! the NFS/lbu round trip, inline files — and finally owners, modes and permissions.
+//! One device's plan: its [settings](DeviceSettings), its [`Manifest`] and its build identity.
+//! The fleet's part is assembled in SPEC §3's order by the steps of `builder.rs` (the profile
+//! chain's layers, the device's own layers, then what the profile declares — hostname, world,
+//! runlevels, network files, repositories, authorized keys, the NFS/lbu round trip, inline
+//! files — and finally owners, modes and permissions); the device's capture is then merged
+//! into it three ways ([`capture`]), or laid on top of its layers without a known base.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod builder;
+
 use std::sync::Arc;
 
-use minijinja::Value;
 use serde::Serialize;
 
-use crate::build::layer::{LayerCache, LayerTree, Node};
-use crate::build::manifest::{Collision, Kind, Manifest};
+use builder::Builder;
+
+use crate::build::capture::{self, CaptureReport};
+use crate::build::history::{self, Record, States};
+use crate::build::layer::{LayerCache, LayerSource, LayerTree};
+use crate::build::manifest::{Entry, Manifest};
+use crate::build::merge;
+use crate::build::nfs::NfsExport;
 use crate::build::owners::Ids;
 use crate::build::settings::DeviceSettings;
-use crate::build::template;
 use crate::error::{Error, Result};
 use crate::site::Site;
-use crate::site::layout::CAPTURES_DIR;
-use crate::site::profile::{Declared, Profile, RUNLEVELS};
-use crate::site::profile_file::PermDecl;
+use crate::site::profile::Profile;
 
 pub use crate::build::settings::DeviceSpec;
 pub(crate) use crate::build::settings::layer_sources;
-
-/// Where a device's `lbu commit` lands on the NFS share, seen from the device.
-pub(crate) const NFS_MOUNTPOINT: &str = "media/pxe";
 
 /// The default `etc/network/interfaces`.
 pub(crate) const DEFAULT_INTERFACES: &str =
     "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n";
 
-/// A device resolved: settings and manifest. Serializes as its settings (`ovl show --json`);
-/// reads as its settings too (`plan.hostname`).
+/// A device resolved: settings, manifest and build identity, and what its capture does.
+/// Serializes as its settings (`ovl show --json`); reads as its settings too
+/// (`plan.hostname`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DevicePlan {
     /// Profile, hostname, layers, kernel line, …
     #[serde(flatten)]
     pub settings: DeviceSettings,
-    /// The files.
+    /// The files, the identity file included.
     #[serde(skip)]
     pub manifest: Manifest,
+    /// The build identity (written in the archive's `etc/ovl/build`).
+    #[serde(skip)]
+    pub id: String,
+    /// What every path of `manifest` holds.
+    #[serde(skip)]
+    pub(crate) states: States,
+    /// The fleet's part (the plan without the capture), when the device has a capture.
+    #[serde(skip)]
+    pub(crate) fleet: Option<(Manifest, States)>,
+    /// The device's capture: its base and what it changes against the fleet.
+    #[serde(skip)]
+    pub capture: Option<CaptureReport>,
 }
 
 impl std::ops::Deref for DevicePlan {
@@ -50,335 +65,148 @@ impl std::ops::Deref for DevicePlan {
     }
 }
 
+impl DevicePlan {
+    /// The conflicts its capture has with the fleet.
+    pub fn conflicts(&self) -> Vec<&str> {
+        self.capture
+            .as_ref()
+            .map(CaptureReport::conflicts)
+            .unwrap_or_default()
+    }
+
+    /// What to keep in the device's history once its archive is published.
+    pub(crate) fn record(&self) -> Record<'_> {
+        Record {
+            mac: self.mac,
+            profile: &self.profile,
+            hostname: &self.hostname,
+            id: &self.id,
+            published: (&self.manifest, &self.states),
+            fleet: self.fleet.as_ref().map(|(m, s)| (m, s)),
+            conflicts: self.conflicts().into_iter().map(str::to_string).collect(),
+        }
+    }
+}
+
+/// How the plan of a device treats its capture layer (read once, by the caller).
+#[derive(Clone, Copy)]
+pub(crate) enum CaptureUse<'a> {
+    /// Left out: the fleet's part. What the capture brings still counts for the profile's
+    /// `"!pkg"` and `"!svc"` removals (removing what only a capture brings is no error).
+    Skip(Option<&'a LayerTree>),
+    /// On top of the other layers (a capture without a known base), but for these paths.
+    OnTop(&'a LayerTree, &'a [String]),
+}
+
 /// Build the manifest of a device with `settings` and `profile` from `layers` (read
-/// beforehand; a layer missing from the cache is read now).
+/// beforehand; a layer missing from the cache is read now): the fleet's part, then the
+/// device's capture merged into it (or laid on top, without a known base), then the build
+/// identity.
 pub(crate) fn plan(
     site: &Site,
     profile: &Profile,
     settings: DeviceSettings,
     layers: &LayerCache,
 ) -> Result<DevicePlan> {
-    let mut b = Builder {
-        site,
-        profile,
-        settings: &settings,
-        ctx: settings.context(site),
-        origin: format!(
-            "profile {} ({})",
-            profile.name,
-            site.relative(&profile.file)
-        ),
-        m: Manifest::default(),
+    let tree = match &settings.capture {
+        Some(src) => Some(layer_tree(site, layers, src)?),
+        None => None,
     };
-    let world = b.layers(layers)?;
+    let skip = CaptureUse::Skip(tree.as_deref());
+    let mut fleet = assemble(site, profile, &settings, layers, skip)?;
+    history::put_identity(&mut fleet).map_err(|e| Error::device(settings.mac, e))?;
+    let fleet_states = history::states(&fleet, None);
+    let (mut manifest, mut states, capture, fleet) = match &tree {
+        None => (fleet, fleet_states, None, None),
+        Some(tree) => {
+            let parts = (&fleet, &fleet_states);
+            let (m, report) = capture::with_capture(site, profile, &settings, layers, tree, parts)?;
+            let states = history::states(&m, Some(parts));
+            (m, states, Some(report), Some((fleet, fleet_states)))
+        }
+    };
+    let id = history::finish_identity(&mut manifest, &mut states, settings.mac, &settings.profile);
+    let mut plan = DevicePlan {
+        id,
+        settings,
+        manifest,
+        states,
+        fleet,
+        capture,
+    };
+    if let Some(c) = &mut plan.capture {
+        merge::settle(&mut c.items, &plan.states);
+    }
+    Ok(plan)
+}
+
+/// A layer tree from the cache (read now when missing).
+pub(crate) fn layer_tree(
+    site: &Site,
+    layers: &LayerCache,
+    src: &LayerSource,
+) -> Result<Arc<LayerTree>> {
+    match layers.get(src) {
+        Some(Ok(t)) => Ok(t.clone()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Ok(Arc::new(LayerTree::read(site, src)?)),
+    }
+}
+
+/// The manifest of the profile's declarations over `layers` (the capture used as `capture`
+/// says), owners and modes finished.
+pub(crate) fn assemble(
+    site: &Site,
+    profile: &Profile,
+    settings: &DeviceSettings,
+    layers: &LayerCache,
+    capture: CaptureUse,
+) -> Result<Manifest> {
+    let mut b = Builder::new(site, profile, settings);
+    let world = b.layers(layers, capture)?;
     b.hostname()?;
     b.world(world)?;
     b.runlevels()?;
     b.network()?;
     b.repositories()?;
     b.authorized_keys()?;
-    if let Some(export) = &site.config.boot.nfs {
-        b.nfs(export)?;
+    if let Some(export) = site.config.boot.nfs.as_deref().and_then(NfsExport::parse) {
+        b.nfs(&export)?;
     }
     b.inline_files()?;
     b.ownership()?;
     b.check_links()?;
-    let manifest = b.m;
-    Ok(DevicePlan { settings, manifest })
+    Ok(b.m)
 }
 
-/// The manifest being built, and what every step needs.
-struct Builder<'a> {
-    site: &'a Site,
-    profile: &'a Profile,
-    settings: &'a DeviceSettings,
-    /// The template context of the device.
-    ctx: Value,
-    /// The origin of what the profile declares, e.g. `profile xl (profiles/xl.toml)`.
-    origin: String,
-    m: Manifest,
-}
-
-impl Builder<'_> {
-    /// A collision in this device's manifest.
-    fn collision(&self, e: Collision) -> Error {
-        Error::device(self.settings.mac, e)
-    }
-
-    /// Put a declared path (origin: the profile).
-    fn put(&mut self, path: &str, kind: Kind, mode: u32) -> Result<()> {
-        let r = self.m.put(path, kind, mode, None, &self.origin);
-        r.map_err(|e| self.collision(e))
-    }
-
-    /// Put a declared file with `text`.
-    fn put_text(&mut self, path: &str, text: String, mode: u32) -> Result<()> {
-        self.put(path, Kind::File(Arc::from(text.into_bytes())), mode)
-    }
-
-    /// The lines of the file at `path` so far, none when there is no such file.
-    fn lines(&self, path: &str) -> Vec<String> {
-        self.m
-            .file(path)
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .lines()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Every layer in order, templates rendered; returns the packages of the layers'
-    /// `etc/apk/world` files.
-    fn layers(&mut self, layers: &LayerCache) -> Result<BTreeSet<String>> {
-        let mut world = BTreeSet::new();
-        for src in &self.settings.sources {
-            let tree = match layers.get(src) {
-                Some(Ok(t)) => t.clone(),
-                Some(Err(e)) => return Err(e.clone()),
-                None => Arc::new(LayerTree::read(src)?),
-            };
-            let label = self.site.relative(src.path());
-            for e in &tree.entries {
-                let kind = match &e.node {
-                    Node::Dir => Kind::Dir,
-                    Node::File(b) => Kind::File(b.clone()),
-                    Node::Symlink(t) => Kind::Symlink(t.clone()),
-                    Node::Template(src) => {
-                        let text = template::render(&e.source, None, src, &self.ctx)?;
-                        Kind::File(text.into_bytes().into())
-                    }
-                };
-                if e.path == "etc/apk/world"
-                    && let Kind::File(b) = &kind
-                {
-                    let text = String::from_utf8_lossy(b);
-                    world.extend(text.split_whitespace().map(str::to_string));
-                }
-                let r = self.m.put(&e.path, kind, e.mode, e.stored.as_ref(), &label);
-                r.map_err(|e| self.collision(e))?;
+/// The rules of the fleet that hold whatever a capture says, applied to a merged manifest:
+/// the profile's `"!pkg"` and `"!svc"` removals, the NFS round trip's lines (their files
+/// keep their mode and owner), Alpine's owner names; no symlink loop.
+pub(crate) fn after_merge(
+    site: &Site,
+    profile: &Profile,
+    settings: &DeviceSettings,
+    merged: Manifest,
+) -> Result<Manifest> {
+    let mut b = Builder::new(site, profile, settings);
+    b.m = merged;
+    b.drop_removed()?;
+    if let Some(export) = site.config.boot.nfs.as_deref().and_then(NfsExport::parse) {
+        let keep: Vec<(String, Entry)> = ["etc/fstab", "etc/lbu/lbu.conf"]
+            .iter()
+            .filter_map(|p| Some((p.to_string(), b.m.entries.get(*p)?.clone())))
+            .collect();
+        b.nfs(&export)?;
+        for (p, old) in keep {
+            if let Some(e) = b.m.entries.get_mut(&p) {
+                (e.mode, e.uid, e.gid, e.explicit) = (old.mode, old.uid, old.gid, old.explicit);
+                (e.user, e.group) = (old.user, old.group);
             }
         }
-        Ok(world)
     }
-
-    /// `etc/hostname`.
-    fn hostname(&mut self) -> Result<()> {
-        let text = format!("{}\n", self.settings.hostname);
-        self.put_text("etc/hostname", text, 0o644)
-    }
-
-    /// `etc/apk/world`: the layers' packages and the profile's, `nfs-utils` with NFS, minus
-    /// the profile's removals.
-    fn world(&mut self, mut world: BTreeSet<String>) -> Result<()> {
-        world.extend(self.profile.packages.iter().cloned());
-        if self.site.config.boot.nfs.is_some() {
-            world.insert("nfs-utils".into());
-        }
-        for r in &self.profile.removed_packages {
-            world.remove(r);
-        }
-        let text: String = world.iter().map(|p| format!("{p}\n")).collect();
-        self.put_text("etc/apk/world", text, 0o644)
-    }
-
-    /// `etc/runlevels/LEVEL/SERVICE` links (`netmount` in `default` with NFS); removed
-    /// services are dropped, also when a layer brought them.
-    fn runlevels(&mut self) -> Result<()> {
-        let mut services = self.profile.services.clone();
-        if self.site.config.boot.nfs.is_some() {
-            let d = services.entry("default".into()).or_default();
-            if !d.iter().any(|s| s == "netmount") {
-                d.push("netmount".into());
-            }
-        }
-        for level in RUNLEVELS {
-            self.put(&format!("etc/runlevels/{level}"), Kind::Dir, 0o755)?;
-            for svc in services.get(level).into_iter().flatten() {
-                let link = Kind::Symlink(format!("/etc/init.d/{svc}"));
-                self.put(&format!("etc/runlevels/{level}/{svc}"), link, 0o777)?;
-            }
-            for svc in self
-                .profile
-                .removed_services
-                .get(level)
-                .into_iter()
-                .flatten()
-            {
-                self.m.remove(&format!("etc/runlevels/{level}/{svc}"));
-            }
-        }
-        Ok(())
-    }
-
-    /// `etc/network/interfaces` (declared, else the default when no layer has one) and
-    /// `etc/resolv.conf` (when declared).
-    fn network(&mut self) -> Result<()> {
-        match &self.profile.interfaces {
-            Some(Declared { value, file }) => {
-                let text = template::render(file, Some("[network] interfaces"), value, &self.ctx)?;
-                self.put_text("etc/network/interfaces", text, 0o644)?;
-            }
-            None if self.m.file("etc/network/interfaces").is_none() => {
-                let kind = Kind::File(Arc::from(DEFAULT_INTERFACES.as_bytes()));
-                let r = self
-                    .m
-                    .put("etc/network/interfaces", kind, 0o644, None, "default");
-                r.map_err(|e| self.collision(e))?;
-            }
-            None => {}
-        }
-        if let Some(Declared { value, file }) = &self.profile.resolv_conf {
-            let text = template::render(file, Some("[network] resolv_conf"), value, &self.ctx)?;
-            self.put_text("etc/resolv.conf", text, 0o644)?;
-        }
-        Ok(())
-    }
-
-    /// `etc/apk/repositories`, when declared: one rendered line each.
-    fn repositories(&mut self) -> Result<()> {
-        let Some(Declared { value, file }) = &self.profile.repositories else {
-            return Ok(());
-        };
-        let mut text = String::new();
-        for line in value {
-            text.push_str(template::render(file, Some("repositories"), line, &self.ctx)?.trim());
-            text.push('\n');
-        }
-        self.put_text("etc/apk/repositories", text, 0o644)
-    }
-
-    /// `root/.ssh/authorized_keys`: the layers' keys, then the profile's not already there.
-    fn authorized_keys(&mut self) -> Result<()> {
-        if self.profile.authorized_keys.is_empty() {
-            return Ok(());
-        }
-        let path = "root/.ssh/authorized_keys";
-        let mut lines = self.lines(path);
-        for k in &self.profile.authorized_keys {
-            if !lines.contains(k) {
-                lines.push(k.clone());
-            }
-        }
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        self.put_text(path, text, 0o600)
-    }
-
-    /// The lbu round trip over NFS (SPEC §5): the share in `etc/fstab`, its mount point, and
-    /// `LBU_BACKUPDIR` pointing at the device's capture folder on it.
-    fn nfs(&mut self, export: &str) -> Result<()> {
-        let mount = format!("/{NFS_MOUNTPOINT}");
-        let mut fstab: Vec<String> = self.lines("etc/fstab");
-        fstab.retain(|l| l.split_whitespace().nth(1).is_none_or(|p| p != mount));
-        fstab.push(format!("{export} {mount} nfs rw,nolock,_netdev 0 0"));
-        let text = fstab.iter().map(|l| format!("{l}\n")).collect();
-        self.put_text("etc/fstab", text, 0o644)?;
-        self.put(NFS_MOUNTPOINT, Kind::Dir, 0o755)?;
-        let mut lbu: Vec<String> = self.lines("etc/lbu/lbu.conf");
-        lbu.retain(|l| {
-            let l = l.trim_start();
-            !l.starts_with("LBU_BACKUPDIR=") && !l.starts_with("LBU_MEDIA=")
-        });
-        let mac = self.settings.mac;
-        lbu.push(format!("LBU_BACKUPDIR={mount}/{CAPTURES_DIR}/{mac}"));
-        let text = lbu.iter().map(|l| format!("{l}\n")).collect();
-        self.put_text("etc/lbu/lbu.conf", text, 0o644)
-    }
-
-    /// `[files."PATH"]`, rendered unless `template = false`.
-    fn inline_files(&mut self) -> Result<()> {
-        for (path, d) in &self.profile.files {
-            let text = if d.value.template {
-                let what = format!("[files.\"{path}\"]");
-                template::render(&d.file, Some(&what), &d.value.content, &self.ctx)?
-            } else {
-                d.value.content.clone()
-            };
-            self.put_text(path, text, 0o644)?;
-        }
-        Ok(())
-    }
-
-    /// Alpine's owners and modes, then the owners and modes of inline files and
-    /// `[permissions]` (the latter winning for a path both name).
-    fn ownership(&mut self) -> Result<()> {
-        let text = |p| {
-            self.m
-                .file(p)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-        };
-        let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
-        self.m.finish_ownership(&ids);
-        let mut perms: BTreeMap<&String, Declared<PermDecl>> = BTreeMap::new();
-        for (path, d) in &self.profile.files {
-            let value = PermDecl::from(&d.value);
-            perms.insert(
-                path,
-                Declared {
-                    value,
-                    file: d.file.clone(),
-                },
-            );
-        }
-        for (path, d) in &self.profile.permissions {
-            perms.insert(path, d.clone());
-        }
-        for (path, d) in perms {
-            apply_permission(&mut self.m, &ids, path, &d)?;
-        }
-        Ok(())
-    }
-
-    /// A symlink loop inside the manifest is an error.
-    fn check_links(&self) -> Result<()> {
-        let Some(cycle) = self.m.find_link_loop() else {
-            return Ok(());
-        };
-        let origin = self
-            .m
-            .entries
-            .get(&cycle[0])
-            .map(|e| e.origin.clone())
-            .unwrap_or_default();
-        Err(Error::device(
-            self.settings.mac,
-            format!("symlink loop in {origin}: {}", cycle.join(" → ")),
-        ))
-    }
-}
-
-fn apply_permission(m: &mut Manifest, ids: &Ids, path: &str, d: &Declared<PermDecl>) -> Result<()> {
-    let p = &d.value;
-    let uid = match (&p.user, p.uid) {
-        (Some(name), _) => Some(ids.users.id(name).ok_or_else(|| {
-            Error::at_path(&d.file, format!("permissions for {path}: unknown user `{name}` (not in Alpine's base users nor the archive's etc/passwd; give `uid`)"))
-        })?),
-        (None, uid) => uid,
-    };
-    let gid = match (&p.group, p.gid) {
-        (Some(name), _) => Some(ids.groups.id(name).ok_or_else(|| {
-            Error::at_path(&d.file, format!("permissions for {path}: unknown group `{name}` (not in Alpine's base groups nor the archive's etc/group; give `gid`)"))
-        })?),
-        (None, gid) => gid,
-    };
-    let Some(e) = m.entries.get_mut(path) else {
-        return Err(Error::at_path(
-            &d.file,
-            format!("permissions for {path}: no layer provides this path"),
-        ));
-    };
-    if let Some(mode) = p.mode {
-        e.mode = mode.0;
-    }
-    if let Some(u) = uid {
-        e.uid = u;
-        e.user = p.user.clone().unwrap_or_else(|| ids.users.name(u));
-    }
-    if let Some(g) = gid {
-        e.gid = g;
-        e.group = p.group.clone().unwrap_or_else(|| ids.groups.name(g));
-    }
-    e.explicit = true;
-    Ok(())
+    let text = |p| b.m.file(p).map(|x| String::from_utf8_lossy(x).into_owned());
+    let ids = Ids::new(text("etc/passwd").as_deref(), text("etc/group").as_deref());
+    b.m.finish_ownership(&ids);
+    b.check_links()?;
+    Ok(b.m)
 }

@@ -1,21 +1,23 @@
 //! The build pipeline shared by every command: site files → [`Project`] → device plans →
 //! archive bytes → atomic publish. Watch and serve reuse it; they never rebuild it their way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
-use crate::build::layer::{LayerCache, LayerTree};
+use crate::build::history;
+use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
+use crate::build::state::PublishState;
+use crate::build::template;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
 use crate::site::Site;
@@ -45,8 +47,8 @@ pub struct Selection {
     pub profile: Option<String>,
 }
 
-/// One device's build result.
-#[derive(Debug, Serialize)]
+/// One device's build result (or, for a dry run, what a build would do).
+#[derive(Debug)]
 pub struct Outcome {
     /// The MAC.
     pub mac: Mac,
@@ -55,13 +57,29 @@ pub struct Outcome {
     /// The archive's path.
     pub path: PathBuf,
     /// What happened.
-    #[serde(flatten)]
     pub result: OutcomeResult,
 }
 
+impl Outcome {
+    /// The state in the report vocabulary: created, updated, unchanged or failed.
+    pub fn state(&self) -> PublishState {
+        match &self.result {
+            OutcomeResult::Built { state, .. } => (*state).into(),
+            OutcomeResult::Failed { .. } => PublishState::Failed,
+        }
+    }
+
+    /// The error, when the device failed.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.result {
+            OutcomeResult::Failed { error } => Some(error),
+            OutcomeResult::Built { .. } => None,
+        }
+    }
+}
+
 /// Success or failure of one device.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum OutcomeResult {
     /// Built (and published or found unchanged).
     Built {
@@ -73,11 +91,15 @@ pub enum OutcomeResult {
         bytes: usize,
         /// Entries in the archive.
         entries: usize,
+        /// Paths where the device's capture and the fleet both changed (resolved by
+        /// `[capture] conflicts`).
+        conflicts: Vec<String>,
+        /// Why the device's capture has no known base (it then lies on top of the layers).
+        no_base: Option<String>,
     },
     /// Not built; the previous archive, if any, is untouched.
     Failed {
-        /// The error, with its location; serializes as `error` (the message) and `kind`.
-        #[serde(flatten)]
+        /// The error, with its location.
         error: Error,
     },
 }
@@ -85,6 +107,7 @@ pub enum OutcomeResult {
 impl Project {
     /// Read profiles and inventory of `site`, checking every cross-reference.
     pub fn load(site: Site) -> Result<Project> {
+        template::forget_runaways();
         let profiles = Profiles::load(&site.profiles_dir())?;
         let inventory = Inventory::load(&site.devices_file(), &profiles)?;
         if let Some(p) = &site.config.serve.default_profile {
@@ -97,6 +120,23 @@ impl Project {
             profiles,
             inventory,
         })
+    }
+
+    /// What deserves an administrator's attention without stopping a build, one located
+    /// message each: every place where a profile still holds the example's placeholder key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut places = BTreeSet::new();
+        for p in self.profiles.by_name.values() {
+            places.extend(p.placeholder_keys.iter().map(ToString::to_string));
+        }
+        places
+            .into_iter()
+            .map(|loc| {
+                format!(
+                    "{loc}: authorized_keys holds the example's placeholder, not a key: put your own public key here"
+                )
+            })
+            .collect()
     }
 
     /// The spec of one MAC: its inventory entry, with `profile` overriding its profile (or
@@ -153,24 +193,67 @@ impl Project {
             .collect())
     }
 
-    /// Read every layer the given devices use, once each, in parallel.
+    /// Read every layer that more than one of the given devices uses, once each, in
+    /// parallel. A layer only one device uses (its capture, its own overlay) is left out: it
+    /// is read when that device is planned and dropped with its plan, so the memory held at
+    /// once stays bounded by the jobs running, not by the size of the fleet.
     pub fn read_layers(&self, specs: &[DeviceSpec]) -> LayerCache {
-        let mut sources = BTreeSet::new();
+        let mut uses: BTreeMap<LayerSource, usize> = BTreeMap::new();
         for s in specs {
             if let Ok(p) = self.profiles.get(&s.profile)
-                && let Ok(list) = settings::layer_sources(&self.site, p, s)
+                && let Ok(list) = settings::declared_layer_sources(&self.site, p, s)
             {
-                sources.extend(list);
+                for src in list.into_iter().collect::<BTreeSet<_>>() {
+                    *uses.entry(src).or_default() += 1;
+                }
             }
         }
-        let sources: Vec<_> = sources.into_iter().collect();
-        sources
+        let shared: Vec<_> = uses
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(s, _)| s)
+            .collect();
+        shared
             .into_par_iter()
             .map(|s| {
-                let tree = LayerTree::read(&s).map(Arc::new);
+                let tree = LayerTree::read(&self.site, &s).map(Arc::new);
                 (s, tree)
             })
             .collect::<HashMap<_, _>>()
+    }
+
+    /// Inventory devices whose hostname (their own, or their profile's template rendered)
+    /// another inventory device also has, each with an error naming the other MACs. Devices
+    /// whose hostname cannot be rendered are left to the planning that reports it.
+    pub fn hostname_clashes(&self) -> BTreeMap<Mac, Error> {
+        let mut by_name: BTreeMap<String, Vec<(Mac, String)>> = BTreeMap::new();
+        for d in self.inventory.devices.values() {
+            let Ok(profile) = self.profiles.get(&d.profile) else {
+                continue;
+            };
+            if let Ok(h) = settings::inventory_hostname(&self.site, profile, d) {
+                by_name
+                    .entry(h.to_ascii_lowercase())
+                    .or_default()
+                    .push((d.mac, h));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for group in by_name.values().filter(|g| g.len() > 1) {
+            for (mac, h) in group {
+                let others: Vec<String> = group
+                    .iter()
+                    .filter(|(m, _)| m != mac)
+                    .map(|(m, _)| m.to_string())
+                    .collect();
+                let message = format!(
+                    "hostname {h} is also the hostname of {}; hostnames must be unique",
+                    others.join(", ")
+                );
+                out.insert(*mac, Error::device(mac, message));
+            }
+        }
+        out
     }
 
     /// The profile called `name`; an unknown name is a usage error.
@@ -205,12 +288,6 @@ impl Project {
         Ok(archive::gzip(&tar, self.site.config.build.compression))
     }
 
-    /// Where temporary files are written before being renamed into place (a private folder of
-    /// the site, on the same file system).
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.site.tmp_dir()
-    }
-
     /// Where a MAC's archive is published.
     pub fn archive_path(&self, mac: &Mac) -> PathBuf {
         self.site.configs_dir().join(mac.archive_name())
@@ -229,7 +306,8 @@ impl Project {
         tick: &(dyn Fn() + Sync),
         stop: &AtomicBool,
     ) -> Vec<Outcome> {
-        publish::clean_stale_temps(&self.tmp_dir(), Duration::from_secs(60));
+        self.clean_stale_temps();
+        let clashes = self.clashes_of(specs);
         let cache = self.read_layers(specs);
         let mut out: Vec<Outcome> = specs
             .par_iter()
@@ -237,7 +315,7 @@ impl Project {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = self.build_one(spec, &cache);
+                let r = self.build_one(spec, &cache, clash_of(&clashes, spec), true);
                 tick();
                 Some(r)
             })
@@ -246,31 +324,96 @@ impl Project {
         out
     }
 
-    fn build_one(&self, spec: &DeviceSpec, cache: &LayerCache) -> Outcome {
+    /// What [`Project::build`] would do for `specs`, nothing written: each archive is built in
+    /// memory and compared with the published one.
+    pub fn dry_build(&self, specs: &[DeviceSpec]) -> Vec<Outcome> {
+        let clashes = self.clashes_of(specs);
+        let cache = self.read_layers(specs);
+        let mut out: Vec<Outcome> = specs
+            .par_iter()
+            .map(|spec| self.build_one(spec, &cache, clash_of(&clashes, spec), false))
+            .collect();
+        out.sort_by_key(|o| o.mac);
+        out
+    }
+
+    /// The hostname clashes of the inventory, when `specs` hold inventory devices.
+    fn clashes_of(&self, specs: &[DeviceSpec]) -> BTreeMap<Mac, Error> {
+        if specs.iter().any(|s| s.device.is_some()) {
+            self.hostname_clashes()
+        } else {
+            BTreeMap::new()
+        }
+    }
+
+    /// Remove the temporaries a killed build left: hidden ones beside the archives and the
+    /// boot scripts, and loose files in the `.ovl-tmp/` folder of earlier versions (its
+    /// `fetch/` folder, where `ovl fetch` keeps partial downloads to resume, is left alone).
+    fn clean_stale_temps(&self) {
+        let age = Duration::from_secs(60);
+        publish::clean_stale_temps(&self.site.configs_dir(), age, false);
+        publish::clean_stale_temps(&self.site.root, age, false);
+        let legacy = self.site.tmp_dir();
+        publish::clean_stale_temps(&legacy, age, true);
+        let _ = std::fs::remove_dir(&legacy);
+    }
+
+    /// The plan and archive bytes of one device; an empty archive is an error.
+    fn planned_bytes(
+        &self,
+        spec: &DeviceSpec,
+        cache: &LayerCache,
+    ) -> Result<(DevicePlan, Vec<u8>)> {
+        let plan = self.plan(spec, cache)?;
+        let bytes = self.archive_bytes(&plan)?;
+        if bytes.is_empty() {
+            return Err(Error::device(spec.mac, "empty archive; not published"));
+        }
+        Ok((plan, bytes))
+    }
+
+    /// Build one device's archive and publish it (`write`), or only say what publishing would
+    /// do; a device whose hostname `clash`es fails.
+    fn build_one(
+        &self,
+        spec: &DeviceSpec,
+        cache: &LayerCache,
+        clash: Option<&Error>,
+        write: bool,
+    ) -> Outcome {
         let path = self.archive_path(&spec.mac);
         let result = (|| {
-            let plan = self.plan(spec, cache)?;
-            let bytes = self.archive_bytes(&plan)?;
-            if bytes.is_empty() {
-                return Err(Error::device(spec.mac, "empty archive; not published"));
+            if let Some(e) = clash {
+                return Err(e.clone());
             }
-            let state = publish::publish(&path, &bytes, &self.tmp_dir())?;
-            if let Some(nfs_dir) = self
-                .site
-                .config
-                .boot
-                .nfs
-                .as_ref()
-                .map(|_| self.site.captures_dir().join(spec.mac.to_string()))
-            {
+            let (plan, bytes) = self.planned_bytes(spec, cache)?;
+            let conflicts = plan.conflicts().into_iter().map(str::to_string).collect();
+            let no_base = plan.capture.as_ref().and_then(|c| c.no_base.clone());
+            if !write {
+                return Ok(OutcomeResult::Built {
+                    state: publish::would_publish(&path, &bytes)?,
+                    hostname: plan.hostname.clone(),
+                    bytes: bytes.len(),
+                    entries: plan.manifest.entries.len(),
+                    conflicts,
+                    no_base,
+                });
+            }
+            // Kept before the archive is published: a device never holds an archive whose
+            // manifest ovl does not know.
+            self.keep_manifest(&plan)?;
+            let state = publish::publish(&path, &bytes)?;
+            if self.site.config.boot.nfs.is_some() {
                 // lbu commits into this folder over NFS; it must exist.
-                std::fs::create_dir_all(&nfs_dir).map_err(|e| Error::io(&nfs_dir, e))?;
+                crate::build::nfs::ensure_capture_dir(&self.site, &spec.mac)?;
             }
             Ok(OutcomeResult::Built {
                 state,
                 hostname: plan.hostname.clone(),
                 bytes: bytes.len(),
                 entries: plan.manifest.entries.len(),
+                conflicts,
+                no_base,
             })
         })();
         let result = result.unwrap_or_else(|error| OutcomeResult::Failed { error });
@@ -282,17 +425,56 @@ impl Project {
         }
     }
 
+    /// Keep the manifest of `plan` in its device's history (`.ovl-state/manifests/MAC/`), the
+    /// base of the next merge of its captures; only the last `[capture] history` are kept,
+    /// and never the base of the device's current capture. A device without a capture gets
+    /// the same manifest for the same build, so one already kept is left as it is.
+    pub(crate) fn keep_manifest(&self, plan: &DevicePlan) -> Result<()> {
+        let keep = self.site.config.capture.history;
+        if plan.capture.is_none() && history::record_path(&self.site, &plan.mac, &plan.id).is_file()
+        {
+            return Ok(());
+        }
+        let mac = plan.mac.to_string();
+        let protect = plan
+            .capture
+            .as_ref()
+            .and_then(|c| c.base.as_ref())
+            .filter(|b| b.mac == mac)
+            .map(|b| b.id.as_str());
+        history::save(&self.site, &plan.record().given(), keep, protect)
+    }
+
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).
     pub fn write_boot_scripts(&self) -> Result<Vec<(PathBuf, Published)>> {
+        self.boot_scripts(true)
+    }
+
+    /// Write the boot scripts (`write`), or only say what writing them would do.
+    pub fn boot_scripts(&self, write: bool) -> Result<Vec<(PathBuf, Published)>> {
         let text = bootscript::script(&self.site, &ScriptExtras::default());
         BOOT_SCRIPTS
             .iter()
             .map(|n| {
                 let p = self.site.root.join(n);
-                publish::publish(&p, text.as_bytes(), &self.tmp_dir()).map(|s| (p, s))
+                let state = if write {
+                    publish::publish(&p, text.as_bytes())
+                } else {
+                    publish::would_publish(&p, text.as_bytes())
+                };
+                state.map(|s| (p, s))
             })
             .collect()
     }
+}
+
+/// The hostname clash of `spec`'s device, when it is built with its own profile.
+fn clash_of<'a>(clashes: &'a BTreeMap<Mac, Error>, spec: &DeviceSpec) -> Option<&'a Error> {
+    clashes.get(&spec.mac).filter(|_| {
+        spec.device
+            .as_ref()
+            .is_some_and(|d| d.profile == spec.profile)
+    })
 }
 
 /// Time since `start` in milliseconds, for reports.

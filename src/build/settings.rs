@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use minijinja::Value;
 use serde::Serialize;
 
-use crate::build::layer::LayerSource;
+use crate::build::layer::{LayerSource, confined};
 use crate::build::template;
 use crate::error::{Error, Result};
 use crate::mac::Mac;
@@ -52,12 +52,18 @@ pub struct DeviceSettings {
     pub kernel_args: Vec<String>,
     /// Kernel modules (`modules=`).
     pub modules: Vec<String>,
+    /// Paths where the fleet's version wins over the device's capture (`discard` in
+    /// `devices.toml`).
+    pub discard: Vec<String>,
     /// Template values: the profile chain's, then the device's own.
     #[serde(skip)]
     pub vars: toml::Table,
-    /// The layers as sources, in the order of `layers`.
+    /// The layers as sources, in the order of `layers` (the capture last, if any).
     #[serde(skip)]
     pub sources: Vec<LayerSource>,
+    /// The device's capture (`captures/MAC/…`), the last of `sources`, if it has one.
+    #[serde(skip)]
+    pub capture: Option<LayerSource>,
 }
 
 /// Resolve the settings of `spec`, whose profile is `profile`.
@@ -69,7 +75,8 @@ pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Resu
         }
     }
     let hostname = hostname(site, profile, spec, &vars)?;
-    let sources = layer_sources(site, profile, spec)?;
+    let (mut sources, capture) = sources_and_capture(site, profile, spec)?;
+    sources.extend(capture.clone());
     let mut kernel_args = site.config.boot.kernel_args.clone();
     kernel_args.extend(profile.kernel_args.iter().cloned());
     let mut modules = site.config.boot.modules.clone();
@@ -88,8 +95,14 @@ pub(crate) fn resolve(site: &Site, profile: &Profile, spec: &DeviceSpec) -> Resu
         layers: sources.iter().map(|s| site.relative(s.path())).collect(),
         kernel_args,
         modules,
+        discard: spec
+            .device
+            .as_ref()
+            .map(|d| d.discard.clone())
+            .unwrap_or_default(),
         vars,
         sources,
+        capture,
     })
 }
 
@@ -108,6 +121,23 @@ impl DeviceSettings {
     }
 }
 
+/// The hostname of the inventory device `d`, whose profile is `profile` (see [`resolve`]).
+pub(crate) fn inventory_hostname(site: &Site, profile: &Profile, d: &Device) -> Result<String> {
+    if let Some(h) = &d.hostname {
+        return Ok(h.clone());
+    }
+    let mut vars = profile.vars.clone();
+    for (k, v) in &d.vars {
+        vars.insert(k.clone(), v.clone());
+    }
+    let spec = DeviceSpec {
+        mac: d.mac,
+        profile: profile.name.clone(),
+        device: None,
+    };
+    hostname_with_ip(site, profile, &spec, d.ip, &vars)
+}
+
 /// The device's own hostname, else its profile's template rendered (without `hostname` in
 /// the context), else `alpine-MACSUFFIX`.
 fn hostname(
@@ -119,12 +149,24 @@ fn hostname(
     if let Some(h) = spec.device.as_ref().and_then(|d| d.hostname.clone()) {
         return Ok(h);
     }
+    let ip = spec.device.as_ref().and_then(|d| d.ip);
+    hostname_with_ip(site, profile, spec, ip, vars)
+}
+
+/// The profile's hostname template rendered for `spec` with `ip` and `vars`, else
+/// `alpine-MACSUFFIX`.
+fn hostname_with_ip(
+    site: &Site,
+    profile: &Profile,
+    spec: &DeviceSpec,
+    ip: Option<Ipv4Addr>,
+    vars: &toml::Table,
+) -> Result<String> {
     let Some(t) = &profile.hostname else {
         return Ok(format!("alpine-{}", spec.mac.suffix()));
     };
-    let ip = spec.device.as_ref().and_then(|d| d.ip);
     let ctx = context(site, spec.mac, &spec.profile, ip, vars, None);
-    let h = template::render(&t.file, Some("hostname"), &t.value, &ctx)?
+    let h = template::render_value(&t.file, &["hostname"], &t.value, &ctx)?
         .trim()
         .to_string();
     if !valid_hostname(&h) {
@@ -175,6 +217,30 @@ pub(crate) fn layer_sources(
     profile: &Profile,
     spec: &DeviceSpec,
 ) -> Result<Vec<LayerSource>> {
+    let (mut out, capture) = sources_and_capture(site, profile, spec)?;
+    out.extend(capture);
+    Ok(out)
+}
+
+/// The layers of one device but its capture, in order, and its capture.
+pub(crate) fn sources_and_capture(
+    site: &Site,
+    profile: &Profile,
+    spec: &DeviceSpec,
+) -> Result<(Vec<LayerSource>, Option<LayerSource>)> {
+    let out = declared_layer_sources(site, profile, spec)?;
+    let explicit = spec.device.as_ref().and_then(|d| d.hostname.as_deref());
+    let capture = find_capture(site, &spec.mac, explicit)?.map(LayerSource::Archive);
+    Ok((out, capture))
+}
+
+/// The layers the profile chain and the inventory name for one device, in order (its capture,
+/// found in its own folder, aside).
+pub(crate) fn declared_layer_sources(
+    site: &Site,
+    profile: &Profile,
+    spec: &DeviceSpec,
+) -> Result<Vec<LayerSource>> {
     let mut out = Vec::new();
     for o in &profile.overlays {
         out.push(LayerSource::parse(&site.root, &o.value).map_err(|e| Error::at_path(&o.file, e))?);
@@ -187,20 +253,26 @@ pub(crate) fn layer_sources(
             );
         }
     }
-    let explicit = spec.device.as_ref().and_then(|d| d.hostname.as_deref());
-    if let Some(c) = find_capture(site, &spec.mac, explicit) {
-        out.push(LayerSource::Archive(c));
-    }
     Ok(out)
 }
 
 /// A device's capture: the newest `*.apkovl.tar.gz` in `captures/MAC/` (the one named after
 /// `hostname`, when there is one), ignoring lbu's `*.new`, dated backups
-/// (`HOST.YYYYMMDDhhmmss.tar.gz`) and encrypted `*.apkovl.tar.gz.CIPHER`.
-pub(crate) fn find_capture(site: &Site, mac: &Mac, hostname: Option<&str>) -> Option<PathBuf> {
+/// (`HOST.YYYYMMDDhhmmss.tar.gz`) and encrypted `*.apkovl.tar.gz.CIPHER`. Symlinks are never
+/// captures, and a capture folder that is a symlink leading out of the site is an error.
+pub(crate) fn find_capture(
+    site: &Site,
+    mac: &Mac,
+    hostname: Option<&str>,
+) -> Result<Option<PathBuf>> {
     let dir = site.captures_dir().join(mac.to_string());
-    let mut found: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .ok()?
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(None);
+    };
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        confined(&site.root, &dir)?;
+    }
+    let mut found: Vec<(SystemTime, PathBuf)> = rd
         .filter_map(|e| e.ok())
         .filter(|e| {
             let n = e.file_name();
@@ -217,9 +289,9 @@ pub(crate) fn find_capture(site: &Site, mac: &Mac, hostname: Option<&str>) -> Op
     if let Some(h) = hostname {
         let own = dir.join(format!("{h}{CAPTURE_SUFFIX}"));
         if found.iter().any(|(_, p)| *p == own) {
-            return Some(own);
+            return Ok(Some(own));
         }
     }
     found.sort();
-    found.pop().map(|(_, p)| p)
+    Ok(found.pop().map(|(_, p)| p))
 }

@@ -1,10 +1,10 @@
-//! `ovl completions SHELL` and `ovl man`: shell completions and the man page, generated from
-//! the same definitions as `--help`.
+//! `ovl completions SHELL`: shell completions, generated from the same definitions as
+//! `--help` (the man pages are `ovl man`'s).
 
 use clap::{Args, CommandFactory};
 
 use crate::cli::{Cli, output};
-use crate::error::{EXIT_OK, Error, Result};
+use crate::error::{EXIT_OK, Result};
 
 /// `ovl completions` arguments.
 #[derive(Debug, Args)]
@@ -17,16 +17,6 @@ pub(crate) struct CompletionsArgs {
 pub(crate) fn completions(a: &CompletionsArgs) -> Result<i32> {
     let mut buf = Vec::new();
     clap_complete::generate(a.shell, &mut Cli::command(), "ovl", &mut buf);
-    output::text(&String::from_utf8_lossy(&buf));
-    Ok(EXIT_OK)
-}
-
-/// Print the man page (roff).
-pub(crate) fn man() -> Result<i32> {
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut buf)
-        .map_err(|e| Error::io("stdout", e))?;
     output::text(&String::from_utf8_lossy(&buf));
     Ok(EXIT_OK)
 }

@@ -73,9 +73,11 @@ fn report(r: &Report, json: bool) {
     } else {
         output::text(&format!("{r}\n"));
         if let Report::Rebuild { devices, .. } = r {
-            for e in devices.iter().filter_map(|d| d.error.as_ref()) {
-                output::error(e);
-            }
+            output::errors(&output::group_errors(
+                devices
+                    .iter()
+                    .filter_map(|d| Some((Some(d.mac), d.failure.as_ref()?))),
+            ));
         }
     }
 }

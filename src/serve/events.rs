@@ -1,12 +1,13 @@
-//! Recent boot events per device, for `/status`: a bounded ring buffer per MAC (boot script
-//! served, kernel/initramfs/modloop served, config served, refused or not found).
+//! Recent boot events per device, for `/status` and the status page: a bounded ring buffer per
+//! MAC (DHCP offer/ack/nak sent, boot script served, iPXE binary, kernel/initramfs/modloop
+//! served, config served, refused or not found), and totals by kind and status for `/metrics`.
 //!
 //! Memory is bounded twice: at most [`BootEvents::per_mac`] events a MAC, and at most
 //! [`BootEvents::max_macs`] MACs (the one updated longest ago is forgotten first). Events
 //! whose device is not known (a kernel fetched by an address with no neighbour entry and no
 //! earlier script request) go into one extra ring of the same size, with their client.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,12 @@ use crate::mac::Mac;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum EventKind {
+    /// A DHCPOFFER sent to the device (full or proxy DHCP).
+    DhcpOffer,
+    /// A DHCPACK sent to the device.
+    DhcpAck,
+    /// A DHCPNAK sent to the device.
+    DhcpNak,
     /// `/boot.ipxe` or `/gpxe-script` served.
     Script,
     /// An iPXE binary (`undionly.kpxe`, `ipxe.efi`, …) served over HTTP or TFTP.
@@ -39,6 +46,39 @@ pub(crate) enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in boot-chain order.
+    #[cfg(test)]
+    pub(crate) const ALL: [EventKind; 11] = [
+        EventKind::DhcpOffer,
+        EventKind::DhcpAck,
+        EventKind::DhcpNak,
+        EventKind::Ipxe,
+        EventKind::Script,
+        EventKind::Kernel,
+        EventKind::Initramfs,
+        EventKind::Modloop,
+        EventKind::ConfigServed,
+        EventKind::ConfigRefused,
+        EventKind::ConfigNotFound,
+    ];
+
+    /// The kind's name, as in `/status` and `/metrics`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EventKind::DhcpOffer => "dhcp_offer",
+            EventKind::DhcpAck => "dhcp_ack",
+            EventKind::DhcpNak => "dhcp_nak",
+            EventKind::Script => "script",
+            EventKind::Ipxe => "ipxe",
+            EventKind::Kernel => "kernel",
+            EventKind::Initramfs => "initramfs",
+            EventKind::Modloop => "modloop",
+            EventKind::ConfigServed => "config_served",
+            EventKind::ConfigRefused => "config_refused",
+            EventKind::ConfigNotFound => "config_not_found",
+        }
+    }
+
     /// The boot-chain kind of a plain site file, by its name, or `None` for other files.
     pub(crate) fn of_file(path: &str) -> Option<EventKind> {
         let name = path.rsplit('/').next().unwrap_or(path);
@@ -69,7 +109,7 @@ pub(crate) struct BootEvent {
     pub file: String,
     /// The client's address.
     pub client: IpAddr,
-    /// The HTTP status sent (0 for a TFTP transfer, which has none).
+    /// The HTTP status sent (0 for a TFTP transfer or a DHCP reply, which have none).
     pub status: u16,
     /// Body bytes sent.
     pub bytes: u64,
@@ -114,6 +154,8 @@ struct Inner {
     /// later kernel and initramfs fetches; bounded like `by_mac`.
     mac_by_client: HashMap<IpAddr, (u64, Mac)>,
     tick: u64,
+    /// Every event ever recorded, by kind and status (never forgotten, for `/metrics`).
+    totals: BTreeMap<(&'static str, u16), u64>,
 }
 
 /// The ring buffers of recent boot events; shared between request handlers.
@@ -194,6 +236,9 @@ impl BootEvents {
         let mut g = self.lock();
         g.tick += 1;
         let tick = g.tick;
+        *g.totals
+            .entry((event.kind.name(), event.status))
+            .or_default() += 1;
         let ring = match mac {
             None => &mut g.unattributed,
             Some(m) => {
@@ -238,6 +283,15 @@ impl BootEvents {
             .collect();
         v.sort_by_key(|(m, _)| *m);
         v
+    }
+
+    /// How many events of each kind and status were recorded since the start.
+    pub(crate) fn totals(&self) -> Vec<(&'static str, u16, u64)> {
+        self.lock()
+            .totals
+            .iter()
+            .map(|((k, s), n)| (*k, *s, *n))
+            .collect()
     }
 
     /// Events of unknown devices, oldest first.
@@ -322,6 +376,30 @@ mod tests {
         assert_eq!(e.version(), v1, "reading changes nothing");
         e.note_client("10.0.0.1".parse().unwrap(), mac(1));
         assert!(e.version() > v1);
+    }
+
+    #[test]
+    fn totals_count_every_event_by_kind_and_status() {
+        let e = BootEvents::new(1, 1);
+        for n in 0..3 {
+            e.record(Some(mac(n)), ev(n.into()));
+        }
+        e.record(
+            None,
+            BootEvent::now(
+                EventKind::DhcpOffer,
+                "dhcp".into(),
+                "10.0.0.1".parse().unwrap(),
+                0,
+                0,
+                0,
+            ),
+        );
+        assert_eq!(e.totals(), vec![("dhcp_offer", 0, 1), ("kernel", 200, 3)]);
+        for k in EventKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+        }
     }
 
     #[test]

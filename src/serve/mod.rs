@@ -4,7 +4,11 @@
 //! `run` binds every enabled service (a failure names the address: exit 3), logs one
 //! `listening` line per service with the real address (port 0 picks a free port), and serves
 //! until the token is cancelled (`cancel_on_signals`: SIGINT, SIGTERM), then lets running
-//! transfers finish for a few seconds and returns.
+//! transfers finish for a few seconds and returns. SIGHUP reloads the site (`reload`).
+//!
+//! The HTTP server's counters (`metrics`) get TFTP's and DHCP's once those are bound, and
+//! DHCP replies become boot events, so that `/`, `/status` and `/metrics` show the whole
+//! chain.
 //!
 //! DHCP (`proxy` or `full`) is configured from the site by `dhcp::site::dhcp_config`; its
 //! lease table is a second neighbour source of the HTTP server (`configs_access = "owner"`,
@@ -16,12 +20,15 @@
 
 pub mod access;
 pub mod dhcp;
+mod dhcp_service;
 pub(crate) mod events;
 pub mod http;
 mod limits;
 pub mod logging;
+pub(crate) mod metrics;
 pub mod neighbours;
 pub mod public;
+pub(crate) mod reload;
 pub mod tftp;
 
 use std::fmt;
@@ -161,14 +168,29 @@ pub(crate) async fn run(
     let leases = Arc::new(neighbours::LateLeases::default());
     let mut who = neighbours::Neighbours::default();
     who.push(leases.clone());
+    let started_with = project.clone();
     let (http, live) = bind_http(&settings, project, &who, open_files).await?;
     let events = http.as_ref().map(http::HttpServer::events);
-    let tftp = bind_tftp(&settings, &root, events, &live, who).await?;
+    let metrics = http.as_ref().map(http::HttpServer::metrics);
+    let tftp = bind_tftp(&settings, &root, events.clone(), &live, who).await?;
+    if let (Some(m), Some(t)) = (&metrics, &tftp) {
+        let _ = m.tftp.set(t.stats());
+    }
     let http_addr = http.as_ref().map(http::HttpServer::local_addr);
     let dhcp = match &dhcp_project {
         None => None,
-        Some(p) => Some(bind_dhcp(&settings, p, http_addr, &leases).await?),
+        Some(p) => {
+            let mut d = dhcp_service::bind_dhcp(&settings, p, http_addr, &leases).await?;
+            d.observe(events.clone(), metrics.as_deref());
+            Some(d)
+        }
     };
+    let bound = reload::Bound {
+        project: started_with,
+        settings: settings.clone(),
+        http: http_addr,
+    };
+    reload::reload_on_hangup(Some(Arc::clone(&live)), bound, shutdown.clone())?;
     let mode = match settings.dhcp {
         DhcpMode::Off => "off",
         DhcpMode::Proxy => "proxy",
@@ -193,6 +215,7 @@ pub(crate) async fn run(
         tasks.spawn(http::live::reload_loop(
             Arc::clone(&live),
             http::RELOAD_INTERVAL,
+            true,
             shutdown.clone(),
         ));
     }
@@ -203,7 +226,7 @@ pub(crate) async fn run(
     let watcher = settings
         .watch
         .clone()
-        .map(|opts| spawn_watch(root, opts, Some(live), Arc::clone(&stop)));
+        .map(|opts| spawn_watch(root, opts, Some(live), metrics, Arc::clone(&stop)));
     while tasks.join_next().await.is_some() {}
     tracing::info!(event = "stopped", "ovl serve stopped");
     stop.store(true, Ordering::Relaxed);
@@ -269,8 +292,9 @@ async fn bind_tftp(
     cfg.policy = Some(Arc::clone(live) as Arc<dyn access::PolicySource>);
     cfg.neighbours = who;
     if let Some(events) = events {
+        let neighbours = cfg.neighbours.clone();
         cfg.on_transfer = Some(tftp::TransferHook(Arc::new(move |t| {
-            tftp_boot_event(&events, t);
+            tftp_boot_event(&events, &neighbours, t);
         })));
     }
     tftp::TftpServer::bind(cfg)
@@ -280,9 +304,13 @@ async fn bind_tftp(
 }
 
 /// Records a TFTP fetch of the boot chain (iPXE binaries, scripts, kernels, configs) as a
-/// boot event, attributed like HTTP's: by the MAC in the archive name, else the client's
-/// known MAC.
-fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
+/// boot event, attributed like HTTP's: by the MAC in the archive name, else the neighbour
+/// table or DHCP lease of the client, else the MAC it last named.
+fn tftp_boot_event(
+    events: &events::BootEvents,
+    neighbours: &neighbours::Neighbours,
+    t: &tftp::TransferDone,
+) {
     let name = t.file.trim_start_matches('/');
     let kind = if name == "boot.ipxe" || name == "gpxe-script" {
         Some(events::EventKind::Script)
@@ -299,95 +327,13 @@ fn tftp_boot_event(events: &events::BootEvents, t: &tftp::TransferDone) {
         .strip_prefix("configs/")
         .and_then(|n| n.strip_suffix(".tar.gz"))
         .and_then(|m| m.parse().ok())
+        .or_else(|| neighbours.mac_of(ip))
         .or_else(|| events.client_mac(ip));
     let ms = u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX);
     events.record(
         mac,
         events::BootEvent::now(kind, format!("tftp:{name}"), ip, 0, t.bytes, ms),
     );
-}
-
-/// A bound DHCP server and what its `listening` line says.
-struct BoundDhcp {
-    server: dhcp::DhcpServer,
-    addr: SocketAddr,
-    mode: dhcp::Mode,
-    server_ip: std::net::Ipv4Addr,
-    url: String,
-}
-
-/// The DHCP server configured from the site, sending iPXE to `http_addr`; its lease table
-/// fills `leases`.
-async fn bind_dhcp(
-    settings: &Settings,
-    project: &Project,
-    http_addr: Option<SocketAddr>,
-    leases: &neighbours::LateLeases,
-) -> Result<BoundDhcp> {
-    let cfg = dhcp::site::dhcp_config(
-        project,
-        settings.dhcp,
-        settings.interface.as_deref(),
-        http_addr,
-    )?;
-    let addr = SocketAddr::from((cfg.bind_ip, cfg.server_port));
-    let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
-    let table = if mode == dhcp::Mode::Full {
-        load_leases(&cfg.lease_file)?
-    } else {
-        dhcp::LeaseTable::new()
-    };
-    let server = dhcp::DhcpServer::bind_with(cfg, table)
-        .await
-        .map_err(|e| bind_error("dhcp", addr, e))?;
-    leases.set(server.leases());
-    Ok(BoundDhcp {
-        server,
-        addr,
-        mode,
-        server_ip,
-        url,
-    })
-}
-
-/// The lease file of full mode: missing is empty; unreadable is an environment error (exit
-/// 3); a file that does not parse is reported as the corrupt input it is (exit 1), never as
-/// a failure to listen.
-fn load_leases(path: &std::path::Path) -> Result<dhcp::LeaseTable> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dhcp::LeaseTable::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    dhcp::LeaseTable::parse(&bytes).map_err(|e| {
-        Error::at_path(
-            path,
-            format!(
-                "corrupt DHCP lease file: {e}; repair it or move it aside to start with no \
-                 leases"
-            ),
-        )
-    })
-}
-
-impl BoundDhcp {
-    /// Logs the `listening` line and serves on `tasks` until `shutdown`.
-    fn spawn(
-        self,
-        settings: &Settings,
-        tasks: &mut tokio::task::JoinSet<()>,
-        shutdown: CancellationToken,
-    ) {
-        tracing::info!(event = "listening", service = "dhcp", addr = %self.addr,
-            mode = %self.mode, server_ip = %self.server_ip, script_url = %self.url,
-            interface = settings.interface.as_deref().unwrap_or("*"), "listening");
-        let server = self.server;
-        tasks.spawn(async move {
-            if let Err(e) = server.run(shutdown).await {
-                tracing::error!(event = "dhcp_server_error", error = %e);
-            }
-        });
-    }
 }
 
 /// Runs watch mode on the blocking pool until `stop` is set, feeding the HTTP server's live
@@ -398,19 +344,26 @@ fn spawn_watch(
     root: PathBuf,
     opts: WatchOptions,
     live: Option<Arc<http::LiveProject>>,
+    metrics: Option<Arc<metrics::Metrics>>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::task::spawn_blocking(move || {
         let feed = live.as_deref().map(|l| l as &dyn crate::watch::Feed);
+        let mut first = true;
         let watched = crate::watch::run_feeding(
             &root,
             &opts,
             &stop,
-            &mut |r| match &r {
-                crate::watch::Report::Error { .. } => {
-                    tracing::warn!(event = "watch_error", "{r}");
+            &mut |r| {
+                if let Some(m) = &metrics {
+                    observe_report(m, &r, &mut first);
                 }
-                _ => tracing::info!(event = "watch", "{r}"),
+                match &r {
+                    crate::watch::Report::Error { .. } => {
+                        tracing::warn!(event = "watch_error", "{r}");
+                    }
+                    _ => tracing::info!(event = "watch", "{r}"),
+                }
             },
             feed,
         );
@@ -428,6 +381,28 @@ fn spawn_watch(
         }
         watched
     })
+}
+
+/// Counts a watch report in `/metrics`: build (the first) and rebuild durations, failures.
+fn observe_report(m: &metrics::Metrics, r: &crate::watch::Report, first: &mut bool) {
+    match r {
+        crate::watch::Report::Rebuild {
+            devices,
+            duration_ms,
+            ..
+        } => {
+            m.observe_build(*first, *duration_ms as f64 / 1000.0);
+            *first = false;
+            if devices
+                .iter()
+                .any(|d| d.state == crate::build::state::PublishState::Failed)
+            {
+                m.build_failed();
+            }
+        }
+        crate::watch::Report::Error { .. } => m.build_failed(),
+        _ => {}
+    }
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
@@ -520,6 +495,7 @@ mod tests {
             dir.path().join("missing"),
             WatchOptions::default(),
             Some(Arc::clone(&live)),
+            None,
             Arc::clone(&stop),
         );
         let toml = root.join("ovl.toml");

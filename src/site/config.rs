@@ -1,5 +1,5 @@
 //! `ovl.toml`: the site's settings, one struct per section (`[alpine]`, `[boot]`, `[build]`,
-//! `[serve]`, `[serve.dhcp]`), every key optional with a sensible default, checked once when
+//! `[capture]`, `[serve]`, `[serve.dhcp]`), every key optional with a sensible default, checked once when
 //! the site is opened (SPEC §2).
 
 use std::collections::BTreeMap;
@@ -9,7 +9,10 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
-use crate::site::layout::{CONFIGS_DIR, DEFAULT_SSH_KEY, PRIVATE_TOP};
+use crate::site::layout::DEFAULT_SSH_KEY;
+
+use crate::site::capture_config::MAX_HISTORY;
+pub use crate::site::capture_config::{CaptureConfig, ConflictPolicy};
 
 /// `ovl.toml`: every key optional with a sensible default.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,6 +26,10 @@ pub struct SiteConfig {
     pub build: BuildConfig,
     /// `[serve]`: the embedded servers.
     pub serve: ServeConfig,
+    /// `[fetch]`: where `ovl fetch` finds the iPXE binaries.
+    pub fetch: FetchConfig,
+    /// `[capture]`: how devices' lbu captures are merged with the fleet.
+    pub capture: CaptureConfig,
 }
 
 /// `[alpine]`.
@@ -35,6 +42,9 @@ pub struct AlpineConfig {
     pub flavor: String,
     /// Package mirror base URL.
     pub mirror: String,
+    /// CPU architecture of the devices (`x86_64`, `aarch64`, …): the mirror's
+    /// `releases/ARCH/` folder `ovl fetch` takes the boot files from.
+    pub arch: String,
 }
 
 impl Default for AlpineConfig {
@@ -43,6 +53,7 @@ impl Default for AlpineConfig {
             version: "v3.20".into(),
             flavor: "lts".into(),
             mirror: "http://dl-cdn.alpinelinux.org/alpine".into(),
+            arch: "x86_64".into(),
         }
     }
 }
@@ -57,12 +68,52 @@ pub struct BootConfig {
     pub modules: Vec<String>,
     /// Site file passed as `ssh_key=` when it exists in the site.
     pub ssh_key: Option<String>,
-    /// NFS export of this site (`host:/path`): enables the lbu round trip (SPEC §5).
+    /// NFS export of the site's `captures/` folder (`host:/path`): enables the lbu round
+    /// trip (SPEC §5); devices mount only their own `PATH/MAC`.
     pub nfs: Option<String>,
+    /// The uid every device's NFS writes are squashed to (default: `captures/`'s owner).
+    pub nfs_anonuid: Option<u32>,
+    /// The gid every device's NFS writes are squashed to (default: `captures/`'s group).
+    pub nfs_anongid: Option<u32>,
     /// Extra kernel arguments for every device.
     pub kernel_args: Vec<String>,
     /// `alpine_repo=` value; default `MIRROR/VERSION/main`.
     pub alpine_repo: Option<String>,
+    /// How many times the boot script tries each step (kernel, initramfs, boot) before
+    /// giving up.
+    pub tries: u32,
+    /// Seconds the boot script waits after the first failed try; the wait doubles after every
+    /// further one, up to [`MAX_RETRY_WAIT`].
+    pub retry_delay: u32,
+    /// What the boot script does once a step has failed `tries` times.
+    pub on_failure: OnFailure,
+}
+
+/// The longest wait between two tries of a boot step, in seconds.
+pub const MAX_RETRY_WAIT: u32 = 300;
+
+/// `[boot] on_failure`: what a device does when the boot script gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Reboot the device (iPXE `reboot`): it starts over from its firmware.
+    #[default]
+    Reboot,
+    /// Leave iPXE (`exit`): the firmware goes on with its next boot device.
+    Exit,
+    /// Open the iPXE shell on the console; leaving it starts the script over.
+    Shell,
+}
+
+impl OnFailure {
+    /// The value's spelling in `ovl.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFailure::Reboot => "reboot",
+            OnFailure::Exit => "exit",
+            OnFailure::Shell => "shell",
+        }
+    }
 }
 
 impl Default for BootConfig {
@@ -74,8 +125,42 @@ impl Default for BootConfig {
                 .to_vec(),
             ssh_key: Some(DEFAULT_SSH_KEY.into()),
             nfs: None,
+            nfs_anonuid: None,
+            nfs_anongid: None,
             kernel_args: Vec::new(),
             alpine_repo: None,
+            tries: 5,
+            retry_delay: 2,
+            on_failure: OnFailure::Reboot,
+        }
+    }
+}
+
+/// `[fetch]`: the iPXE binaries `ovl fetch` puts in the site beside Alpine's boot files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// The iPXE binaries to put in the site.
+    pub ipxe_files: Vec<String>,
+    /// The folder of the system's iPXE package (Debian's `ipxe`), copied from when it holds
+    /// the file and the architecture is x86.
+    pub ipxe_dir: String,
+    /// Base URL the iPXE binaries are downloaded from (`URL/NAME`) otherwise.
+    pub ipxe_url: String,
+    /// Seconds without a byte received (or to get a response) before a download attempt is
+    /// given up and retried from where it stopped.
+    pub timeout: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            ipxe_files: ["undionly.kpxe", "ipxe.efi", "snponly.efi"]
+                .map(String::from)
+                .to_vec(),
+            ipxe_dir: "/usr/lib/ipxe".into(),
+            ipxe_url: "https://boot.ipxe.org".into(),
+            timeout: 30,
         }
     }
 }
@@ -88,7 +173,13 @@ pub struct BuildConfig {
     pub compression: u32,
     /// Entry mtime (seconds since the epoch) when `SOURCE_DATE_EPOCH` is not set.
     pub mtime: u64,
+    /// Most bytes the files of one lbu archive layer (a capture or a profile's reference
+    /// archive) may hold uncompressed; a member or a total over it is refused.
+    pub max_capture_bytes: u64,
 }
+
+/// The default of `[build] max_capture_bytes`: 256 MiB.
+pub(crate) const DEFAULT_MAX_CAPTURE_BYTES: u64 = 256 << 20;
 
 /// The fixed entry time used when neither `SOURCE_DATE_EPOCH` nor `[build] mtime` is set:
 /// 2000-01-01T00:00:00Z.
@@ -99,6 +190,7 @@ impl Default for BuildConfig {
         BuildConfig {
             compression: 6,
             mtime: DEFAULT_MTIME,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
         }
     }
 }
@@ -280,6 +372,14 @@ fn dhcp_setting<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DhcpSett
 impl SiteConfig {
     /// Check what serde cannot: value ranges and formats. `path` is the file read.
     pub(crate) fn validate(&self, path: &Path) -> Result<()> {
+        self.validate_build_and_boot(path)?;
+        self.validate_alpine_and_fetch(path)?;
+        self.validate_serve(path)
+    }
+
+    /// `[build]`, `[boot]` and `[capture]` values in their ranges; `[boot] nfs` of the form
+    /// HOST:/PATH.
+    fn validate_build_and_boot(&self, path: &Path) -> Result<()> {
         let c = self;
         if !(1..=9).contains(&c.build.compression) {
             return Err(Error::at_path(
@@ -290,6 +390,53 @@ impl SiteConfig {
                 ),
             ));
         }
+        if !(1..=20).contains(&c.boot.tries) {
+            return Err(Error::at_path(
+                path,
+                format!("[boot] tries = {}: expected 1 to 20", c.boot.tries),
+            ));
+        }
+        if !(1..=MAX_RETRY_WAIT).contains(&c.boot.retry_delay) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[boot] retry_delay = {}: expected 1 to {MAX_RETRY_WAIT} seconds",
+                    c.boot.retry_delay
+                ),
+            ));
+        }
+        if c.build.max_capture_bytes == 0 {
+            return Err(Error::at_path(
+                path,
+                "[build] max_capture_bytes = 0: expected a number of bytes, e.g. 268435456 (256 MiB)",
+            ));
+        }
+        if !(1..=MAX_HISTORY).contains(&c.capture.history) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[capture] history = {}: expected 1 to {MAX_HISTORY} manifests per device",
+                    c.capture.history
+                ),
+            ));
+        }
+        if let Some(nfs) = &c.boot.nfs
+            && crate::build::nfs::NfsExport::parse(nfs).is_none()
+        {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[boot] nfs = {nfs:?}: expected HOST:/PATH, the export of the site's \
+                     captures/ folder, e.g. 192.168.0.2:/srv/pxe/captures"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[alpine]` names and `[fetch]` values.
+    fn validate_alpine_and_fetch(&self, path: &Path) -> Result<()> {
+        let c = self;
         if c.alpine.flavor.is_empty() || c.alpine.flavor.contains(['/', ' ']) {
             return Err(Error::at_path(
                 path,
@@ -299,6 +446,50 @@ impl SiteConfig {
                 ),
             ));
         }
+        if c.alpine.arch.is_empty() || !c.alpine.arch.chars().all(is_name_char) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[alpine] arch = {:?}: expected an architecture such as x86_64 or aarch64",
+                    c.alpine.arch
+                ),
+            ));
+        }
+        if let Some(bad) = c
+            .fetch
+            .ipxe_files
+            .iter()
+            .find(|f| f.is_empty() || f.starts_with('.') || !f.chars().all(is_name_char))
+        {
+            return Err(Error::at_path(
+                path,
+                format!("[fetch] ipxe_files: {bad:?} is not a file name such as ipxe.efi"),
+            ));
+        }
+        if !is_http_url(&c.fetch.ipxe_url) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[fetch] ipxe_url = {:?}: expected an http:// or https:// URL",
+                    c.fetch.ipxe_url
+                ),
+            ));
+        }
+        if !(1..=3600).contains(&c.fetch.timeout) {
+            return Err(Error::at_path(
+                path,
+                format!(
+                    "[fetch] timeout = {}: expected 1 to 3600 seconds",
+                    c.fetch.timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[serve]` listen addresses and the DHCP script URL.
+    fn validate_serve(&self, path: &Path) -> Result<()> {
+        let c = self;
         for (what, v) in [("http", &c.serve.http), ("tftp", &c.serve.tftp)] {
             if v != "off" && v.parse::<SocketAddr>().is_err() {
                 return Err(Error::at_path(
@@ -320,59 +511,23 @@ impl SiteConfig {
                 ),
             ));
         }
-        for (key, v) in [
-            ("max_connections", c.serve.max_connections),
-            ("header_timeout", c.serve.header_timeout),
-            ("idle_timeout", c.serve.idle_timeout),
-        ] {
-            if v == 0 {
-                return Err(Error::at_path(
-                    path,
-                    format!("[serve] {key} = 0: expected a positive number"),
-                ));
-            }
-        }
-        for entry in &c.serve.public {
-            check_public(entry)
-                .map_err(|why| Error::at_path(path, format!("[serve] public: {entry:?} {why}")))?;
-        }
-        if let Some(nfs) = &c.boot.nfs
-            && !nfs.contains(":/")
-        {
-            return Err(Error::at_path(
-                path,
-                format!("[boot] nfs = {nfs:?}: expected HOST:/EXPORT, e.g. 192.168.0.2:/srv/pxe"),
-            ));
-        }
+        crate::site::serve_config::validate(&c.serve, path)?;
         Ok(())
     }
 }
 
-/// Why a `[serve] public` entry cannot be served, if it cannot.
-fn check_public(entry: &str) -> std::result::Result<(), String> {
-    if entry.starts_with('/') || entry.contains(['\\', '\0']) {
-        return Err("must be a site-relative path such as \"extra.iso\" or \"alpine/\"".into());
-    }
-    let components: Vec<&str> = entry.split('/').filter(|c| !c.is_empty()).collect();
-    let Some(first) = components.first() else {
-        return Err("is empty".into());
-    };
-    if components
-        .iter()
-        .any(|c| *c == "." || *c == ".." || c.starts_with('.'))
-    {
-        return Err("must not hold `.`, `..` or hidden names".into());
-    }
-    if *first == CONFIGS_DIR {
-        return Err("names configs/, whose archives are public by their MAC names only".into());
-    }
-    if PRIVATE_TOP.iter().any(|p| p.eq_ignore_ascii_case(first)) {
-        return Err(format!(
-            "names {first}, which is private (settings, inventory, profiles, overlays and \
-             captures are never served)"
-        ));
-    }
-    Ok(())
+/// Letters, digits, `.`, `_`, `-`: what file names and architecture names are made of.
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// `http://HOST…` or `https://HOST…` without whitespace.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -400,27 +555,30 @@ mod tests {
     }
 
     #[test]
-    fn public_entries_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ovl.toml");
-        let check = |list: &str| {
-            let c: SiteConfig = toml::from_str(&format!("[serve]\npublic = {list}\n")).unwrap();
-            c.validate(&path)
-        };
-        assert!(check("[\"ipxe/\", \"alpine/\", \"extra.iso\", \"data/x.bin\"]").is_ok());
+    fn fetch_settings_are_checked() {
+        let p = Path::new("ovl.toml");
+        let ok: SiteConfig = toml::from_str("[alpine]\narch = \"aarch64\"\n").unwrap();
+        assert!(ok.validate(p).is_ok());
+        assert_eq!(SiteConfig::default().fetch.ipxe_files.len(), 3);
         for bad in [
-            "[\"overlays/\"]",
-            "[\"Devices.toml\"]",
-            "[\"captures/x/\"]",
-            "[\"configs/\"]",
-            "[\"/etc/\"]",
-            "[\"../x\"]",
-            "[\".git/\"]",
-            "[\"\"]",
+            "[alpine]\narch = \"x86/64\"\n",
+            "[alpine]\narch = \"\"\n",
+            "[fetch]\nipxe_files = [\"../x.efi\"]\n",
+            "[fetch]\nipxe_url = \"ftp://x\"\n",
+            "[fetch]\ntimeout = 0\n",
         ] {
-            let e = check(bad).unwrap_err();
-            assert_eq!(e.exit_code(), 1, "{bad}");
-            assert!(e.to_string().contains("[serve] public"), "{e}");
+            let c: SiteConfig = toml::from_str(bad).unwrap();
+            assert!(c.validate(p).is_err(), "{bad}");
         }
+        for bad in ["[capture]\nhistory = 0\n", "[capture]\nhistory = 1001\n"] {
+            let c: SiteConfig = toml::from_str(bad).unwrap();
+            assert!(c.validate(p).is_err(), "{bad}");
+        }
+        let c: SiteConfig = toml::from_str("[capture]\nconflicts = \"fleet\"\n").unwrap();
+        assert_eq!(c.capture.conflicts, ConflictPolicy::Fleet);
+        assert!(toml::from_str::<SiteConfig>("[capture]\nconflicts = \"both\"\n").is_err());
+        assert!(is_http_url("http://127.0.0.1:8080/alpine"));
+        assert!(!is_http_url("http:///x"));
+        assert!(!is_http_url("https://a b"));
     }
 }

@@ -1,5 +1,6 @@
 //! The inventory (`devices.toml`): which device is which — MAC, profile, hostname, fixed IP,
-//! extra layers and variables — with MACs normalised and duplicates refused (SPEC §3).
+//! extra layers, variables and the paths whose capture the fleet overrides (`discard`) — with
+//! MACs normalised and duplicates refused (SPEC §3).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{Error, Location, Result};
+use crate::error::{Error, LineIndex, Location, Result};
 use crate::mac::Mac;
 use crate::site::profile::Profiles;
 use crate::site::toml_file;
@@ -31,6 +32,8 @@ struct DeviceEntry {
     overlays: Vec<String>,
     #[serde(default)]
     vars: toml::Table,
+    #[serde(default)]
+    discard: Vec<Spanned<String>>,
 }
 
 /// One device of the inventory.
@@ -48,6 +51,9 @@ pub struct Device {
     pub overlays: Vec<String>,
     /// Its own template values (win over the profile's).
     pub vars: toml::Table,
+    /// Paths (files or folders, relative to `/`) where the fleet's version wins over the
+    /// device's capture (`ovl discard`).
+    pub discard: Vec<String>,
     /// Where in `devices.toml` it is declared.
     pub location: Location,
 }
@@ -59,6 +65,17 @@ pub struct Inventory {
     pub file: PathBuf,
     /// Devices by MAC, in MAC order.
     pub devices: BTreeMap<Mac, Device>,
+}
+
+/// A path on the device as written in `discard` or on the command line (`etc/motd`,
+/// `/etc/motd`, `etc/kiosk/`), normalised to the manifest's form (`etc/motd`); `None` for the
+/// root, empty components, `.` or `..`.
+pub(crate) fn device_path(p: &str) -> Option<String> {
+    let p = p.trim().trim_start_matches('/').trim_end_matches('/');
+    let ok = !p.is_empty()
+        && p.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'));
+    ok.then(|| p.to_string())
 }
 
 /// Is `h` a valid host name (RFC 1123 labels)?
@@ -77,20 +94,23 @@ pub(crate) fn valid_hostname(h: &str) -> bool {
 impl Inventory {
     /// Read `path` (a missing file is an empty inventory) and check it against `profiles`.
     pub(crate) fn load(path: &Path, profiles: &Profiles) -> Result<Inventory> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Inventory {
-                    file: path.to_path_buf(),
-                    devices: BTreeMap::new(),
-                });
-            }
-            Err(e) => return Err(Error::io(path, e)),
+        let Some(text) = toml_file::read_text_if_exists(path)? else {
+            return Ok(Inventory {
+                file: path.to_path_buf(),
+                devices: BTreeMap::new(),
+            });
         };
-        let file: DevicesFile = toml_file::parse(path, &text)?;
+        Inventory::parse(path, &text, profiles)
+    }
+
+    /// Check `text`, the contents (or the edited contents) of `path`, against `profiles`:
+    /// bad MACs, duplicate MACs, hostnames and addresses, unknown profiles are errors located
+    /// in `text`.
+    pub(crate) fn parse(path: &Path, text: &str, profiles: &Profiles) -> Result<Inventory> {
+        let file: DevicesFile = toml_file::parse(path, text)?;
         let mut seen = Seen {
             path,
-            text: &text,
+            lines: LineIndex::new(text),
             devices: BTreeMap::new(),
             hostnames: BTreeMap::new(),
             ips: BTreeMap::new(),
@@ -109,7 +129,7 @@ impl Inventory {
 /// The devices read so far, and where each hostname and address was first declared.
 struct Seen<'a> {
     path: &'a Path,
-    text: &'a str,
+    lines: LineIndex<'a>,
     devices: BTreeMap<Mac, Device>,
     hostnames: BTreeMap<String, Location>,
     ips: BTreeMap<Ipv4Addr, Location>,
@@ -118,7 +138,7 @@ struct Seen<'a> {
 impl Seen<'_> {
     /// The location of a byte offset of the file.
     fn at(&self, offset: usize) -> Location {
-        Location::at_offset(self.path, self.text, offset)
+        self.lines.locate(self.path, offset)
     }
 
     /// Check one entry against the profiles and the entries before it.
@@ -150,6 +170,21 @@ impl Seen<'_> {
             Some(s) => Some(self.ip(s)?),
             None => None,
         };
+        let mut discard = Vec::new();
+        for p in &d.discard {
+            let Some(path) = device_path(p.get_ref()) else {
+                return Err(Error::input(
+                    self.at(p.span().start),
+                    format!(
+                        "discard: {:?} is not a path on the device such as \"etc/motd\"",
+                        p.get_ref()
+                    ),
+                ));
+            };
+            if !discard.contains(&path) {
+                discard.push(path);
+            }
+        }
         Ok(Device {
             mac,
             profile,
@@ -157,6 +192,7 @@ impl Seen<'_> {
             ip,
             overlays: d.overlays,
             vars: d.vars,
+            discard,
             location: loc,
         })
     }
@@ -214,5 +250,14 @@ mod tests {
         assert!(!valid_hostname("-bad"));
         assert!(!valid_hostname("bad_name"));
         assert!(!valid_hostname(""));
+    }
+
+    #[test]
+    fn device_paths() {
+        assert_eq!(device_path("/etc/motd").as_deref(), Some("etc/motd"));
+        assert_eq!(device_path("etc/kiosk/").as_deref(), Some("etc/kiosk"));
+        for bad in ["", "/", "etc/../x", "./etc", "etc//motd"] {
+            assert_eq!(device_path(bad), None, "{bad}");
+        }
     }
 }

@@ -12,9 +12,13 @@
 //!   configs/MAC.tar.gz  published archives   (public)
 //!   boot.ipxe, gpxe-script  boot scripts     (public)
 //!   sshkeys.pub       default `ssh_key=`     (public)
-//!   .ovl-tmp/         temporary files before their atomic rename (hidden)
-//!   .ovl-state/       server state, e.g. DHCP leases (hidden)
+//!   .ovl-state/       server state, e.g. DHCP leases, and manifests/MAC/ID.json.gz,
+//!                     the build manifests published for each device (hidden)
 //! ```
+//!
+//! Files are published by writing a hidden temporary beside the target
+//! (`configs/.MAC.tar.gz.XXXXXX.ovl-tmp`, `.boot.ipxe.XXXXXX.ovl-tmp`) and renaming it, so a
+//! `configs/` on another file system (a mount, or a symlink to one) works.
 
 /// The settings file at the root of every site.
 pub const SITE_FILE: &str = "ovl.toml";
@@ -36,11 +40,22 @@ pub const CONFIGS_DIR: &str = "configs";
 pub const BOOT_SCRIPTS: [&str; 2] = ["gpxe-script", "boot.ipxe"];
 /// The site file passed as `ssh_key=` when `[boot] ssh_key` is not set.
 pub const DEFAULT_SSH_KEY: &str = "sshkeys.pub";
-/// The private folder where files are written before being renamed into place (on the
-/// site's file system, so the rename is atomic). Also the prefix of names never read as layers.
+/// The private folder where earlier versions wrote temporary files; stale ones left there are
+/// still removed, and names starting with it are never read as layers.
 pub const TMP_DIR: &str = ".ovl-tmp";
+/// The ending of the hidden temporary files written beside their target before the rename.
+pub const TMP_SUFFIX: &str = ".ovl-tmp";
 /// The private folder of state kept by the servers (e.g. DHCP leases).
 pub const STATE_DIR: &str = ".ovl-state";
+
+/// The folder inside [`STATE_DIR`] holding, per device, the manifests of the archives
+/// published for it (`MAC/ID.json.gz`).
+pub const MANIFESTS_DIR: &str = "manifests";
+/// The file every archive carries naming its build (id, MAC, profile), under `etc/` so that
+/// lbu saves it with the rest of a device's configuration.
+pub const IDENTITY_FILE: &str = "etc/ovl/build";
+/// The folder of [`IDENTITY_FILE`].
+pub const IDENTITY_DIR: &str = "etc/ovl";
 
 /// Top-level names ovl writes itself: changes to them are never inputs of a build.
 pub const GENERATED: [&str; 5] = [

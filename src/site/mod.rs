@@ -3,12 +3,15 @@
 //! the input model: the folder [`layout`], the `ovl.toml` sections ([`config`]), profiles,
 //! the inventory, and located TOML errors ([`toml_file`]).
 
+pub mod capture_config;
 pub mod config;
 pub mod example;
 pub mod inventory;
+pub(crate) mod inventory_edit;
 pub mod layout;
 pub mod profile;
 pub mod profile_file;
+pub(crate) mod serve_config;
 pub mod toml_file;
 
 use std::net::SocketAddr;
@@ -17,8 +20,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub use config::{
-    AlpineConfig, BootConfig, BuildConfig, ConfigsAccess, DhcpMode, DhcpSettings, RelayPool,
-    ServeConfig, SiteConfig,
+    AlpineConfig, BootConfig, BuildConfig, CaptureConfig, ConfigsAccess, ConflictPolicy, DhcpMode,
+    DhcpSettings, FetchConfig, OnFailure, RelayPool, ServeConfig, SiteConfig,
 };
 pub use layout::{DEVICES_FILE, SITE_FILE};
 
@@ -90,6 +93,12 @@ impl Site {
     /// `configs/`, where archives are published.
     pub(crate) fn configs_dir(&self) -> PathBuf {
         self.root.join(layout::CONFIGS_DIR)
+    }
+    /// `.ovl-state/manifests/`, the build manifests published for each device.
+    pub(crate) fn manifests_dir(&self) -> PathBuf {
+        self.root
+            .join(layout::STATE_DIR)
+            .join(layout::MANIFESTS_DIR)
     }
     /// `.ovl-tmp/`, where files are written before being renamed into place.
     pub(crate) fn tmp_dir(&self) -> PathBuf {

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Location, Result};
+use crate::site::example::PLACEHOLDER_KEY;
 use crate::site::layout::PROFILE_EXTENSION;
 use crate::site::toml_file;
 
-use crate::site::profile_file::{FileDecl, PermDecl, ProfileFile, ServicesDecl};
+use crate::site::profile_file::{FileDecl, PermDecl, ProfileFile};
 
 /// The runlevels a profile can name, in boot order.
 pub const RUNLEVELS: [&str; 4] = ["sysinit", "boot", "default", "shutdown"];
@@ -30,6 +31,35 @@ pub(crate) fn default_services(level: &str) -> &'static [&'static str] {
         "shutdown" => &["mount-ro", "killprocs", "savecache"],
         _ => &[],
     }
+}
+
+/// A `"!name"` removal (of a package or a service) that removes nothing the profile chain
+/// declared before it: it must remove something a layer brings (a package of a layer's
+/// `etc/apk/world`, a runlevel link of a layer), or it is a mistake, reported at `loc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The name removed, without `!`.
+    pub name: String,
+    /// The runlevel, for a service.
+    pub level: Option<&'static str>,
+    /// Where the removal is written.
+    pub loc: Location,
+}
+
+/// The known name nearest to `word` (a did-you-mean), if one is close enough.
+pub(crate) fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut best: Option<(f64, &str)> = None;
+    for k in known {
+        let score = if k.eq_ignore_ascii_case(word) {
+            1.0
+        } else {
+            strsim::jaro_winkler(word, k)
+        };
+        if score >= 0.8 && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, k));
+        }
+    }
+    best.map(|(_, k)| k)
 }
 
 /// A declaration together with the profile file that made it.
@@ -58,12 +88,19 @@ pub struct Profile {
     pub packages: BTreeSet<String>,
     /// Packages removed and not re-added later in the chain.
     pub removed_packages: BTreeSet<String>,
+    /// Every package the chain adds somewhere (also those removed later), for did-you-mean.
+    pub declared_packages: BTreeSet<String>,
+    /// Package removals that removed nothing the chain declared (see [`Removal`]).
+    pub package_removals: Vec<Removal>,
     /// Hostname template.
     pub hostname: Option<Declared<String>>,
     /// `etc/apk/repositories` lines.
     pub repositories: Option<Declared<Vec<String>>>,
     /// Authorized keys, in order, without duplicates.
     pub authorized_keys: Vec<String>,
+    /// Where the chain's `authorized_keys` still hold the example's placeholder
+    /// (the example's `PLACEHOLDER_KEY`).
+    pub placeholder_keys: Vec<Location>,
     /// Kernel arguments.
     pub kernel_args: Vec<String>,
     /// Kernel modules.
@@ -72,6 +109,8 @@ pub struct Profile {
     pub services: BTreeMap<String, Vec<String>>,
     /// Services removed per runlevel (also dropped from captured layers).
     pub removed_services: BTreeMap<String, BTreeSet<String>>,
+    /// Service removals that removed nothing the chain (or Alpine's defaults) declared.
+    pub service_removals: Vec<Removal>,
     /// `etc/network/interfaces`.
     pub interfaces: Option<Declared<String>>,
     /// `etc/resolv.conf`.
@@ -136,8 +175,9 @@ impl Profiles {
                     continue;
                 }
                 validate_name(&path, &name)?;
-                let file: ProfileFile = toml_file::load(&path)?;
-                raw.insert(name, (path, file));
+                let text = toml_file::read_text(&path)?;
+                let file: ProfileFile = toml_file::parse(&path, &text)?;
+                raw.insert(name, RawProfile { path, text, file });
             }
         }
         let mut by_name = BTreeMap::new();
@@ -187,16 +227,21 @@ fn validate_name(path: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// One profile file as read: its path, its text (to locate declarations) and its contents.
+struct RawProfile {
+    path: PathBuf,
+    text: String,
+    file: ProfileFile,
+}
+
 /// Profile files as read, by name.
-type RawProfiles = BTreeMap<String, (PathBuf, ProfileFile)>;
+type RawProfiles = BTreeMap<String, RawProfile>;
 
 fn resolve(name: &str, raw: &RawProfiles) -> Result<Profile> {
     let chain = chain_of(name, raw)?;
-    let (own_path, _) = &raw[name];
-    let mut p = Profile::root(name, own_path, chain.clone());
+    let mut p = Profile::root(name, &raw[name].path, chain.clone());
     for link in &chain {
-        let (path, f) = &raw[link];
-        p.fold(path, f)?;
+        p.fold(&raw[link])?;
     }
     Ok(p)
 }
@@ -205,21 +250,19 @@ fn resolve(name: &str, raw: &RawProfiles) -> Result<Profile> {
 fn chain_of(name: &str, raw: &RawProfiles) -> Result<Vec<String>> {
     let mut chain = vec![name.to_string()];
     let mut cur = name;
-    while let Some(parent) = raw.get(cur).and_then(|(_, f)| f.extends.as_deref()) {
+    while let Some(parent) = raw.get(cur).and_then(|r| r.file.extends.as_deref()) {
         if let Some(pos) = chain.iter().position(|c| c == parent) {
             let mut cycle: Vec<&str> = chain[pos..].iter().map(String::as_str).collect();
             cycle.push(parent);
-            let (path, _) = &raw[cur];
             return Err(Error::at_path(
-                path,
+                &raw[cur].path,
                 format!("`extends` cycle: {}", cycle.join(" → ")),
             ));
         }
         if !raw.contains_key(parent) {
-            let (path, _) = &raw[cur];
             let known: Vec<&str> = raw.keys().map(String::as_str).collect();
             return Err(Error::at_path(
-                path,
+                &raw[cur].path,
                 format!(
                     "extends unknown profile `{parent}` (known: {})",
                     known.join(", ")
@@ -244,9 +287,12 @@ impl Profile {
             overlays: Vec::new(),
             packages: BTreeSet::new(),
             removed_packages: BTreeSet::new(),
+            declared_packages: BTreeSet::new(),
+            package_removals: Vec::new(),
             hostname: None,
             repositories: None,
             authorized_keys: Vec::new(),
+            placeholder_keys: Vec::new(),
             kernel_args: Vec::new(),
             modules: Vec::new(),
             services: RUNLEVELS
@@ -259,6 +305,7 @@ impl Profile {
                 })
                 .collect(),
             removed_services: BTreeMap::new(),
+            service_removals: Vec::new(),
             interfaces: None,
             resolv_conf: None,
             files: BTreeMap::new(),
@@ -267,8 +314,9 @@ impl Profile {
         }
     }
 
-    /// Fold in the profile file `f` at `path`, the next link of the chain.
-    fn fold(&mut self, path: &Path, f: &ProfileFile) -> Result<()> {
+    /// Fold in the profile file `raw`, the next link of the chain.
+    fn fold(&mut self, raw: &RawProfile) -> Result<()> {
+        let (path, f) = (raw.path.as_path(), &raw.file);
         let decl = |value| Declared {
             value,
             file: path.to_path_buf(),
@@ -279,7 +327,7 @@ impl Profile {
         for o in &f.overlays {
             self.overlays.push(decl(o.clone()));
         }
-        self.fold_packages(path, &f.packages)?;
+        self.fold_packages(raw)?;
         if let Some(h) = &f.hostname {
             self.hostname = Some(decl(h.clone()));
         }
@@ -289,14 +337,14 @@ impl Profile {
                 file: path.to_path_buf(),
             });
         }
-        self.fold_keys(path, &f.authorized_keys)?;
+        self.fold_keys(raw)?;
         self.kernel_args.extend(f.kernel_args.iter().cloned());
         for m in &f.modules {
             if !self.modules.contains(m) {
                 self.modules.push(m.clone());
             }
         }
-        self.fold_services(path, &f.services)?;
+        self.fold_services(raw)?;
         if let Some(i) = &f.network.interfaces {
             self.interfaces = Some(decl(i.clone()));
         }
@@ -329,32 +377,46 @@ impl Profile {
         Ok(())
     }
 
-    /// Packages added, or dropped with `!`.
-    fn fold_packages(&mut self, path: &Path, packages: &[String]) -> Result<()> {
-        for pkg in packages {
-            let pkg = pkg.trim();
+    /// Packages added, or dropped with `!`; a drop of nothing declared before is kept as a
+    /// [`Removal`] for the device's layers to match.
+    fn fold_packages(&mut self, raw: &RawProfile) -> Result<()> {
+        let path = raw.path.as_path();
+        for spanned in &raw.file.packages {
+            let pkg = spanned.get_ref().trim();
             if let Some(drop) = pkg.strip_prefix('!') {
                 check_word(path, "packages", drop)?;
-                self.packages.remove(drop);
+                let removed = self.packages.remove(drop) || self.removed_packages.contains(drop);
+                if !removed {
+                    self.package_removals.push(Removal {
+                        name: drop.to_string(),
+                        level: None,
+                        loc: Location::at_offset(path, &raw.text, spanned.span().start),
+                    });
+                }
                 self.removed_packages.insert(drop.to_string());
             } else {
                 check_word(path, "packages", pkg)?;
                 self.removed_packages.remove(pkg);
                 self.packages.insert(pkg.to_string());
+                self.declared_packages.insert(pkg.to_string());
             }
         }
         Ok(())
     }
 
-    /// Authorized keys, one line each, without duplicates.
-    fn fold_keys(&mut self, path: &Path, keys: &[String]) -> Result<()> {
-        for k in keys {
-            let k = k.trim().to_string();
+    /// Authorized keys, one line each, without duplicates; the example's placeholder noted.
+    fn fold_keys(&mut self, raw: &RawProfile) -> Result<()> {
+        for spanned in &raw.file.authorized_keys {
+            let k = spanned.get_ref().trim().to_string();
             if k.contains('\n') {
                 return Err(Error::at_path(
-                    path,
+                    &raw.path,
                     "authorized_keys: one key per list item, without newlines",
                 ));
+            }
+            if k.contains(PLACEHOLDER_KEY) {
+                let loc = Location::at_offset(&raw.path, &raw.text, spanned.span().start);
+                self.placeholder_keys.push(loc);
             }
             if !self.authorized_keys.contains(&k) {
                 self.authorized_keys.push(k);
@@ -363,30 +425,37 @@ impl Profile {
         Ok(())
     }
 
-    /// Services added to each runlevel, or dropped with `!`.
-    fn fold_services(&mut self, path: &Path, services: &ServicesDecl) -> Result<()> {
+    /// Services added to each runlevel, or dropped with `!`; a drop of nothing declared
+    /// before (nor one of Alpine's defaults) is kept as a [`Removal`] for the layers to match.
+    fn fold_services(&mut self, raw: &RawProfile) -> Result<()> {
+        let path = raw.path.as_path();
         for level in RUNLEVELS {
             let list = self.services.entry(level.to_string()).or_default();
-            for svc in services.level(level) {
-                let svc = svc.trim();
+            let removed = self.removed_services.entry(level.to_string()).or_default();
+            for spanned in raw.file.services.level(level) {
+                let svc = spanned.get_ref().trim();
                 if let Some(drop) = svc.strip_prefix('!') {
                     check_word(path, "services", drop)?;
+                    let before = list.len();
                     list.retain(|s| s != drop);
-                    self.removed_services
-                        .entry(level.to_string())
-                        .or_default()
-                        .insert(drop.to_string());
+                    if list.len() == before && !removed.contains(drop) {
+                        self.service_removals.push(Removal {
+                            name: drop.to_string(),
+                            level: Some(level),
+                            loc: Location::at_offset(path, &raw.text, spanned.span().start),
+                        });
+                    }
+                    removed.insert(drop.to_string());
                 } else {
                     check_word(path, "services", svc)?;
-                    if let Some(r) = self.removed_services.get_mut(level) {
-                        r.remove(svc);
-                    }
+                    removed.remove(svc);
                     if !list.iter().any(|s| s == svc) {
                         list.push(svc.to_string());
                     }
                 }
             }
         }
+        self.removed_services.retain(|_, r| !r.is_empty());
         Ok(())
     }
 }

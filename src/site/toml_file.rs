@@ -9,8 +9,36 @@ use crate::error::{Error, IoContext, Location, Result};
 
 /// Read `path` and deserialize it; errors carry `path:line:col`.
 pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = read_text(path)?;
     parse(path, &text)
+}
+
+/// The text of the TOML file `path`. Bytes that are not UTF-8 are invalid input (exit 1)
+/// located at the first bad byte, not an I/O error.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    decode(path, std::fs::read(path).at(path)?)
+}
+
+/// Like [`read_text`], but a missing file is `None`.
+pub(crate) fn read_text_if_exists(path: &Path) -> Result<Option<String>> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode(path, bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// `bytes`, read from `path`, as text.
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let text = String::from_utf8_lossy(&bytes[..valid]);
+        Error::input(
+            Location::at_offset(path, &text, valid),
+            "not valid UTF-8 (TOML files are UTF-8 text)",
+        )
+    })
 }
 
 /// Deserialize `text`, the contents of `path`.
@@ -20,8 +48,27 @@ pub(crate) fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
             Some(span) => Location::at_offset(path, text, span.start),
             None => Location::path(path),
         };
-        Error::input(loc, describe(e.message()))
+        let mut message = describe(e.message());
+        if message.contains("is a TOML integer")
+            && let Some(literal) = e.span().and_then(|s| text.get(s))
+        {
+            message.push_str(&quote_hint(literal.trim()));
+        }
+        Error::input(loc, message)
     })
+}
+
+/// The hint for a mode written as a TOML integer: the same digits as a string (`600` →
+/// `"0600"`, `0o640` → `"0640"`).
+fn quote_hint(literal: &str) -> String {
+    let digits = literal
+        .strip_prefix("0o")
+        .unwrap_or(literal)
+        .replace('_', "");
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..b'8').contains(&b)) {
+        return String::new();
+    }
+    format!("; write mode = \"{digits:0>4}\"")
 }
 
 /// Turn serde's message into one an administrator can act on, adding "did you mean" for
@@ -72,6 +119,19 @@ mod tests {
         assert!(
             s.starts_with("p.toml:2:1: unknown key `pakages`; did you mean `packages`?"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_located_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, b"packages = []\nhostname = \"a\xff\"\n").unwrap();
+        let e = load::<T>(&p).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_INPUT);
+        assert!(
+            e.to_string().contains("p.toml:2:14: not valid UTF-8"),
+            "{e}"
         );
     }
 

@@ -21,6 +21,7 @@ fn same_device(a: &Device, b: &Device) -> bool {
         && a.ip == b.ip
         && a.overlays == b.overlays
         && a.vars == b.vars
+        && a.discard == b.discard
 }
 
 /// Each device's capture folder and layers.
@@ -97,7 +98,7 @@ pub(crate) fn affected(
                         .is_none_or(|o| !same_device(o, d))
                 })
                 .for_each(|(mac, _)| hit(mac));
-        } else if path.parent() == Some(&root.join("profiles")) {
+        } else if path.parent() == Some(&root.join(crate::site::layout::PROFILES_DIR)) {
             let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::build::layer::{LayerSource, is_temporary_name};
 use crate::build::project::Project;
 use crate::error::{Error, Result};
-use crate::site::{DEVICES_FILE, SITE_FILE};
+use crate::site::layout::{self, DEVICES_FILE, SITE_FILE};
 
 /// How changes are noticed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,7 +118,7 @@ fn stamp_followed(path: &Path) -> Option<Stamp> {
 pub(crate) fn is_project_input(root: &Path, path: &Path) -> bool {
     path == root.join(SITE_FILE)
         || path == root.join(DEVICES_FILE)
-        || path.parent() == Some(&root.join("profiles"))
+        || path.parent() == Some(&root.join(layout::PROFILES_DIR))
 }
 
 /// Stats the files a project is loaded from: `ovl.toml`, `devices.toml`, `profiles/*.toml`.
@@ -129,7 +129,7 @@ pub(crate) fn project_inputs(root: &Path) -> Stamps {
             snap.insert(root.join(f), s);
         }
     }
-    if let Ok(rd) = std::fs::read_dir(root.join("profiles")) {
+    if let Ok(rd) = std::fs::read_dir(root.join(layout::PROFILES_DIR)) {
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "toml")
@@ -176,10 +176,15 @@ fn walk_into(snap: &mut Stamps, dir: &Path, dirs: bool, keep: &dyn Fn(&str) -> b
 /// the archive layers `project` names wherever they are.
 pub(crate) fn snapshot(root: &Path, project: Option<&Project>) -> Stamps {
     let mut snap = project_inputs(root);
-    walk_into(&mut snap, &root.join("overlays"), true, &|_| true);
+    walk_into(&mut snap, &root.join(layout::OVERLAYS_DIR), true, &|_| true);
     // Only capture files count there: not lbu's `*.new`, dated backups, encrypted copies, or
     // the folders `ovl build` creates.
-    walk_into(&mut snap, &root.join("captures"), false, &is_capture_name);
+    walk_into(
+        &mut snap,
+        &root.join(layout::CAPTURES_DIR),
+        false,
+        &is_capture_name,
+    );
     if let Some(p) = project {
         let profile_layers = p
             .profiles
@@ -269,10 +274,8 @@ fn relevant(root: &Path, p: &Path) -> bool {
         .next()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .unwrap_or_default();
-    if matches!(
-        first.as_str(),
-        "configs" | ".ovl-tmp" | ".ovl-state" | ".git" | "target" | "gpxe-script" | "boot.ipxe"
-    ) {
+    // What ovl writes itself, and a repository's own folders, are never inputs.
+    if layout::GENERATED.contains(&first.as_str()) || matches!(first.as_str(), ".git" | "target") {
         return false;
     }
     !p.file_name()

@@ -215,7 +215,7 @@ impl Loop<'_> {
             }
             Err(e) => {
                 (self.report)(Report::Error {
-                    error: e.to_string(),
+                    error: e.clone(),
                     cause: rel_causes.to_vec(),
                 });
                 if let Some(feed) = self.feed {
@@ -246,11 +246,14 @@ impl Loop<'_> {
             .filter(|s| targets.contains_key(&s.mac))
             .collect();
         let outcomes = project.build_until(&specs, &|| {}, self.stop);
-        if (self.first || causes.iter().any(|p| p == &self.root.join(SITE_FILE)))
+        // Fed to `ovl serve`'s HTTP server, the server writes the scripts: they name the
+        // address it really listens on.
+        if self.feed.is_none()
+            && (self.first || causes.iter().any(|p| p == &self.root.join(SITE_FILE)))
             && let Err(e) = project.write_boot_scripts()
         {
             (self.report)(Report::Error {
-                error: e.to_string(),
+                error: e,
                 cause: rel_causes.to_vec(),
             });
         }
@@ -280,7 +283,7 @@ impl Loop<'_> {
                 Ok(()) => gone.push(m),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => (self.report)(Report::Error {
-                    error: Error::io(&p, e).to_string(),
+                    error: Error::io(&p, e),
                     cause: rel_causes.to_vec(),
                 }),
             }

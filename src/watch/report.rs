@@ -1,5 +1,5 @@
 //! What `ovl watch` reports: one [`Report`] per event, printed as one line of text (its
-//! `Display`) or as one JSON object.
+//! `Display`) or as one JSON object, in the vocabulary of [`crate::build::state`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::build::project::{Outcome, OutcomeResult};
-use crate::build::publish::Published;
+use crate::build::state::PublishState;
+use crate::error::{Error, JsonError};
 use crate::mac::Mac;
 use crate::watch::Mode;
 
@@ -41,8 +42,8 @@ pub(crate) enum Report {
     },
     /// Input is broken; the last good archives stay published.
     Error {
-        /// The error with its location.
-        error: String,
+        /// The error with its location (an error object in JSON).
+        error: Error,
         /// What changed.
         cause: Vec<String>,
     },
@@ -56,29 +57,27 @@ pub(crate) struct DeviceResult {
     /// The MAC.
     pub(crate) mac: Mac,
     /// `created`, `updated`, `unchanged` or `failed`.
-    pub(crate) state: String,
-    /// The error, when failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
+    pub(crate) state: PublishState,
+    /// The error object, when failed (else `null`).
+    pub(crate) error: Option<JsonError>,
+    /// The error itself, for the text output.
+    #[serde(skip)]
+    pub(crate) failure: Option<Error>,
+    /// Paths where the device's capture and the fleet both changed (`[capture] conflicts`);
+    /// `null` when failed.
+    pub(crate) conflicts: Option<Vec<String>>,
 }
 
 impl From<&Outcome> for DeviceResult {
     fn from(o: &Outcome) -> DeviceResult {
-        match &o.result {
-            OutcomeResult::Built { state, .. } => DeviceResult {
-                mac: o.mac,
-                state: match state {
-                    Published::Created => "created",
-                    Published::Updated => "updated",
-                    Published::Unchanged => "unchanged",
-                }
-                .into(),
-                error: None,
-            },
-            OutcomeResult::Failed { error, .. } => DeviceResult {
-                mac: o.mac,
-                state: "failed".into(),
-                error: Some(error.to_string()),
+        DeviceResult {
+            mac: o.mac,
+            state: o.state(),
+            error: o.error().map(|e| JsonError::new(e, Some(&o.mac))),
+            failure: o.error().cloned(),
+            conflicts: match &o.result {
+                OutcomeResult::Built { conflicts, .. } => Some(conflicts.clone()),
+                OutcomeResult::Failed { .. } => None,
             },
         }
     }
@@ -100,10 +99,23 @@ fn write_rebuild(
     cause: &[String],
     duration_ms: u64,
 ) -> fmt::Result {
-    let failed = devices.iter().filter(|d| d.state == "failed").count();
+    let failed = devices
+        .iter()
+        .filter(|d| d.state == PublishState::Failed)
+        .count();
     let items: Vec<String> = devices
         .iter()
-        .map(|d| format!("{} {}", d.mac, d.state))
+        .map(|d| match d.conflicts.as_deref().unwrap_or_default() {
+            [] => format!("{} {}", d.mac, d.state.name()),
+            c => format!(
+                "{} {} ({} conflict{} with its capture: {})",
+                d.mac,
+                d.state.name(),
+                c.len(),
+                if c.len() == 1 { "" } else { "s" },
+                c.join(" ")
+            ),
+        })
         .collect();
     write!(
         f,
@@ -181,13 +193,17 @@ mod tests {
             devices: vec![
                 DeviceResult {
                     mac,
-                    state: "updated".into(),
+                    state: PublishState::Updated,
                     error: None,
+                    failure: None,
+                    conflicts: Some(vec!["etc/motd".into()]),
                 },
                 DeviceResult {
                     mac,
-                    state: "failed".into(),
-                    error: Some("bad".into()),
+                    state: PublishState::Failed,
+                    error: Some(JsonError::new(&Error::Env("bad".into()), Some(&mac))),
+                    failure: Some(Error::Env("bad".into())),
+                    conflicts: None,
                 },
             ],
             cause: causes,
@@ -196,12 +212,17 @@ mod tests {
         assert_eq!(
             rebuild.to_string(),
             "rebuilt 2 archives in 1.234s (f0, f1, f2, f3, f4 and 2 more), 1 failed: \
-             52:54:00:12:34:56 updated, 52:54:00:12:34:56 failed"
+             52:54:00:12:34:56 updated (1 conflict with its capture: etc/motd), \
+             52:54:00:12:34:56 failed"
         );
         let json = serde_json::to_value(&rebuild).unwrap();
         assert_eq!(json["event"], "rebuild");
-        assert_eq!(json["devices"][1]["error"], "bad");
-        assert!(json["devices"][0].get("error").is_none());
+        assert_eq!(json["devices"][1]["state"], "failed");
+        assert_eq!(json["devices"][1]["error"]["message"], "bad");
+        assert_eq!(json["devices"][1]["error"]["mac"], "52:54:00:12:34:56");
+        assert_eq!(json["devices"][0]["error"], serde_json::Value::Null);
+        assert_eq!(json["devices"][0]["conflicts"][0], "etc/motd");
+        assert_eq!(json["devices"][1]["conflicts"], serde_json::Value::Null);
         let json = serde_json::to_value(&start).unwrap();
         assert_eq!(json["mode"], "poll");
         assert_eq!(json["reason"], "nfs");

@@ -3,7 +3,7 @@
 //! `ovl serve --dhcp full` on the bridge; a site made for the boots.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use crate::harness::proc::{KillOnDrop, require_file, wait_for_text};
 use crate::harness::qemu::{self, Firmware, require_qemu};
 use crate::harness::site::{OVL, TestSite};
 use crate::initramfs::boot_files;
+use crate::record::Record;
 use crate::{BIOS_MAC, SERVER, UEFI_MAC};
 
 /// The bridge, holding [`SERVER`] and the tap port.
@@ -47,22 +48,36 @@ impl Lab {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// A path in the lab's scratch folder.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Starts `ovl serve --dhcp full` on the bridge; returns its log file.
     pub fn serve(&mut self, site: &TestSite) -> PathBuf {
+        self.serve_with(site, &[], &[])
+    }
+
+    /// Starts `WRAPPER… ovl --site SITE serve --dhcp full … EXTRA…` on the bridge (a wrapper
+    /// such as `setpriv` drops privileges); returns its log file.
+    pub fn serve_with(&mut self, site: &TestSite, wrapper: &[&str], extra: &[&str]) -> PathBuf {
         let log = self.path("serve.log");
+        let mut cmd = match wrapper.split_first() {
+            None => self.ns.command(OVL),
+            Some((program, args)) => {
+                let mut c = self.ns.command(program);
+                c.args(args).arg(OVL);
+                c
+            }
+        };
         let child = KillOnDrop::spawn(
-            self.ns
-                .command(OVL)
-                .arg("--site")
+            cmd.arg("--site")
                 .arg(site.root())
                 .args(["serve", "--dhcp", "full", "--interface", BRIDGE])
                 .args(["--http", &format!("{SERVER}:80")])
                 .args(["--tftp", &format!("{SERVER}:69")])
                 .args(["--log-format", "json"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(File::create(&log).expect("serve.log")),
@@ -72,27 +87,74 @@ impl Lab {
         log
     }
 
-    /// Boots a VM until the initramfs says it is done; returns the serial console text.
-    pub fn boot(&self, firmware: Firmware, mac: &str, budget: Duration) -> (String, Duration) {
+    /// Boots a VM until Alpine's init reaches its final `apk add` and the `apk` stand-in has
+    /// recorded the new root on the second serial port; fails (with the console) when the VM
+    /// stops first or `budget` runs out.
+    pub fn boot(&self, firmware: Firmware, mac: &str, budget: Duration) -> Boot {
         require_qemu(firmware);
-        let serial = self.path(&format!("serial-{}.log", mac.replace(':', "")));
+        let name = mac.replace(':', "");
+        let console = self.path(&format!("console-{name}.log"));
+        let record = self.path(&format!("record-{name}.log"));
         let mut cmd = qemu::command(
             &self.ns,
             TAP,
             firmware,
             mac,
-            &serial,
+            &console,
             &self.path("OVMF_VARS.fd"),
         );
+        // The second serial port (ttyS1) is the stand-in's alone.
+        cmd.arg("-serial").arg(format!("file:{}", record.display()));
         cmd.arg("-no-reboot");
         let started = Instant::now();
         let mut vm = qemu::spawn(&mut cmd);
-        let text = wait_for_text(&serial, "OVL-E2E: done", budget, Some(&mut vm));
-        let took = started.elapsed();
-        // `poweroff -f` ends QEMU (-no-reboot); give it a moment, then kill it anyway.
+        let deadline = started + budget;
+        let mut applied = None;
+        let text = loop {
+            let text = read_text(&record);
+            if applied.is_none() && text.contains("OVL-REC: begin") {
+                applied = Some(started.elapsed());
+            }
+            if text.contains("OVL-REC: end") {
+                break text;
+            }
+            let exited = vm.exited();
+            assert!(
+                !exited && Instant::now() < deadline,
+                "{mac}: no complete record {}\n--- console ---\n{}\n--- record ---\n{text}",
+                if exited {
+                    "before the VM stopped"
+                } else {
+                    "in time"
+                },
+                read_text(&console)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // The stand-in powers off (`poweroff -f`, -no-reboot); give it a moment, then kill.
         let _ = vm.wait_exit(Duration::from_secs(10));
-        (text, took)
+        Boot {
+            console: read_text(&console),
+            record: Record::parse(&text),
+            applied: applied.expect("the record began"),
+        }
     }
+}
+
+/// One boot through the lab.
+pub struct Boot {
+    /// The first serial port: firmware, iPXE, kernel, Alpine's init.
+    pub console: String,
+    /// What the `apk` stand-in recorded.
+    pub record: Record,
+    /// From QEMU's start (power-on) to the start of the final `apk add`, which Alpine's init
+    /// runs once the apkovl is applied.
+    pub applied: Duration,
+}
+
+/// A file's text, `\r` removed (empty when missing).
+fn read_text(path: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).replace('\r', "")
 }
 
 impl Drop for Lab {

@@ -351,3 +351,77 @@ fn one_bad_device_does_not_stop_the_others() {
         std::fs::read(site.archive("52:54:00:00:00:02")).unwrap()
     );
 }
+
+#[test]
+fn hostnames_that_templates_render_alike_are_duplicates() {
+    breaks(
+        |s| {
+            s.write(
+                "profiles/S.toml",
+                "overlays = [\"base\"]\nhostname = \"kiosk-{{ vars.room }}\"\n[vars]\nroom = \"hall\"\n",
+            );
+            s.write(
+                "devices.toml",
+                &format!("[[device]]\nmac = \"{MAC}\"\nprofile = \"S\"\n[[device]]\nmac = \"52:54:00:00:00:02\"\nprofile = \"S\"\n"),
+            );
+        },
+        1,
+        &[
+            "device 52:54:00:12:34:56: hostname kiosk-hall is also the hostname of 52:54:00:00:00:02",
+            "device 52:54:00:00:00:02: hostname kiosk-hall is also the hostname of 52:54:00:12:34:56",
+        ],
+    );
+    // A template and a literal hostname that meet are duplicates too; check says so.
+    let site = TestSite::new();
+    site.write(
+        "devices.toml",
+        &format!("[[device]]\nmac = \"{MAC}\"\nprofile = \"S\"\n[[device]]\nmac = \"52:54:00:00:00:02\"\nprofile = \"S\"\nhostname = \"s-123456\"\n"),
+    );
+    site.ovl(&["check"]).code(1).stderr_has(
+        "device 52:54:00:12:34:56: hostname s-123456 is also the hostname of 52:54:00:00:00:02",
+    );
+}
+
+#[test]
+fn removals_that_remove_nothing_are_errors_with_a_suggestion() {
+    let base = "packages = [\"nano\", \"openssh\"]\n[services]\ndefault = [\"crond\", \"sshd\"]\n";
+    breaks(
+        |s| {
+            s.write("profiles/base.toml", base);
+            s.write(
+                "profiles/S.toml",
+                "extends = \"base\"\noverlays = [\"base\"]\npackages = [\"htop\", \"!nanoo\"]\n",
+            );
+        },
+        1,
+        &[
+            "profiles/S.toml:3:21: packages: \"!nanoo\" removes nothing: no profile of the chain and no layer brings package nanoo; did you mean \"!nano\"?",
+        ],
+    );
+    breaks(
+        |s| {
+            s.write("profiles/base.toml", base);
+            s.write(
+                "profiles/S.toml",
+                "extends = \"base\"\noverlays = [\"base\"]\n[services]\ndefault = [\"!cron\"]\n",
+            );
+        },
+        1,
+        &[
+            "profiles/S.toml:4:12: services: \"!cron\" removes nothing: no profile of the chain and no layer brings service cron from runlevel default; did you mean \"!crond\"?",
+        ],
+    );
+    // Removing what only a layer brings (a capture's world, its runlevel links) is fine.
+    let site = TestSite::new();
+    python_tar(
+        &site.path(&format!("captures/{MAC}/h.apkovl.tar.gz")),
+        r#"[("etc/apk/world", "f", "htop\n", 0o644, 0, 0, ""),
+            ("etc/runlevels/default/crond", "l", "", 0o777, 0, 0, "/etc/init.d/crond")]"#,
+    );
+    site.write(
+        "profiles/S.toml",
+        "overlays = [\"base\"]\npackages = [\"!htop\"]\n[services]\ndefault = [\"!crond\"]\n",
+    );
+    site.ovl(&["build", "--all"]).ok();
+    assert_eq!(site.archive_member(MAC, "etc/apk/world"), "");
+}

@@ -1,6 +1,7 @@
 //! The same inputs give byte-identical archives whatever the files' mtimes, owners and
-//! permission bits beyond the executable bit, the walk order, the locale, the time zone or
-//! the clock; an unchanged archive is not rewritten.
+//! group/other write bits (a copy made under umask 000 or 002), the walk order, the locale,
+//! the time zone or the clock; an unchanged archive is not rewritten. (Other permission bits
+//! are inputs: a 0600 source gives a 0600 member, see `modes.rs`.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -8,7 +9,8 @@ use std::process::Command;
 use crate::harness::proc::require_root;
 use crate::harness::site::TestSite;
 
-/// Copy `a` into a new site, file by file in reverse order, with other modes, owner and mtimes.
+/// Copy `a` into a new site, file by file in reverse order, with group/other write bits added,
+/// another owner and other mtimes.
 fn scrambled_copy(a: &TestSite) -> TestSite {
     let b = TestSite::empty();
     let mut files: Vec<_> = walkdir::WalkDir::new(a.root())
@@ -29,16 +31,16 @@ fn scrambled_copy(a: &TestSite) -> TestSite {
             std::fs::create_dir_all(&dst).unwrap();
         } else {
             std::fs::copy(e.path(), &dst).unwrap();
-            // As if copied under umask 077: only the owner's bits survive.
+            // As if copied under umask 000: group and other may write.
             let mode = std::fs::metadata(e.path()).unwrap().permissions().mode();
-            let scrambled = if mode & 0o100 != 0 { 0o700 } else { 0o600 };
+            let scrambled = (mode & 0o777) | 0o022;
             std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(scrambled)).unwrap();
         }
     }
     for d in walkdir::WalkDir::new(b.root()).min_depth(1) {
         let d = d.unwrap();
         if d.file_type().is_dir() {
-            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         }
     }
     let st = Command::new("chown")

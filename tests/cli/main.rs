@@ -1,6 +1,7 @@
 //! The `ovl` binary driven without servers: `init`, `check`, `build`, `list`, `show`,
-//! `diff`, `watch`, `export`, with busybox tar (what Alpine's initramfs uses) as the oracle
-//! for archives and the DHCP servers' own checkers for exported configurations.
+//! `diff`, `drift`, `adopt`, `discard`, `watch`, `export`, `fetch`, with busybox tar (what Alpine's initramfs uses) as the
+//! oracle for archives, the DHCP servers' own checkers for exported configurations, and a
+//! local mirror laid out like Alpine's (GNU tar's netboot tarball) for `fetch`.
 //!
 //! Tests that need root (chown, dropping privileges, busybox restoring owners, FUSE mounts)
 //! are `#[ignore = "needs root: …"]`; run them as root with `cargo test -- --include-ignored`.
@@ -10,8 +11,16 @@ mod harness;
 
 mod bad_input;
 mod commands;
+mod contract;
 mod determinism;
 mod export;
+mod fetch;
+mod fleet;
 mod golden;
+mod hostile;
+mod inventory;
+mod modes;
+mod nfs;
 mod oracle;
+mod rollout;
 mod watch;

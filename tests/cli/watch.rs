@@ -146,13 +146,14 @@ fn inotify_rebuilds_exactly_the_affected_archives() {
     site.write("overlays/base/etc/motd~", "x");
     w.quiet(800);
     assert!(w.stop().success());
-    assert!(
-        std::fs::read_dir(site.path(".ovl-tmp"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0,
-        "temporary files left"
-    );
+    let left: Vec<String> = std::fs::read_dir(site.path("configs"))
+        .unwrap()
+        .chain(std::fs::read_dir(site.root()).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ovl-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert!(!site.path(".ovl-tmp").exists());
 }
 
 #[test]
@@ -164,8 +165,21 @@ fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     let good = std::fs::read_to_string(site.path("profiles/S.toml")).unwrap();
     site.write("profiles/S.toml", &format!("{good}broken = = 1\n"));
     let e = w.next("error", 10);
+    // An error object: the file, line and column apart (docs/json.md).
     assert!(
-        e["error"]
+        e["error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("profiles/S.toml"),
+        "{e}"
+    );
+    assert_eq!(
+        (e["error"]["line"].as_u64(), e["error"]["column"].as_u64()),
+        (Some(6), Some(10)),
+        "{e}"
+    );
+    assert!(
+        e["error"]["text"]
             .as_str()
             .unwrap()
             .contains("profiles/S.toml:6:10"),
@@ -192,16 +206,49 @@ fn broken_save_keeps_the_last_good_archives_and_a_fixed_save_rebuilds() {
     site.write("overlays/base/etc/bad.j2", "{{ nope }}\n");
     let r = w.next("rebuild", 10);
     assert_eq!(r["devices"][0]["state"], "failed");
+    let err = &r["devices"][0]["error"];
     assert!(
-        r["devices"][0]["error"]
+        err["file"]
             .as_str()
             .unwrap()
-            .contains("overlays/base/etc/bad.j2:1:"),
+            .ends_with("overlays/base/etc/bad.j2"),
+        "{r}"
+    );
+    assert_eq!(err["line"], 1, "{r}");
+    assert_eq!(err["mac"], MAC, "{r}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("template: undefined value `nope` (defined: hostname, ip, mac,"),
         "{r}"
     );
     assert_eq!(before, site.snapshot());
     std::fs::remove_file(site.path("overlays/base/etc/bad.j2")).unwrap();
     assert_eq!(w.next("rebuild", 10)["devices"][0]["state"], "unchanged");
+}
+
+#[test]
+fn a_runaway_template_is_reported_and_watching_goes_on() {
+    let site = TestSite::new();
+    let mut w = Watch::start(site.root(), &[]);
+    w.next("rebuild", 20);
+    let before = site.snapshot();
+    site.write(
+        "overlays/base/etc/loop.j2",
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\n",
+    );
+    let r = w.next("rebuild", 30);
+    assert_eq!(r["devices"][0]["state"], "failed");
+    let e = r["devices"][0]["error"]["text"].as_str().unwrap();
+    assert!(
+        e.contains("overlays/base/etc/loop.j2:1:") && e.contains("too much work"),
+        "{r}"
+    );
+    assert_eq!(before, site.snapshot());
+    std::fs::remove_file(site.path("overlays/base/etc/loop.j2")).unwrap();
+    assert_eq!(w.next("rebuild", 10)["devices"][0]["state"], "unchanged");
+    assert!(w.stop().success());
 }
 
 /// A FUSE mount of the site (bindfs); writes into the backing folder bypass the mount, so
@@ -294,7 +341,7 @@ fn lbu_commit_is_folded_into_that_device_only() {
     let site = TestSite::new();
     site.write(
         "ovl.toml",
-        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe\"\n",
+        "[boot]\nserver = \"10.9.0.1\"\nnfs = \"10.9.0.1:/srv/pxe/captures\"\n",
     );
     site.write("devices.toml", &format!("[[device]]\nmac = \"{MAC}\"\nprofile = \"S\"\nhostname = \"kiosk1\"\n[[device]]\nmac = \"52:54:00:00:00:02\"\nprofile = \"S\"\n"));
     let mut w = Watch::start(site.root(), &[]);
@@ -357,7 +404,7 @@ fn lbu_commit_is_folded_into_that_device_only() {
     );
     assert_eq!(
         std::fs::read_to_string(x.path().join("etc/lbu/lbu.conf")).unwrap(),
-        format!("LBU_BACKUPDIR=/media/pxe/captures/{MAC}\n")
+        format!("LBU_BACKUPDIR=/media/pxe/{MAC}\n")
     );
     assert!(w.stop().success());
 }
@@ -404,6 +451,12 @@ fn kill_9_mid_rebuild_never_leaves_a_broken_archive() {
         let mut n = 0;
         for e in std::fs::read_dir(site.path("configs")).unwrap() {
             let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                // The killed build's hidden temporary beside the archives: never served.
+                assert!(name.ends_with(".ovl-tmp"), "round {round}: left {name}");
+                continue;
+            }
             n += 1;
             let out = Command::new("busybox")
                 .args(["tar", "-tzf"])
@@ -426,7 +479,23 @@ fn kill_9_mid_rebuild_never_leaves_a_broken_archive() {
             "round {round}: configs/ holds only the 500 archives"
         );
     }
-    // The next run cleans what the killed ones left in the private temporary folder.
-    std::thread::sleep(Duration::from_millis(10));
+    // The next run cleans the hidden temporaries the killed ones left, once they are stale
+    // (older than a minute: made so here).
+    let temps = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(site.path("configs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect()
+    };
+    for t in temps() {
+        let st = Command::new("touch")
+            .args(["-d", "2 minutes ago"])
+            .arg(&t)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
     site.ovl(&["build", "--all"]).ok();
+    assert_eq!(temps(), Vec::<std::path::PathBuf>::new());
 }

@@ -308,3 +308,94 @@ fn a_corrupt_lease_file_is_reported_as_such() {
     assert!(err.contains("line 1 column"), "serde's position: {err}");
     assert!(!err.contains("cannot listen"), "{err}");
 }
+
+/// GET `url` with curl; the body as text.
+fn curl_text(url: &str) -> String {
+    let o = output(bounded(30, "curl").args(["-sf", url]));
+    assert!(o.status.success(), "{url}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Polls (at most 10 s) until `boot.ipxe` and `gpxe-script` on disk both equal `served`.
+fn on_disk_becomes(s: &TestSite, served: &str) {
+    let agree = || {
+        ["boot.ipxe", "gpxe-script"]
+            .iter()
+            .all(|n| std::fs::read_to_string(s.path(n)).is_ok_and(|t| t == served))
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !agree() {
+        assert!(
+            Instant::now() < end,
+            "on disk:\n{}\nserved:\n{served}",
+            s.read("boot.ipxe")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--http` with another port than `ovl.toml`'s: the script over HTTP, over TFTP and on disk
+/// is one and the same, naming the port really listened on; `ovl build` writing `ovl.toml`'s
+/// port meanwhile is undone within a tick, and a settings change reaches all three.
+#[test]
+fn served_and_on_disk_boot_scripts_agree_whatever_http_overrides() {
+    let s = TestSite::example_built();
+    assert!(
+        s.read("boot.ipxe")
+            .contains("http://192.168.0.2/vmlinuz-lts")
+    );
+    let mut srv = Server::start(&s, &["--http", "127.0.0.1:0", "--tftp", "127.0.0.1:0"]);
+    let http = srv.addr("http");
+    let tftp = srv.addr("tftp");
+    let kernel = format!("kernel http://192.168.0.2:{}/vmlinuz-lts ", http.port());
+    let served = curl_text(&format!("http://{http}/boot.ipxe"));
+    assert!(served.contains(&kernel), "{served}");
+    on_disk_becomes(&s, &served);
+    assert_eq!(curl_text(&format!("tftp://{tftp}/boot.ipxe")), served);
+    assert_eq!(curl_text(&format!("http://{http}/gpxe-script")), served);
+
+    s.ovl(&["build", "--all"]).ok();
+    srv.wait_line(&["boot_script_rewritten", "WARN"]);
+    on_disk_becomes(&s, &served);
+
+    let toml = s
+        .read("ovl.toml")
+        .replace("flavor = \"lts\"", "flavor = \"virt\"");
+    s.write("ovl.toml", &toml);
+    srv.wait_line(&["project_reloaded"]);
+    let virt = curl_text(&format!("http://{http}/boot.ipxe"));
+    assert!(virt.contains("/vmlinuz-virt "), "{virt}");
+    on_disk_becomes(&s, &virt);
+    assert_eq!(curl_text(&format!("tftp://{tftp}/boot.ipxe")), virt);
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(15), Some(0), "{}", srv.seen());
+}
+
+/// With `--watch`, watch mode leaves the boot scripts to the server: after a settings change
+/// the file on disk is the served script at once, never `ovl.toml`'s port in between.
+#[test]
+fn serve_watch_writes_the_served_boot_script() {
+    let s = TestSite::example_built();
+    let mut srv = Server::start(&s, &["--http", "127.0.0.1:0", "--tftp", "off", "--watch"]);
+    let http = srv.addr("http");
+    srv.wait_line(&["rebuilt 5 archives", "initial build"]);
+    on_disk_becomes(&s, &curl_text(&format!("http://{http}/boot.ipxe")));
+    let toml = s
+        .read("ovl.toml")
+        .replace("flavor = \"lts\"", "flavor = \"virt\"");
+    s.write("ovl.toml", &toml);
+    srv.wait_line(&["rebuilt 5 archives", "ovl.toml"]);
+    let virt = curl_text(&format!("http://{http}/boot.ipxe"));
+    assert!(
+        virt.contains(&format!("192.168.0.2:{}/vmlinuz-virt ", http.port())),
+        "{virt}"
+    );
+    on_disk_becomes(&s, &virt);
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(15), Some(0), "{}", srv.seen());
+    assert!(
+        !srv.seen().contains("boot_script_rewritten"),
+        "{}",
+        srv.seen()
+    );
+}

@@ -19,6 +19,8 @@ use crate::harness::proc::{bounded, eventually, noise, sha256};
 use crate::harness::site::TestSite;
 use crate::stalls::get_from;
 
+mod page;
+
 /// An inventory device of the example site (profile XL, kernel arg `quiet`).
 const XL_MAC: &str = "52:54:00:12:34:56";
 /// An inventory device of profile S (no extra kernel args).
@@ -413,6 +415,9 @@ fn default_profile_serves_blank_devices_an_archive_busybox_accepts() {
         .plan(&spec, &p.read_layers(std::slice::from_ref(&spec)))
         .unwrap();
     assert_eq!(sha256(&p.archive_bytes(&plan).unwrap()), sha256(&r.body));
+    // Its manifest is kept, so that the device's later captures merge three ways.
+    let kept = format!(".ovl-state/manifests/{BLANK_MAC}/{}.json.gz", plan.id);
+    assert!(lab.root.join(&kept).is_file(), "{kept}");
     // Nothing was published for it.
     assert!(
         !lab.root

@@ -15,3 +15,4 @@ mod http;
 mod leaks;
 mod stalls;
 mod tftp;
+mod units;

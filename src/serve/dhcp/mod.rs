@@ -43,5 +43,5 @@ mod stats;
 pub use config::{ConfigError, DhcpConfig, Mode, Pool, default_boot_files};
 pub use engine::{Engine, Listener, Reply};
 pub use leases::{Lease, LeaseState, LeaseTable};
-pub use server::DhcpServer;
+pub use server::{DhcpServer, ReplyHook};
 pub use stats::{DhcpStats, StatsSnapshot};

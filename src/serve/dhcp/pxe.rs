@@ -71,8 +71,14 @@ pub(super) fn boot_file(cfg: &DhcpConfig, client: &ClientKind) -> Option<String>
 
 /// `URL?mac=MAC` (or `URL&mac=MAC` when the URL already has a query).
 pub(super) fn script_url(url: &str, mac: &Mac) -> String {
+    with_mac(url, &mac.to_string())
+}
+
+/// `URL?mac=VALUE` (or `URL&mac=VALUE` when the URL already has a query); `VALUE` may be
+/// iPXE's `${net0/mac}`, which iPXE expands in a boot file name.
+pub(crate) fn with_mac(url: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}mac={mac}")
+    format!("{url}{sep}mac={value}")
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{DhcpConfig, Mode};
-use super::engine::{Engine, Listener};
+use super::engine::{Engine, Listener, Reply};
 use super::leases::{LeaseTable, unix_now};
 use super::stats::DhcpStats;
 
@@ -20,9 +20,20 @@ const RECV_BUFFER: usize = 4 << 20;
 /// Requests already waiting that are decided together before one lease save.
 const MAX_BATCH: usize = 255;
 
+/// Called with every reply just before it is sent (boot events of `/status`).
+#[derive(Clone)]
+pub struct ReplyHook(pub Arc<dyn Fn(&Reply) + Send + Sync>);
+
+impl std::fmt::Debug for ReplyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyHook")
+    }
+}
+
 /// A bound DHCP server, ready to [`run`](DhcpServer::run).
 #[derive(Debug)]
 pub struct DhcpServer {
+    on_reply: Option<ReplyHook>,
     engine: Engine,
     cfg: Arc<DhcpConfig>,
     leases: Arc<LeaseTable>,
@@ -57,6 +68,7 @@ impl DhcpServer {
         let cfg = Arc::new(cfg);
         let stats = Arc::new(DhcpStats::default());
         Ok(DhcpServer {
+            on_reply: None,
             engine: Engine::new(cfg.clone(), leases.clone(), stats.clone()),
             cfg,
             leases,
@@ -76,6 +88,11 @@ impl DhcpServer {
         self.stats.clone()
     }
 
+    /// Calls `hook` with every reply before it is sent.
+    pub fn on_reply(&mut self, hook: ReplyHook) {
+        self.on_reply = Some(hook);
+    }
+
     /// Answers requests until `shutdown` is cancelled, then flushes the leases and returns.
     pub async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
         tracing::info!(
@@ -86,7 +103,7 @@ impl DhcpServer {
         );
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut proxy_buf = vec![0u8; MAX_DATAGRAM];
-        let mut replies: Vec<(super::engine::Reply, Listener)> = Vec::new();
+        let mut replies: Vec<(Reply, Listener)> = Vec::new();
         loop {
             let (listener, len, src) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -116,6 +133,9 @@ impl DhcpServer {
             // Leases reach the disk before the clients hear of them.
             self.flush().await;
             for (reply, listener) in replies.drain(..) {
+                if let Some(hook) = &self.on_reply {
+                    (hook.0)(&reply);
+                }
                 let sock = match listener {
                     Listener::Server => &self.server_sock,
                     Listener::ProxyBoot => &self.boot_sock,
@@ -139,7 +159,7 @@ impl DhcpServer {
         listener: Listener,
         len: usize,
         src: SocketAddr,
-        replies: &mut Vec<(super::engine::Reply, Listener)>,
+        replies: &mut Vec<(Reply, Listener)>,
     ) {
         let SocketAddr::V4(src) = src else { return };
         let bytes = match listener {

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use crate::build::project::{Project, Selection};
 use crate::error::{Error, Result};
 use crate::serve::dhcp::export::{DhcpExport, ExportHost};
+use crate::serve::dhcp::pxe::with_mac;
 use crate::serve::dhcp::{DhcpConfig, Mode, Pool, default_boot_files};
 use crate::site::{DhcpMode, SITE_FILE, Site};
 
 /// The private folder of the site where the server keeps its state (hidden: never served).
-pub(crate) const STATE_DIR: &str = ".ovl-state";
+pub(crate) use crate::site::layout::STATE_DIR;
 /// The lease file inside [`STATE_DIR`].
 pub(crate) const LEASE_FILE: &str = "dhcp-leases.json";
 /// The usage error of DHCP without an interface: proxy mode would answer PXE on every
@@ -267,8 +268,13 @@ fn check_fixed(project: &Project, pools: &[Pool], server: Ipv4Addr) -> Result<()
     Ok(())
 }
 
-/// What `ovl export` writes for this site: the pool of `[serve.dhcp]` (or reservations
-/// only), and every inventory device with its effective hostname and fixed address.
+/// iPXE's setting for the MAC of the booting interface, expanded by iPXE in the boot file
+/// name an exported configuration hands out.
+pub(crate) const IPXE_MAC: &str = "${net0/mac}";
+
+/// What `ovl export` writes for this site: the pool of `[serve.dhcp]` (if it names one),
+/// every inventory device with its effective hostname and fixed address, and the script URL
+/// with `?mac=${net0/mac}`.
 pub(crate) fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpExport> {
     let site = &project.site;
     let interface = interface.or(site.config.serve.interface.as_deref());
@@ -314,7 +320,7 @@ pub(crate) fn export_config(project: &Project, interface: Option<&str>) -> Resul
         lease_time: d.lease_time.unwrap_or(DEFAULT_LEASE_TIME),
         hosts,
         boot_files: boot_files(site)?,
-        ipxe_script_url: script_url(site, None, server),
+        ipxe_script_url: with_mac(&script_url(site, None, server), IPXE_MAC),
     })
 }
 

@@ -10,9 +10,17 @@
 //!
 //! A broken reload keeps the last good project and logs the error (and shows it in
 //! `/status`); the next change tries again.
+//!
+//! One boot script everywhere: the server owns `boot.ipxe` and `gpxe-script` on disk while it
+//! runs. [`LiveProject::keep_boot_scripts`] publishes them from the served project (whose
+//! `[serve] http` is the address really listened on) at start, after every reload, and on
+//! every reload tick, so TFTP, another web server and HTTP hand out the same script whatever
+//! `--http` overrides; a script rewritten meanwhile (by `ovl build`, from `ovl.toml`'s port) is
+//! put back within a tick, with a warning.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::bootscript::ScriptExtras;
 use crate::build::project::{Project, Selection};
+use crate::build::publish::Published;
 use crate::error::Result;
 use crate::mac::Mac;
 use crate::serve::access::{Policy, PolicySource};
@@ -78,6 +87,10 @@ pub(crate) struct LiveProject {
     /// stable.
     seen: Mutex<StableChange>,
     last_error: Mutex<Option<String>>,
+    /// The last attempt to write them failed (logged once until one succeeds).
+    scripts_failing: AtomicBool,
+    /// Failed reloads since the start, for `/metrics`.
+    reload_errors: AtomicU64,
 }
 
 impl LiveProject {
@@ -90,12 +103,57 @@ impl LiveProject {
         }
         let seen = StableChange::new(project_inputs(&root));
         let snapshot = derive(project, 1);
-        LiveProject {
+        let live = LiveProject {
             root,
             http_override,
             current: RwLock::new(Arc::new(snapshot)),
             seen: Mutex::new(seen),
             last_error: Mutex::new(None),
+            scripts_failing: AtomicBool::new(false),
+            reload_errors: AtomicU64::new(0),
+        };
+        live.publish_boot_scripts(true);
+        live
+    }
+
+    /// Puts back `boot.ipxe` and `gpxe-script` on disk when something else rewrote them (a
+    /// warning); see [`LiveProject::publish_boot_scripts`].
+    pub(crate) fn keep_boot_scripts(&self) {
+        self.publish_boot_scripts(false);
+    }
+
+    /// Publishes `boot.ipxe` and `gpxe-script` from the served project, so the files on disk
+    /// are the script this server hands out (only when it serves HTTP: with `http_override`).
+    /// Unchanged files are left alone; blocking (reads and, when they differ, writes). A
+    /// change is `expected` after a (re)load; otherwise someone else wrote them.
+    fn publish_boot_scripts(&self, expected: bool) {
+        if self.http_override.is_none() {
+            return;
+        }
+        let snap = self.snapshot();
+        let base = snap.project.site.http_base();
+        match snap.project.write_boot_scripts() {
+            Ok(written) => {
+                self.scripts_failing.store(false, Ordering::Relaxed);
+                for (path, _) in written.iter().filter(|(_, s)| *s != Published::Unchanged) {
+                    let path = path.display();
+                    if !expected {
+                        tracing::warn!(event = "boot_script_rewritten", path = %path, base = %base,
+                            "the boot script on disk differed from the served one (written with \
+                             another HTTP address, e.g. by `ovl build`); rewritten");
+                    } else {
+                        tracing::info!(event = "boot_script_written", path = %path, base = %base,
+                            "boot script on disk follows the served one");
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.scripts_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(event = "boot_script_write_failed", error = %e,
+                        "cannot write the boot scripts on disk: they may name another HTTP \
+                         address than the served ones");
+                }
+            }
         }
     }
 
@@ -116,6 +174,32 @@ impl LiveProject {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Failed reloads since the start.
+    pub(crate) fn reload_errors(&self) -> u64 {
+        self.reload_errors.load(Ordering::Relaxed)
+    }
+
+    /// Reloads now, changed or not (SIGHUP); blocking. On failure the last good project
+    /// stays, and the error is logged, kept for `/status` and returned.
+    pub(crate) fn reload_now(&self) -> std::result::Result<Arc<Snapshot>, String> {
+        let inputs = project_inputs(&self.root);
+        let loaded = self.load();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accept(inputs);
+        match loaded {
+            Ok(project) => {
+                self.swap(project);
+                Ok(self.snapshot())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e.to_string())
+            }
+        }
     }
 
     /// Reloads when the project's files changed and then stayed the same since the previous
@@ -153,6 +237,7 @@ impl LiveProject {
         let devices = snapshot.devices.len();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.publish_boot_scripts(true);
         tracing::info!(
             event = "project_reloaded",
             generation,
@@ -163,6 +248,7 @@ impl LiveProject {
 
     /// Logs a failed reload and keeps it for `/status`; the last good project stays.
     fn fail(&self, e: &crate::error::Error) {
+        self.reload_errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(event = "project_reload_failed", error = %e,
             "reload failed; serving the last good project");
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
@@ -236,10 +322,12 @@ fn derive(project: Project, generation: u64) -> Snapshot {
     }
 }
 
-/// Checks the project's files every `interval` until cancelled.
+/// Every `interval` until cancelled: checks the project's files (unless watch mode feeds the
+/// project: `check` false) and keeps the boot scripts on disk equal to the served ones.
 pub(crate) async fn reload_loop(
     live: Arc<LiveProject>,
     interval: Duration,
+    check: bool,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
@@ -249,7 +337,12 @@ pub(crate) async fn reload_loop(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {
                 let l = Arc::clone(&live);
-                let _ = tokio::task::spawn_blocking(move || l.check()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if !check || !l.check() {
+                        l.keep_boot_scripts();
+                    }
+                })
+                .await;
             }
         }
     }

@@ -5,7 +5,7 @@
 //! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
 //!   [`crate::build::bootscript::script`] from the current project. With `?mac=MAC` naming an
 //!   inventory device, its profile's kernel arguments and modules and the literal MAC;
-//!   otherwise the static `${net0/mac}` form.
+//!   otherwise the static `${net0/mac}` form, which is also kept on disk (see `live`).
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
 //!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403
@@ -13,8 +13,11 @@
 //!   file is served as a file; a missing one is a real 404, except that with `[serve]
 //!   default_profile` a MAC the inventory does not know gets that profile's archive, built on
 //!   demand through the pipeline, bounded and cached in memory (`on_demand`).
-//! - `/status`: JSON of the inventory's devices, their archives and recent boot events,
-//!   computed off the request workers and shared (`status`).
+//! - `/status`: JSON of the inventory's devices, their archives, recent boot events and the
+//!   site's boot files, computed off the request workers and shared (`status`).
+//! - `/`: the status page (`page`, made from the same shared document), with `/status.js`
+//!   and `/status.css`; `/metrics`: the counters in Prometheus text format (`metrics`).
+//!   These names shadow site files.
 //! - Anything else: a file of the site's public set (`crate::serve::public`); anything not
 //!   public, or missing, is 404 with the same body. A device's archive reached through a
 //!   symlink is subject to the owner rule too.
@@ -39,8 +42,10 @@
 mod configs;
 mod conn;
 pub(crate) mod live;
+mod metrics;
 mod on_demand;
 mod opened;
+mod page;
 mod respond;
 mod status;
 
@@ -164,6 +169,8 @@ struct Shared {
     started: SystemTime,
     on_demand: on_demand::OnDemand,
     status: status::StatusCache,
+    metrics: Arc<crate::serve::metrics::Metrics>,
+    archive_states: page::ArchiveStates,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -196,6 +203,8 @@ impl HttpServer {
             events: Arc::new(BootEvents::default()),
             local,
             started: SystemTime::now(),
+            metrics: Arc::default(),
+            archive_states: page::ArchiveStates::default(),
         };
         Ok(HttpServer {
             listener,
@@ -218,6 +227,11 @@ impl HttpServer {
         Arc::clone(&self.shared.events)
     }
 
+    /// The counters of `/metrics`, live; the other services attach theirs.
+    pub(crate) fn metrics(&self) -> Arc<crate::serve::metrics::Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
     /// The project as served, live.
     pub(crate) fn project(&self) -> Arc<LiveProject> {
         Arc::clone(&self.shared.live)
@@ -226,17 +240,14 @@ impl HttpServer {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running requests
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
-        let reload = (!self.shared.cfg.watched).then(|| {
-            tokio::spawn(live::reload_loop(
-                Arc::clone(&self.shared.live),
-                self.shared.cfg.reload_interval,
-                shutdown.clone(),
-            ))
-        });
+        let reload = tokio::spawn(live::reload_loop(
+            Arc::clone(&self.shared.live),
+            self.shared.cfg.reload_interval,
+            !self.shared.cfg.watched,
+            shutdown.clone(),
+        ));
         conn::serve(self.listener, self.shared, shutdown).await;
-        if let Some(r) = reload {
-            r.abort();
-        }
+        reload.abort();
     }
 }
 
@@ -262,6 +273,7 @@ async fn handle(
         reason: None,
         events: Arc::clone(&st.events),
         on_demand: None,
+        in_flight: st.metrics.http_started(),
     };
     let resp = route(&st, req, decoded, &mut log).await;
     log.status = resp.status().as_u16();
@@ -298,6 +310,10 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
+        [] => page::respond(st, req, page::Page::Html, log.started).await,
+        ["status.js"] => page::respond(st, req, page::Page::Script, log.started).await,
+        ["status.css"] => page::respond(st, req, page::Page::Style, log.started).await,
+        ["metrics"] => page::respond(st, req, page::Page::Metrics, log.started).await,
         ["status"] => status(st, req, log.started).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
@@ -340,13 +356,13 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
 
 /// `/status`, kept or computed off the request workers (see `status`).
 async fn status(st: &Arc<Shared>, req: Request, arrived: Instant) -> Response<Body> {
-    let Some(body) = status::bytes(st, arrived).await else {
+    let Some(doc) = status::current(st, arrived).await else {
         return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     bytes_response(
         req.method(),
         req.headers(),
-        body,
+        doc.json.clone(),
         "application/json",
         Some(NO_CACHE),
     )

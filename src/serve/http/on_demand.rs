@@ -236,7 +236,9 @@ async fn build_default(st: &Arc<Shared>, mac: Mac, profile: String) -> Result<By
         let spec = p.spec(mac, Some(&profile))?;
         let cache = p.read_layers(std::slice::from_ref(&spec));
         let plan = p.plan(&spec, &cache)?;
-        p.archive_bytes(&plan)
+        let bytes = p.archive_bytes(&plan)?;
+        p.keep_manifest(&plan)?;
+        Ok(bytes)
     })
     .await
     .map_err(|e| e.to_string())?

@@ -135,11 +135,14 @@ pub(super) struct RequestLog {
     pub events: Arc<BootEvents>,
     /// The client's on-demand archive place, given back when the response is done.
     pub on_demand: Option<super::on_demand::ClientSlot>,
+    /// Counts the request in flight (until dropped) and its bytes, for `/metrics`.
+    pub in_flight: crate::serve::metrics::InFlight,
 }
 
 impl RequestLog {
     /// Writes the log line and records the boot event.
     fn finish(self, bytes: u64, complete: bool) {
+        self.in_flight.sent(bytes);
         let elapsed = self.started.elapsed();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let secs = elapsed.as_secs_f64();
@@ -168,7 +171,14 @@ impl RequestLog {
                 )
             };
         }
-        if self.status >= 500 || !complete || self.status == 403 {
+        // A boot file a device asked for and the site lacks: its boot script retries it, and
+        // nothing else tells the admin (`ovl fetch` places it).
+        let missing_boot_file = self.status == 404
+            && matches!(
+                EventKind::of_file(&self.file),
+                Some(EventKind::Kernel | EventKind::Initramfs | EventKind::Modloop)
+            );
+        if self.status >= 500 || !complete || self.status == 403 || missing_boot_file {
             line!(warn);
         } else {
             line!(info);

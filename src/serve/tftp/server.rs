@@ -346,6 +346,7 @@ async fn serve_read(
 ) {
     let started = Instant::now();
     let stats = &shared.stats;
+    let _running = super::stats::Running::start(stats);
     let socket = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
         Ok(s) => s,
         Err(e) => {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of the TFTP server since it was bound. Every field only ever grows.
+/// Counters of the TFTP server since it was bound. Every field but `running` only ever grows.
 #[derive(Debug, Default)]
 pub struct TftpStats {
     /// Read requests received (well-formed RRQs).
@@ -29,6 +29,25 @@ pub struct TftpStats {
     pub retransmissions: AtomicU64,
     /// File bytes of completed transfers.
     pub bytes_sent: AtomicU64,
+    /// Transfers running now (a gauge: the one field that also goes down).
+    pub running: AtomicU64,
+}
+
+/// Counts one running transfer in [`TftpStats::running`] while it lives.
+pub(crate) struct Running<'a>(&'a TftpStats);
+
+impl<'a> Running<'a> {
+    /// A transfer starts.
+    pub(crate) fn start(stats: &'a TftpStats) -> Running<'a> {
+        stats.running.fetch_add(1, Ordering::Relaxed);
+        Running(stats)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TftpStats {

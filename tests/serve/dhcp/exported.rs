@@ -1,6 +1,8 @@
 //! The exported configurations (`ovl export`) run by the real servers in the server
 //! namespace (dnsmasq, ISC dhcpd, Kea), each asked by udhcpc as a plain, a BIOS PXE, a UEFI
-//! PXE and an iPXE client: the same answers as ovl's own server.
+//! PXE and an iPXE client: the same answers as ovl's own server, the script URL with
+//! `?mac=${net0/mac}` for iPXE to expand. The `--snippet` form merged into a dnsmasq
+//! configuration of the subnet's own pool: leases from that pool, PXE answers from ovl's.
 
 use ovl::mac::Mac;
 use std::net::Ipv4Addr;
@@ -27,7 +29,7 @@ fn export_site() -> ovl::serve::dhcp::export::DhcpExport {
             ip: Some(Ipv4Addr::new(10, 213, 1, 50)),
         }],
         boot_files: ovl::serve::dhcp::default_boot_files(),
-        ipxe_script_url: "http://10.213.1.1/boot.ipxe".into(),
+        ipxe_script_url: "http://10.213.1.1/boot.ipxe?mac=${net0/mac}".into(),
     }
 }
 
@@ -57,7 +59,7 @@ fn check_exported_behaviour(lab: &Lab, who: &str) {
                 "-x",
                 "0x4d:69505845",
             ],
-            "http://10.213.1.1/boot.ipxe",
+            "http://10.213.1.1/boot.ipxe?mac=${net0/mac}",
         ),
     ];
     for (name, extra, file) in cases {
@@ -79,16 +81,14 @@ fn check_exported_behaviour(lab: &Lab, who: &str) {
     }
 }
 
-#[test]
-#[ignore = "needs root: network namespaces"]
-fn exported_dnsmasq_config_serves_like_ovl() {
+/// dnsmasq with `text` as its configuration in the server namespace, until dropped.
+fn dnsmasq(lab: &Lab, text: &str) -> crate::harness::proc::KillOnDrop {
     require("dnsmasq");
-    let lab = Lab::new();
     let conf = lab.path("dnsmasq.conf");
-    std::fs::write(&conf, ovl::serve::dhcp::export::dnsmasq(&export_site())).unwrap();
+    std::fs::write(&conf, text).unwrap();
     let leases = lab.path("dnsmasq.leases");
     let pid = lab.path("dnsmasq.pid");
-    let _server = lab.server_ns.spawn(
+    lab.server_ns.spawn(
         &[
             "dnsmasq",
             "--keep-in-foreground",
@@ -102,8 +102,50 @@ fn exported_dnsmasq_config_serves_like_ovl() {
             &format!("--pid-file={}", pid.display()),
         ],
         &[],
-    );
+    )
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn exported_dnsmasq_config_serves_like_ovl() {
+    let lab = Lab::new();
+    let _server = dnsmasq(&lab, &ovl::serve::dhcp::export::dnsmasq(&export_site()));
     check_exported_behaviour(&lab, "dnsmasq");
+}
+
+/// The site's own dnsmasq (its pool, router, DNS) with ovl's `--snippet` appended: the
+/// reserved device gets its address and, as iPXE, the script URL with `?mac=`; a device the
+/// inventory does not know still gets a lease from the site's pool.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn dnsmasq_with_the_snippet_merged_in_leases_and_sends_the_mac_script_url() {
+    let lab = Lab::new();
+    let own = "dhcp-range=10.213.1.100,10.213.1.150,255.255.255.0,600\n\
+               dhcp-option=option:router,10.213.1.1\n";
+    let snippet = ovl::serve::dhcp::export::export_snippet(
+        ovl::serve::dhcp::export::ExportFormat::Dnsmasq,
+        &export_site(),
+    );
+    let _server = dnsmasq(&lab, &format!("{own}{snippet}"));
+    check_exported_behaviour(&lab, "dnsmasq-snippet");
+    lab.set_client_mac("52:54:00:2b:00:99");
+    let (script, log) = udhcpc_script(&lab, "dnsmasq-snippet-unknown");
+    let out = udhcpc(&lab, &script, &["-x", "0x4d:69505845"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bound = last_event(&log, "bound");
+    let ip: Ipv4Addr = bound["ip"].parse().unwrap();
+    assert!(
+        (Ipv4Addr::new(10, 213, 1, 100)..=Ipv4Addr::new(10, 213, 1, 150)).contains(&ip),
+        "{bound:?}"
+    );
+    assert_eq!(
+        bound["boot_file"],
+        "http://10.213.1.1/boot.ipxe?mac=${net0/mac}"
+    );
 }
 
 #[test]

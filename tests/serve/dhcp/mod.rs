@@ -17,6 +17,7 @@ mod crafted;
 mod exported;
 mod firmware;
 mod lab;
+mod service;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

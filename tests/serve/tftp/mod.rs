@@ -2,7 +2,6 @@
 //! (tftp-hpa, atftp, busybox tftp, curl) and a raw UDP socket drive it. Every client runs
 //! under `timeout 60`; every raw wait is bounded.
 
-mod bench;
 mod clients;
 mod limits;
 mod logs;
@@ -67,11 +66,7 @@ impl Lab {
             .with_writer(move || LogSink(Arc::clone(&sink)))
             .finish();
         let dispatch = tracing::Dispatch::new(subscriber);
-        // OVL_TEST_WORKERS lets the benchmark try other runtime sizes.
-        let workers = std::env::var("OVL_TEST_WORKERS")
-            .ok()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(2);
+        let workers = 2;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .on_thread_start(move || {
