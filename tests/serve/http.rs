@@ -335,7 +335,6 @@ fn refusals(lab: &Lab) {
         "/configs/notes.txt",
         "/data",
         "/configs",
-        "/",
     ];
     for p in refused {
         let r = lab.get(p);

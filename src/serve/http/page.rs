@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -24,6 +24,7 @@ use crate::build::project::{Project, Selection};
 use crate::mac::Mac;
 use crate::serve::events::{BootEvent, EventKind};
 
+use super::live::Snapshot;
 use super::respond::{bytes_response, status_response};
 use super::{NO_CACHE, Shared};
 
@@ -46,6 +47,8 @@ const NEW_BOOT_AFTER_CONFIG: u64 = 60;
 const BOOTING_FOR: u64 = 600;
 /// How long archive states are reused within one project generation.
 const STATE_TTL: Duration = Duration::from_secs(5);
+/// How long `/status` waits for archive states being computed before it goes on without.
+const STATE_WAIT: Duration = Duration::from_millis(500);
 
 /// The stage an event belongs to, and whether it failed there.
 fn stage(e: &BootEvent) -> (usize, bool) {
@@ -139,25 +142,59 @@ pub(crate) fn unix_now() -> u64 {
 /// Archive states (built, stale, missing, error) of every device, computed by planning each
 /// device and comparing with its published archive, and reused for a few seconds within one
 /// project generation (so that `/status` every 2 s does not rebuild every archive each time).
+/// The computation runs on a thread of its own, one at a time: `/status` waits for it a
+/// moment (a small site's states are there at once) and otherwise goes on with the last
+/// states of the same generation, or none, so a large site never holds `/status` back.
 #[derive(Debug, Default)]
-pub(crate) struct ArchiveStates(Mutex<Option<StatesAt>>);
+pub(crate) struct ArchiveStates(Arc<(Mutex<StatesSlot>, Condvar)>);
+
+/// What [`ArchiveStates`] holds.
+#[derive(Debug, Default)]
+struct StatesSlot {
+    /// The last states computed.
+    last: Option<StatesAt>,
+    /// Whether a computation is running.
+    computing: bool,
+}
 
 /// Archive states computed for one generation at one instant.
-type StatesAt = (u64, Instant, BTreeMap<Mac, &'static str>);
+type StatesAt = (u64, Instant, Arc<BTreeMap<Mac, &'static str>>);
 
 impl ArchiveStates {
-    /// The states for `project` of `generation`; blocking.
-    pub(crate) fn get(&self, project: &Project, generation: u64) -> BTreeMap<Mac, &'static str> {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((gen_, at, states)) = g.as_ref()
-            && *gen_ == generation
-            && at.elapsed() < STATE_TTL
-        {
-            return states.clone();
+    /// The states for the project of `snap`: fresh ones, or after at most [`STATE_WAIT`] the
+    /// last ones of its generation, or none yet. Blocking (for at most that wait).
+    pub(crate) fn get(&self, snap: &Arc<Snapshot>) -> Option<Arc<BTreeMap<Mac, &'static str>>> {
+        let (slot, done) = &*self.0;
+        let generation = snap.generation;
+        let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |g: &StatesSlot| match &g.last {
+            Some((gen_, at, states)) if *gen_ == generation && at.elapsed() < STATE_TTL => {
+                Some(Arc::clone(states))
+            }
+            _ => None,
+        };
+        if let Some(states) = fresh(&g) {
+            return Some(states);
         }
-        let states = compute(project);
-        *g = Some((generation, Instant::now(), states.clone()));
-        states
+        if !g.computing {
+            g.computing = true;
+            let (inner, snap) = (Arc::clone(&self.0), Arc::clone(snap));
+            std::thread::spawn(move || {
+                let states = Arc::new(compute(&snap.project));
+                let (slot, done) = &*inner;
+                let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+                g.last = Some((snap.generation, Instant::now(), states));
+                g.computing = false;
+                done.notify_all();
+            });
+        }
+        let (g, _) = done
+            .wait_timeout_while(g, STATE_WAIT, |g| g.computing)
+            .unwrap_or_else(|p| p.into_inner());
+        match &g.last {
+            Some((gen_, _, states)) if *gen_ == generation => Some(Arc::clone(states)),
+            _ => None,
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) fn document(
 ) -> Value {
     let snap = live.snapshot();
     let p = &snap.project;
-    let states = archive_states.get(p, snap.generation);
+    let states = archive_states.get(&snap);
     let now = unix_now();
     let mut known = BTreeSet::new();
     let devices: Vec<Value> = p
@@ -55,7 +55,7 @@ pub(super) fn document(
             known.insert(d.mac);
             let info = snap.devices.get(&d.mac);
             let path = p.archive_path(&d.mac);
-            let state = states.get(&d.mac).copied();
+            let state = states.as_ref().and_then(|s| s.get(&d.mac).copied());
             let archive = match std::fs::metadata(&path) {
                 Ok(m) => {
                     let mtime = m.modified().unwrap_or(UNIX_EPOCH);
