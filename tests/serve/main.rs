@@ -13,6 +13,7 @@ mod binary;
 mod dhcp;
 mod http;
 mod leaks;
+mod scaleout;
 mod stalls;
 mod tftp;
 mod units;
