@@ -156,12 +156,19 @@ fn sigterm_gives_a_running_transfer_a_bounded_grace() {
     let mut srv = Server::start(&s, &["--http", "127.0.0.1:0", "--tftp", "off"]);
     let http = srv.addr("http");
     // At 1 MiB/s this download would take 20 s; the server gives it about 5.
+    let part = s.scratch("kernel.part");
     let slow = KillOnDrop::spawn(
         bounded(40, "curl")
-            .args(["-s", "--limit-rate", "1M", "-o", "/dev/null"])
+            .args(["-s", "--limit-rate", "1M", "-o"])
+            .arg(&part)
             .arg(format!("http://{http}/vmlinuz-lts")),
     );
-    std::thread::sleep(Duration::from_millis(700));
+    // The transfer is running once bytes arrive (on a loaded machine curl may start late).
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < until, "the download did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     srv.signal(libc::SIGTERM);
     assert_eq!(srv.wait_exit(20), Some(0), "{}", srv.seen());
