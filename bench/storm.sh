@@ -17,6 +17,8 @@
 # Per stack and size: time until all N devices finished, p50/p99 per device (power-on to
 # config), failures by phase, server CPU seconds (utime + stime of the server's processes,
 # from /proc/PID/stat) and peak RSS (VmHWM, summed over the server's processes).
+# Both stacks are sized for the storm where they have a setting: ovl `[serve] max_connections
+# = 8192`; dnsmasq no-ping, dhcp-lease-max, tftp-max; nginx worker_connections 8192.
 #
 # Usage (root): bench/storm.sh [DEVICES...]   (default: 500)
 #   env: RUNS=1 (runs per size; stacks alternate), DEADLINE=600 (s per storm),
@@ -85,6 +87,7 @@ server = "10.216.0.1"
 http = "0.0.0.0:80"
 tftp = "0.0.0.0:69"
 interface = "s0"
+max_connections = 8192
 [serve.dhcp]
 mode = "full"
 range = ["10.216.16.1", "10.216.31.254"]
