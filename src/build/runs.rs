@@ -4,16 +4,13 @@
 //! from the profile's layers — form runs between the per-device entries (hostname, world,
 //! runlevels, device layers, capture, build identity, rendered templates); each run large
 //! enough is compressed once per build and its member reused for every device that has the
-//! very same run, keyed by the sha256 of its tar bytes, so equal runs of different profiles
-//! share too. The per-device entries are compressed per device.
+//! very same run (the same tar bytes, so equal runs of different profiles share too). The per-device entries are compressed per device.
 //!
 //! Which entries are shared depends only on the device's own plan, never on the other devices
 //! built beside it: an archive is byte for byte the same built alone or with the fleet.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-
-use sha2::{Digest, Sha256};
 
 use crate::build::archive;
 use crate::build::manifest::{Entry, Kind, Manifest};
@@ -57,14 +54,16 @@ pub(crate) struct Run {
     pub(crate) range: std::ops::Range<usize>,
 }
 
-/// A cache slot: a run seen once (not kept: most runs seen once are never seen again), or its
-/// member, kept once the run came a second time.
+/// A cache slot: a run seen once (not kept: a run seen once is mostly never seen again), or
+/// its tar and member, kept once the run came a second time.
 enum Slot {
     Seen,
-    Ready(Arc<[u8]>),
+    Ready { tar: Arc<[u8]>, member: Arc<[u8]> },
 }
 
-/// The compressed shared runs of one build (dropped with it), at most [`CACHE_CAP`] bytes.
+/// The compressed shared runs of one build (dropped with it), at most [`CACHE_CAP`] bytes,
+/// found by the length and CRC-32 of their tar and reused only when the tar is byte for byte
+/// the same: a collision costs a compression, never a wrong archive.
 #[derive(Default)]
 pub(crate) struct RunCache {
     inner: Mutex<Inner>,
@@ -72,7 +71,7 @@ pub(crate) struct RunCache {
 
 #[derive(Default)]
 struct Inner {
-    slots: HashMap<[u8; 32], Slot>,
+    slots: HashMap<(usize, u32), Slot>,
     bytes: usize,
     stats: RunStats,
 }
@@ -84,7 +83,7 @@ pub(crate) struct RunStats {
     pub(crate) reused: usize,
     /// Shared runs compressed (first and second sight of each run, and runs over the cap).
     pub(crate) compressed: usize,
-    /// Bytes of compressed runs kept.
+    /// Bytes of runs kept (tar and member).
     pub(crate) kept_bytes: usize,
 }
 
@@ -106,21 +105,22 @@ impl RunCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The gzip member of the shared run `tar` at `level`: reused when this build already
-    /// compressed it twice, else compressed now (and kept the second time it is seen).
+    /// The gzip member of the shared run `tar` (compressed at the build's one level): reused
+    /// when this build already compressed the same bytes twice, else compressed now (and kept
+    /// the second time they come).
     fn member(&self, tar: &[u8], level: u32) -> Arc<[u8]> {
-        let mut h = Sha256::new();
-        h.update(level.to_le_bytes());
-        h.update(tar);
-        let key: [u8; 32] = h.finalize().into();
+        let mut crc = flate2::Crc::new();
+        crc.update(tar);
+        let key = (tar.len(), crc.sum());
         let keep = {
             let mut c = self.lock();
             match c.slots.get(&key) {
-                Some(Slot::Ready(z)) => {
-                    let z = z.clone();
+                Some(Slot::Ready { tar: t, member }) if **t == *tar => {
+                    let z = member.clone();
                     c.stats.reused += 1;
                     return z;
                 }
+                Some(Slot::Ready { .. }) => false,
                 Some(Slot::Seen) => true,
                 None => {
                     c.slots.insert(key, Slot::Seen);
@@ -131,10 +131,18 @@ impl RunCache {
         let z: Arc<[u8]> = archive::gzip(tar, level).into();
         let mut c = self.lock();
         c.stats.compressed += 1;
-        if keep && c.bytes + z.len() <= CACHE_CAP && matches!(c.slots.get(&key), Some(Slot::Seen)) {
-            c.bytes += z.len();
+        let size = tar.len() + z.len();
+        if keep && c.bytes + size <= CACHE_CAP && matches!(c.slots.get(&key), Some(Slot::Seen)) {
+            c.bytes += size;
             c.stats.kept_bytes = c.bytes;
-            c.slots.insert(key, Slot::Ready(z.clone()));
+            let tar = Arc::from(tar);
+            c.slots.insert(
+                key,
+                Slot::Ready {
+                    tar,
+                    member: z.clone(),
+                },
+            );
         }
         z
     }
@@ -296,6 +304,27 @@ mod tests {
         assert_eq!(tar, archive::tar_bytes(&m, 0).unwrap());
         let empty = compress(&Manifest::default(), &fleet(), 0, 6, &RunCache::default());
         assert_eq!(empty.unwrap(), archive::gzip(&END_OF_ARCHIVE, 6));
+    }
+
+    #[test]
+    fn a_crc_collision_costs_a_compression_never_a_wrong_member() {
+        let cache = RunCache::default();
+        let tar = vec![7u8; 40_000];
+        let mut crc = flate2::Crc::new();
+        crc.update(&tar);
+        let other: Arc<[u8]> = Arc::from(vec![8u8; 40_000]);
+        let wrong: Arc<[u8]> = archive::gzip(&other, 6).into();
+        cache.lock().slots.insert(
+            (tar.len(), crc.sum()),
+            Slot::Ready {
+                tar: other,
+                member: wrong.clone(),
+            },
+        );
+        let z = cache.member(&tar, 6);
+        assert_ne!(z, wrong);
+        assert_eq!(&z[..], &archive::gzip(&tar, 6)[..]);
+        assert_eq!(cache.stats().reused, 0);
     }
 
     #[test]
