@@ -2,12 +2,16 @@
 //! members (RFC 1952 §2.2; busybox, GNU gzip and every tar reading through them take the
 //! members as one stream). The entries every device of a profile has — what comes unchanged
 //! from the profile's layers — form runs between the per-device entries (hostname, world,
-//! runlevels, device layers, capture, build identity, rendered templates); each run large
-//! enough is compressed once per build and its member reused for every device that has the
-//! very same run (the same tar bytes, so equal runs of different profiles share too). The per-device entries are compressed per device.
+//! runlevels, device layers, capture, build identity, rendered templates). Long runs are cut
+//! into pieces at places chosen by path (see [`split`]), so an entry of the device's own in
+//! the middle of a run costs only the piece around it. Each shared piece is compressed once
+//! per build and its member reused for every device that has the very same piece (the same
+//! tar bytes, so equal pieces of different profiles share too); the per-device entries are
+//! compressed per device. The tar's end-of-archive marker comes once, at the very end.
 //!
-//! Which entries are shared depends only on the device's own plan, never on the other devices
-//! built beside it: an archive is byte for byte the same built alone or with the fleet.
+//! Which entries are shared, and where runs are cut, depends only on the device's own plan,
+//! never on the other devices built beside it or on the cache: an archive is byte for byte
+//! the same built alone or with the fleet.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,12 @@ use crate::error::Result;
 /// A shared run smaller than this (tar bytes) is compressed with the per-device entries
 /// around it: an extra member would save less than it costs.
 pub(crate) const MIN_SHARED_RUN: usize = 16 * 1024;
+
+/// A shared run is cut into pieces of at least this many tar bytes (see [`split`]).
+pub(crate) const CHUNK_MIN: usize = 32 * 1024;
+
+/// One path in this many is a place where a shared run may be cut.
+const CUT_EVERY: u64 = 32;
 
 /// The compressed runs one build keeps, in all (bytes); runs beyond it are compressed for
 /// each device that has them.
@@ -39,9 +49,14 @@ pub(crate) struct Shareable {
 }
 
 impl Shareable {
-    /// Does the entry at `path` come unchanged from a layer of the profile?
+    /// Is the entry at `path` one the other devices of the profile have too: a folder (a
+    /// device layer holding a folder of the profile's takes it over, header unchanged), or
+    /// what a layer of the profile gives, but for rendered templates? A guess that only
+    /// decides where members begin and end: an entry that differs after all makes its piece
+    /// the device's own, never a wrong archive.
     pub(crate) fn contains(&self, path: &str, e: &Entry) -> bool {
-        self.layers.contains(&e.origin) && !self.rendered.contains(path)
+        !self.rendered.contains(path)
+            && (matches!(e.kind, Kind::Dir) || self.layers.contains(&e.origin))
     }
 }
 
@@ -156,18 +171,41 @@ fn tar_size(e: &Entry) -> usize {
     }
 }
 
-/// Split `entries` (archive order) into runs: the shared ones of at least
-/// [`MIN_SHARED_RUN`] bytes, and the per-device stretches between them (each one run).
+/// May a shared run be cut before `path` (once [`CHUNK_MIN`] bytes are in the piece)?
+/// One path in [`CUT_EVERY`], chosen by a hash of the path alone (FNV-1a: fixed, so the same
+/// inputs cut at the same places on every machine and version).
+fn cuts_before(path: &str) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h.is_multiple_of(CUT_EVERY)
+}
+
+/// Split `entries` (archive order) into runs: the shared ones, cut into pieces of at least
+/// [`CHUNK_MIN`] bytes before paths that [`cuts_before`] picks, those pieces of at least
+/// [`MIN_SHARED_RUN`] bytes kept shared; and the per-device stretches between them (each one
+/// run). The cuts depend on the paths and sizes of the shared entries only, so a device whose
+/// own entry splits a shared run falls back in step with the other devices at the next cut
+/// both make: only the piece around its entry is its own.
 pub(crate) fn split(entries: &[(&String, &Entry)], shareable: &Shareable) -> Vec<Run> {
     let mut raw: Vec<Run> = Vec::new();
+    let mut piece = 0;
     for (i, (path, e)) in entries.iter().enumerate() {
         let shared = shareable.contains(path, e);
+        let cut = shared && piece >= CHUNK_MIN && cuts_before(path);
         match raw.last_mut() {
-            Some(r) if r.shared == shared => r.range.end = i + 1,
-            _ => raw.push(Run {
-                shared,
-                range: i..i + 1,
-            }),
+            Some(r) if r.shared == shared && !cut => r.range.end = i + 1,
+            _ => {
+                raw.push(Run {
+                    shared,
+                    range: i..i + 1,
+                });
+                piece = 0;
+            }
+        }
+        if shared {
+            piece += tar_size(e);
         }
     }
     let mut out: Vec<Run> = Vec::new();
@@ -243,16 +281,22 @@ mod tests {
         }
     }
 
-    fn members(gz: &[u8]) -> usize {
+    /// Each gzip member of `gz`, with the size of what it holds.
+    fn member_list(gz: &[u8]) -> Vec<(&[u8], u64)> {
         let mut rest = gz;
-        let mut n = 0;
+        let mut out = Vec::new();
         while !rest.is_empty() {
             let mut d = flate2::bufread::GzDecoder::new(rest);
-            std::io::copy(&mut d, &mut std::io::sink()).unwrap();
-            rest = d.into_inner();
-            n += 1;
+            let n = std::io::copy(&mut d, &mut std::io::sink()).unwrap();
+            let left = d.into_inner();
+            out.push((&rest[..rest.len() - left.len()], n));
+            rest = left;
         }
-        n
+        out
+    }
+
+    fn members(gz: &[u8]) -> usize {
+        member_list(gz).len()
     }
 
     #[test]
@@ -304,6 +348,37 @@ mod tests {
         assert_eq!(tar, archive::tar_bytes(&m, 0).unwrap());
         let empty = compress(&Manifest::default(), &fleet(), 0, 6, &RunCache::default());
         assert_eq!(empty.unwrap(), archive::gzip(&END_OF_ARCHIVE, 6));
+    }
+
+    #[test]
+    fn a_device_entry_in_a_shared_run_costs_only_the_pieces_around_it() {
+        let f = "overlays/fleet";
+        let names: Vec<String> = (0..400).map(|i| format!("etc/app/f{i:03}.conf")).collect();
+        let fleet: Vec<(&str, usize, &str)> =
+            names.iter().map(|n| (n.as_str(), 8_000, f)).collect();
+        let mut own = fleet.clone();
+        own.push(("etc/app/f040.conf", 100, "overlays/dev"));
+        own.push(("etc/app/f200.own", 100, "overlays/dev"));
+        let (a, b) = (manifest(&fleet), manifest(&own));
+        let shareable = Shareable {
+            layers: [f.to_string()].into(),
+            rendered: BTreeSet::new(),
+        };
+        let cache = RunCache::default();
+        let ga = compress(&a, &shareable, 0, 6, &cache).unwrap();
+        let gb = compress(&b, &shareable, 0, 6, &cache).unwrap();
+        let (ma, mb) = (member_list(&ga), member_list(&gb));
+        assert!(ma.len() > 10, "{} members", ma.len());
+        // Each of the device's two entries costs the piece it lands in, and at most the next
+        // one (when the device's piece is still short of CHUNK_MIN at the next cut); every
+        // other member is the fleet's.
+        let missing = ma.iter().filter(|x| !mb.iter().any(|m| m.0 == x.0)).count();
+        assert!(missing <= 4, "{missing} of {} members not shared", ma.len());
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(&gb[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(tar, archive::tar_bytes(&b, 0).unwrap());
     }
 
     #[test]
