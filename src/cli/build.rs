@@ -101,7 +101,7 @@ pub(crate) fn run(p: &Project, a: &BuildArgs, json: bool) -> Result<i32> {
         output::text(&text(&outcomes, a.dry_run, ms));
     }
     output::errors(&groups);
-    let failed = groups.iter().map(|g| g.error.exit_code()).max();
+    let failed = output::worst_exit(&groups);
     Ok(match failed {
         Some(code) => code,
         None if a.exit_code && outcomes.iter().any(|o| o.state().is_change()) => EXIT_CHANGES,

@@ -50,11 +50,7 @@ pub(crate) fn run(p: &Project, json: bool) -> Result<i32> {
         output::warning(w);
     }
     output::errors(&errors);
-    Ok(errors
-        .iter()
-        .map(|g| g.error.exit_code())
-        .max()
-        .unwrap_or(EXIT_OK))
+    Ok(output::worst_exit(&errors).unwrap_or(EXIT_OK))
 }
 
 /// The warning about a boot file with a problem: `boot file vmlinuz-lts (PATH): missing; …`.

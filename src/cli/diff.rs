@@ -57,7 +57,7 @@ pub(crate) fn run(p: &Project, a: &DiffArgs, json: bool) -> Result<i32> {
         output::text(&text(&diffs, changing));
     }
     output::errors(&groups);
-    let failed = groups.iter().map(|g| g.error.exit_code()).max();
+    let failed = output::worst_exit(&groups);
     Ok(match failed {
         Some(code) => code,
         None if a.exit_code && changing > 0 => EXIT_CHANGES,

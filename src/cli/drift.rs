@@ -85,11 +85,7 @@ pub(crate) fn run(p: &Project, a: &DriftArgs, json: bool) -> Result<i32> {
         output::text(&t);
     }
     output::errors(&groups);
-    Ok(groups
-        .iter()
-        .map(|g| g.error.exit_code())
-        .max()
-        .unwrap_or(EXIT_OK))
+    Ok(output::worst_exit(&groups).unwrap_or(EXIT_OK))
 }
 
 /// Counts over the rows.

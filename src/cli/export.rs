@@ -1,6 +1,8 @@
 //! `ovl export FORMAT`: configuration for the site's other servers, on stdout: the DHCP
 //! server (dnsmasq, ISC dhcpd, Kea) or the NFS server's `/etc/exports` for the captures.
 
+use std::path::PathBuf;
+
 use clap::Args;
 use serde_json::json;
 
@@ -9,6 +11,7 @@ use crate::build::project::Project;
 use crate::cli::output;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::serve::dhcp::export::ExportFormat;
+use crate::serve::dhcp::kea_ha::{self, HaPeer};
 
 /// What to export.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +36,24 @@ pub(crate) struct ExportArgs {
     /// Print only the PXE part (iPXE and firmware boot files) and the reservations, to merge
     /// into the configuration of a DHCP server that already serves the subnet. A site without
     /// [serve.dhcp] range gets this form anyway.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ha")]
     snippet: bool,
+    /// Kea only: the configurations of a high-availability pair in hot-standby mode, one per
+    /// --ha-peer (addresses and reservations; the PXE answers come from `ovl serve --dhcp
+    /// proxy` nodes). Printed as one JSON object {"NAME": config, …}, or written to --out.
+    #[arg(long, requires = "ha_peer")]
+    ha: bool,
+    /// A Kea peer of the pair, NAME=http://IP:PORT/ (where its HA listener binds); give it
+    /// twice: the primary, then the standby (further ones are backups).
+    #[arg(long = "ha-peer", value_name = "NAME=URL", value_parser = kea_ha::parse_peer, requires = "ha")]
+    ha_peer: Vec<HaPeer>,
+    /// Folder of Kea's hook libraries libdhcp_ha.so and libdhcp_lease_cmds.so [default:
+    /// /usr/lib/<arch>-linux-gnu/kea/hooks, Debian's].
+    #[arg(long, value_name = "DIR", requires = "ha")]
+    kea_hooks: Option<PathBuf>,
+    /// With --ha: write DIR/kea-dhcp4-NAME.conf per peer (atomically) instead of printing.
+    #[arg(long, value_name = "DIR", requires = "ha")]
+    out: Option<PathBuf>,
 }
 
 /// `FORMAT`: dnsmasq, isc-dhcpd (or dhcpd, isc), kea or nfs.
@@ -50,8 +69,9 @@ fn parse_target(s: &str) -> std::result::Result<Target, String> {
 /// Print the configuration, as is or inside `{"format", "config"}` (NFS: with every device).
 pub(crate) fn run(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
     match a.format {
+        Target::Dhcp(format) if a.ha => return run_ha(p, a, format, json),
         Target::Dhcp(format) => {
-            let cfg = crate::serve::dhcp::site::export_config(p, a.interface.as_deref())?;
+            let cfg = crate::serve::dhcp::site::export_config(p, a.interface.as_deref(), true)?;
             let snippet = a.snippet || cfg.range.is_none();
             if !a.snippet && cfg.range.is_none() {
                 eprintln!(
@@ -74,9 +94,9 @@ pub(crate) fn run(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
                 output::text(&text);
             }
         }
-        Target::Nfs if a.snippet => {
+        Target::Nfs if a.snippet || a.ha => {
             return Err(Error::Usage(
-                "--snippet is for the DHCP formats (dnsmasq, isc-dhcpd, kea)".into(),
+                "--snippet is for the DHCP formats (dnsmasq, isc-dhcpd, kea), --ha for kea".into(),
             ));
         }
         Target::Nfs => {
@@ -100,6 +120,56 @@ pub(crate) fn run(p: &Project, a: &ExportArgs, json: bool) -> Result<i32> {
                 output::text(&text);
             }
         }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `ovl export kea --ha`: one configuration per peer, as one JSON object on stdout or as
+/// files in `--out DIR`.
+fn run_ha(p: &Project, a: &ExportArgs, format: ExportFormat, json: bool) -> Result<i32> {
+    if format != ExportFormat::Kea {
+        return Err(Error::Usage(format!(
+            "--ha is for kea (a Kea high-availability pair), not {}",
+            format.name()
+        )));
+    }
+    kea_ha::check_peers(&a.ha_peer).map_err(Error::Usage)?;
+    let cfg = crate::serve::dhcp::site::export_config(p, a.interface.as_deref(), false)?;
+    let hooks = a
+        .kea_hooks
+        .clone()
+        .unwrap_or_else(kea_ha::default_hooks_dir);
+    let Some(configs) = kea_ha::kea_ha(&cfg, &a.ha_peer, &hooks) else {
+        return Err(Error::at_path(
+            p.site.site_file(),
+            "--ha writes whole Kea configurations, which need the address pool: set \
+             [serve.dhcp] range (and netmask, router, dns)",
+        ));
+    };
+    let Some(dir) = &a.out else {
+        let all: serde_json::Map<String, serde_json::Value> = configs.into_iter().collect();
+        if json {
+            output::json(&json!({ "format": "kea", "ha": true, "configs": all }));
+        } else {
+            let mut text = serde_json::to_string_pretty(&all).unwrap_or_default();
+            text.push('\n');
+            output::text(&text);
+        }
+        return Ok(EXIT_OK);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut files = Vec::new();
+    for (i, (name, doc)) in configs.iter().enumerate() {
+        let path = dir.join(kea_ha::file_name(name));
+        let text = kea_ha::file_text(name, i, doc);
+        crate::build::publish::write_atomic(&path, text.as_bytes(), dir, ".kea-", Some(0o644))?;
+        files.push(path);
+    }
+    if json {
+        output::json(&json!({ "format": "kea", "ha": true, "files": files }));
+    } else {
+        let lines: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+        output::text(&lines);
     }
     Ok(EXIT_OK)
 }

@@ -101,11 +101,7 @@ pub(crate) fn run(p: &Project, a: &ListArgs, json: bool) -> Result<i32> {
         rows.iter()
             .filter_map(|r| Some((Some(r.mac), r.failure.as_ref()?))),
     );
-    let code = groups
-        .iter()
-        .map(|g| g.error.exit_code())
-        .max()
-        .unwrap_or(EXIT_OK);
+    let code = output::worst_exit(&groups).unwrap_or(EXIT_OK);
     if json {
         output::json(&json!({ "devices": rows, "errors": output::errors_json(&groups) }));
     } else {

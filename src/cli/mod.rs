@@ -108,8 +108,9 @@ enum Command {
     /// capability to bind ports below 1024 (dist/ has a systemd unit and an OpenRC service).
     Serve(serve::ServeArgs),
     /// Print the configuration of the site's other servers: DHCP (dnsmasq, ISC dhcpd or Kea:
-    /// pool, PXE boot files, the iPXE script URL, reservations) or NFS (/etc/exports lines for
-    /// the devices' capture folders).
+    /// pool, PXE boot files, the iPXE script URL, reservations; or both peers of a Kea
+    /// high-availability pair with --ha) or NFS (/etc/exports lines for the devices' capture
+    /// folders).
     Export(export::ExportArgs),
     /// Download the boot files into the site: Alpine's kernel, initramfs and modloop of the
     /// flavor (from the release's netboot tarball, checked against the mirror's sha256) and

@@ -137,6 +137,11 @@ pub(crate) fn errors(groups: &[ErrorGroup]) {
     }
 }
 
+/// The exit code of the worst error among the groups; `None` when there is none.
+pub(crate) fn worst_exit(groups: &[ErrorGroup]) -> Option<i32> {
+    groups.iter().map(|g| g.error.exit_code()).max()
+}
+
 /// The groups as JSON: each error's object with `"devices"`, every MAC it was met for.
 pub(crate) fn errors_json(groups: &[ErrorGroup]) -> Value {
     Value::Array(

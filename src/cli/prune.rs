@@ -85,9 +85,5 @@ pub(crate) fn run(p: &Project, a: &PruneArgs, json: bool) -> Result<i32> {
         output::text(&t);
     }
     output::errors(&groups);
-    Ok(groups
-        .iter()
-        .map(|g| g.error.exit_code())
-        .max()
-        .unwrap_or(EXIT_OK))
+    Ok(output::worst_exit(&groups).unwrap_or(EXIT_OK))
 }

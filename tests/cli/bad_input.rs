@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::harness::proc::require_root;
-use crate::harness::site::{MAC, OVL, TestSite, python_tar};
+use crate::harness::site::{MAC, TestSite, python_tar};
 
 /// Build `site` once, apply `breakage`, build again: the failure must match and nothing change.
 fn breaks(breakage: impl FnOnce(&TestSite), code: i32, messages: &[&str]) {
@@ -215,20 +215,8 @@ fn unreadable_file() {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .ok();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            OVL,
-            "--site",
-        ])
-        .arg(site.root())
-        .args(["build", "--all"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let run = site.ovl_as_nobody(&["build", "--all"]).code(3);
+    let stderr = &run.stderr;
     assert!(
         stderr.contains("overlays/base/etc/secret: Permission denied"),
         "{stderr}"

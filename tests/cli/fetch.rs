@@ -25,6 +25,15 @@ struct Lab {
 }
 
 impl Lab {
+    /// The `Range` header of each request for the release tarball, in order.
+    fn tarball_ranges(&self) -> Vec<Option<String>> {
+        self.mirror
+            .requests_for(&self.release.tarball)
+            .into_iter()
+            .map(|r| r.range)
+            .collect()
+    }
+
     fn new() -> Lab {
         Lab::with_settings("")
     }
@@ -251,12 +260,7 @@ fn a_cut_connection_is_resumed_with_a_range_request() {
     lab.mirror.cut(&lab.release.tarball, 1_000_000, 1);
     lab.fetch(&[]).ok();
     lab.assert_files_placed();
-    let ranges: Vec<Option<String>> = lab
-        .mirror
-        .requests_for(&lab.release.tarball)
-        .into_iter()
-        .map(|r| r.range)
-        .collect();
+    let ranges = lab.tarball_ranges();
     assert_eq!(ranges, [None, Some("bytes=1000000-".to_string())]);
 }
 
@@ -269,12 +273,7 @@ fn a_stalled_download_times_out_and_resumes() {
     lab.fetch(&[]).ok();
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
     lab.assert_files_placed();
-    let ranges: Vec<Option<String>> = lab
-        .mirror
-        .requests_for(&lab.release.tarball)
-        .into_iter()
-        .map(|r| r.range)
-        .collect();
+    let ranges = lab.tarball_ranges();
     assert_eq!(ranges, [None, Some("bytes=700000-".to_string())]);
 }
 
@@ -291,12 +290,7 @@ fn a_download_given_up_is_resumed_by_the_next_run() {
     assert!(!lab.site.path("vmlinuz-lts").exists());
     lab.fetch(&[]).ok();
     lab.assert_files_placed();
-    let ranges: Vec<Option<String>> = lab
-        .mirror
-        .requests_for(&lab.release.tarball)
-        .into_iter()
-        .map(|r| r.range)
-        .collect();
+    let ranges = lab.tarball_ranges();
     let want: Vec<Option<String>> = [None, Some(400_000), Some(800_000), Some(1_200_000)]
         .into_iter()
         .chain([Some(1_600_000)])

@@ -318,20 +318,8 @@ fn a_read_only_configs_folder_is_reported_as_such() {
         .unwrap();
     assert!(st.success());
     site.chmod("configs", 0o555);
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            OVL,
-            "--site",
-        ])
-        .arg(site.root())
-        .args(["build", "--all"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let run = site.ovl_as_nobody(&["build", "--all"]).code(3);
+    let stderr = &run.stderr;
     let configs = site.path("configs");
     assert!(
         stderr.contains(&format!("{}: Permission denied", configs.display())),

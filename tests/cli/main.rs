@@ -14,6 +14,7 @@ mod commands;
 mod contract;
 mod determinism;
 mod export;
+mod export_ha;
 mod fetch;
 mod fleet;
 mod golden;

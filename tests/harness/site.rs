@@ -237,6 +237,26 @@ impl TestSite {
         }
     }
 
+    /// Runs `ovl --site SITE ARGS` as nobody (uid/gid 65534, no groups) through `setpriv`:
+    /// root reads and writes anything, so permission errors need another user. Needs root.
+    pub fn ovl_as_nobody(&self, args: &[&str]) -> Run {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(OVL)
+            .arg("--site")
+            .arg(self.root())
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("OVL_SITE")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The published archive of `mac`.
     pub fn archive(&self, mac: &str) -> PathBuf {
         self.path(&format!("configs/{mac}.tar.gz"))

@@ -12,5 +12,6 @@ mod harness;
 mod binary;
 mod dhcp;
 mod http;
+mod scaleout;
 mod tftp;
 mod units;

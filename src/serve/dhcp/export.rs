@@ -463,9 +463,19 @@ fn kea_reservations(cfg: &DhcpExport) -> Vec<Value> {
 
 /// Kea DHCPv4: the client classes and, in the subnet, the pool and the reservations.
 pub fn kea(cfg: &DhcpExport) -> String {
-    let Some((start, end)) = cfg.range else {
+    let Some(doc) = kea_document(cfg, true) else {
         return without_pool(ExportFormat::Kea, cfg);
     };
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The whole Kea DHCPv4 document of [`kea`] (`None` without a pool); `pxe: false` leaves
+/// out the client classes and `next-server` (the Kea HA pair of the scale-out set-up, where
+/// the `ovl serve --dhcp proxy` nodes give the PXE answers).
+pub(crate) fn kea_document(cfg: &DhcpExport, pxe: bool) -> Option<Value> {
+    let (start, end) = cfg.range?;
     let mut options = Vec::new();
     if let Some(router) = cfg.router {
         options.push(json!({"name": "routers", "data": router.to_string()}));
@@ -473,14 +483,12 @@ pub fn kea(cfg: &DhcpExport) -> String {
     if !cfg.dns.is_empty() {
         options.push(json!({"name": "domain-name-servers", "data": join(&cfg.dns, ", ")}));
     }
-    let doc = json!({
+    let mut doc = json!({
         "Dhcp4": {
             "interfaces-config": {"interfaces": ["*"]},
             "lease-database": {"type": "memfile", "lfc-interval": 3600},
             "authoritative": true,
             "valid-lifetime": cfg.lease_time,
-            "next-server": cfg.server_ip.to_string(),
-            "client-classes": kea_classes(cfg),
             "subnet4": [{
                 "id": 1,
                 "subnet": format!("{}/{}", cfg.network(), cfg.prefix_len()),
@@ -490,9 +498,11 @@ pub fn kea(cfg: &DhcpExport) -> String {
             }],
         }
     });
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    text
+    if pxe && let Some(dhcp4) = doc.get_mut("Dhcp4").and_then(Value::as_object_mut) {
+        dhcp4.insert("next-server".into(), json!(cfg.server_ip.to_string()));
+        dhcp4.insert("client-classes".into(), Value::Array(kea_classes(cfg)));
+    }
+    Some(doc)
 }
 
 /// The Kea snippet: a JSON object whose `client-classes` go into `Dhcp4` and whose

@@ -33,6 +33,7 @@
 mod config;
 mod engine;
 pub mod export;
+pub mod kea_ha;
 mod leases;
 mod packet;
 mod pxe;

@@ -247,10 +247,20 @@ pub(crate) const IPXE_MAC: &str = "${net0/mac}";
 /// What `ovl export` writes for this site: the pool of `[serve.dhcp]` (if it names one),
 /// every inventory device with its effective hostname and fixed address, and the script URL
 /// with `?mac=${net0/mac}`.
-pub(crate) fn export_config(project: &Project, interface: Option<&str>) -> Result<DhcpExport> {
+///
+/// With `pxe: false` (the Kea HA pair, which gives no PXE answers) a site that names no
+/// boot server address and no interface is fine: `server_ip` is then 0.0.0.0.
+pub(crate) fn export_config(
+    project: &Project,
+    interface: Option<&str>,
+    pxe: bool,
+) -> Result<DhcpExport> {
     let site = &project.site;
     let interface = interface.or(site.config.serve.interface.as_deref());
-    let (server, mask) = server_ip(site, interface)?;
+    let (server, mask) = match server_ip(site, interface) {
+        Err(_) if !pxe && interface.is_none() => (Ipv4Addr::UNSPECIFIED, None),
+        found => found?,
+    };
     let d = &site.config.serve.dhcp;
     let netmask = d
         .netmask
