@@ -70,15 +70,38 @@ pub(crate) struct Run {
 }
 
 /// A cache slot: a run seen once (not kept: a run seen once is mostly never seen again), or
-/// its tar and member, kept once the run came a second time.
+/// its entries and member, kept once the run came a second time.
 enum Slot {
     Seen,
-    Ready { tar: Arc<[u8]>, member: Arc<[u8]> },
+    Ready(Arc<Kept>),
 }
 
-/// The compressed shared runs of one build (dropped with it), at most [`CACHE_CAP`] bytes,
-/// found by the length and CRC-32 of their tar and reused only when the tar is byte for byte
-/// the same: a collision costs a compression, never a wrong archive.
+/// A kept run: its entries (what its tar is made of) and its gzip member.
+struct Kept {
+    entries: Vec<(String, Entry)>,
+    member: Arc<[u8]>,
+}
+
+impl Kept {
+    /// Are `entries` the kept ones, as far as the tar is concerned (path, type, content or
+    /// target, mode, owner ids and names)? Contents shared with the build's layers compare by
+    /// address; others byte for byte.
+    fn same(&self, entries: &[(&String, &Entry)]) -> bool {
+        self.entries.len() == entries.len()
+            && self.entries.iter().zip(entries).all(|((p, a), (q, b))| {
+                p == *q
+                    && a.kind == b.kind
+                    && (a.mode, a.uid, a.gid) == (b.mode, b.uid, b.gid)
+                    && (&a.user, &a.group) == (&b.user, &b.group)
+            })
+    }
+}
+
+/// The compressed shared runs of one build (dropped with it, all at one entry time and one
+/// level), at most [`CACHE_CAP`] bytes. A run is found by a hash of its entries' names, types,
+/// sizes, modes and owners, and reused only when its entries are the kept ones, contents
+/// included: a collision costs a compression, never a wrong archive. A reused run is neither
+/// written as tar nor hashed again.
 #[derive(Default)]
 pub(crate) struct RunCache {
     inner: Mutex<Inner>,
@@ -86,7 +109,7 @@ pub(crate) struct RunCache {
 
 #[derive(Default)]
 struct Inner {
-    slots: HashMap<(usize, u32), Slot>,
+    slots: HashMap<u64, Slot>,
     bytes: usize,
     stats: RunStats,
 }
@@ -120,47 +143,65 @@ impl RunCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The gzip member of the shared run `tar` (compressed at the build's one level): reused
-    /// when this build already compressed the same bytes twice, else compressed now (and kept
-    /// the second time they come).
-    fn member(&self, tar: &[u8], level: u32) -> Arc<[u8]> {
-        let mut crc = flate2::Crc::new();
-        crc.update(tar);
-        let key = (tar.len(), crc.sum());
-        let keep = {
+    /// The gzip member of the shared run `entries` (entry time `mtime`, level `level`, the
+    /// same for the whole build): reused when this build already compressed the same entries
+    /// twice, else written and compressed now (and kept the second time they come).
+    fn member(&self, entries: &[(&String, &Entry)], mtime: u64, level: u32) -> Result<Arc<[u8]>> {
+        let key = key_of(entries);
+        let (found, keep) = {
             let mut c = self.lock();
             match c.slots.get(&key) {
-                Some(Slot::Ready { tar: t, member }) if **t == *tar => {
-                    let z = member.clone();
-                    c.stats.reused += 1;
-                    return z;
-                }
-                Some(Slot::Ready { .. }) => false,
-                Some(Slot::Seen) => true,
+                Some(Slot::Ready(k)) => (Some(k.clone()), false),
+                Some(Slot::Seen) => (None, true),
                 None => {
                     c.slots.insert(key, Slot::Seen);
-                    false
+                    (None, false)
                 }
             }
         };
-        let z: Arc<[u8]> = archive::gzip(tar, level).into();
+        if let Some(k) = &found
+            && k.same(entries)
+        {
+            self.lock().stats.reused += 1;
+            return Ok(k.member.clone());
+        }
+        let tar = archive::entries_tar(entries, mtime)?;
+        let z: Arc<[u8]> = archive::gzip(&tar, level).into();
         let mut c = self.lock();
         c.stats.compressed += 1;
         let size = tar.len() + z.len();
-        if keep && c.bytes + size <= CACHE_CAP && matches!(c.slots.get(&key), Some(Slot::Seen)) {
+        let seen = matches!(c.slots.get(&key), Some(Slot::Seen));
+        if keep && seen && c.bytes + size <= CACHE_CAP {
             c.bytes += size;
             c.stats.kept_bytes = c.bytes;
-            let tar = Arc::from(tar);
-            c.slots.insert(
-                key,
-                Slot::Ready {
-                    tar,
-                    member: z.clone(),
-                },
-            );
+            let kept = Kept {
+                entries: entries
+                    .iter()
+                    .map(|(p, e)| ((*p).clone(), (*e).clone()))
+                    .collect(),
+                member: z.clone(),
+            };
+            c.slots.insert(key, Slot::Ready(Arc::new(kept)));
         }
-        z
+        Ok(z)
     }
+}
+
+/// The cache key of a run: its entries' names, types, sizes or targets, modes and owners
+/// (contents are compared when the key matches, see [`Kept::same`]).
+fn key_of(entries: &[(&String, &Entry)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (path, e) in entries {
+        path.hash(&mut h);
+        match &e.kind {
+            Kind::Dir => 0u8.hash(&mut h),
+            Kind::File(b) => (1u8, b.len()).hash(&mut h),
+            Kind::Symlink(t) => (2u8, t).hash(&mut h),
+        }
+        (e.mode, e.uid, e.gid, &e.user, &e.group).hash(&mut h);
+    }
+    h.finish()
 }
 
 /// The tar size of an entry (header and padded data; long names add a little).
@@ -240,13 +281,14 @@ pub(crate) fn compress(
     let mut out = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let last = i + 1 == runs.len();
-        let mut tar = archive::entries_tar(&entries[r.range.clone()], mtime)?;
+        let run = &entries[r.range.clone()];
         if r.shared {
-            out.extend_from_slice(&cache.member(&tar, level));
+            out.extend_from_slice(&cache.member(run, mtime, level)?);
             if last {
                 out.extend(archive::gzip(&END_OF_ARCHIVE, level));
             }
         } else {
+            let mut tar = archive::entries_tar(run, mtime)?;
             if last {
                 tar.extend_from_slice(&END_OF_ARCHIVE);
             }
@@ -382,24 +424,35 @@ mod tests {
     }
 
     #[test]
-    fn a_crc_collision_costs_a_compression_never_a_wrong_member() {
+    fn a_key_collision_costs_a_compression_never_a_wrong_member() {
+        let f = "overlays/fleet";
+        let m = manifest(&[("usr/big", 40_000, f)]);
+        let entries: Vec<_> = m.entries.iter().collect();
+        // Another run with the same names, sizes, modes and owners: the same key.
+        let other = Manifest {
+            entries: m
+                .entries
+                .iter()
+                .map(|(p, e)| {
+                    let mut e = e.clone();
+                    if let Kind::File(b) = &e.kind {
+                        e.kind = Kind::File(b.iter().map(|x| x ^ 1).collect::<Vec<u8>>().into());
+                    }
+                    (p.clone(), e)
+                })
+                .collect(),
+        };
+        let other_entries: Vec<_> = other.entries.iter().collect();
+        assert_eq!(key_of(&entries), key_of(&other_entries));
         let cache = RunCache::default();
-        let tar = vec![7u8; 40_000];
-        let mut crc = flate2::Crc::new();
-        crc.update(&tar);
-        let other: Arc<[u8]> = Arc::from(vec![8u8; 40_000]);
-        let wrong: Arc<[u8]> = archive::gzip(&other, 6).into();
-        cache.lock().slots.insert(
-            (tar.len(), crc.sum()),
-            Slot::Ready {
-                tar: other,
-                member: wrong.clone(),
-            },
-        );
-        let z = cache.member(&tar, 6);
-        assert_ne!(z, wrong);
-        assert_eq!(&z[..], &archive::gzip(&tar, 6)[..]);
-        assert_eq!(cache.stats().reused, 0);
+        for _ in 0..3 {
+            cache.member(&other_entries, 0, 6).unwrap();
+        }
+        assert_eq!(cache.stats().reused, 1);
+        let z = cache.member(&entries, 0, 6).unwrap();
+        let want = archive::gzip(&archive::entries_tar(&entries, 0).unwrap(), 6);
+        assert_eq!(&z[..], &want[..]);
+        assert_eq!(cache.stats().reused, 1);
     }
 
     #[test]
