@@ -1,5 +1,5 @@
 //! The archive: a manifest written as a deterministic gzip-compressed tar (SPEC §4), its gzip
-//! members made by [`crate::build::runs`], and a published archive read back (never through
+//! members made by the `runs` module, and a published archive read back (never through
 //! a symlink, never from a fifo or device; all of its members).
 
 use std::io::{Read, Write};
@@ -97,7 +97,7 @@ pub(crate) fn open_published(path: &Path) -> Result<Option<std::fs::File>> {
 }
 
 /// The uncompressed tar inside a published archive, if it exists and is readable: every
-/// gzip member, read as one stream (ovl's archives hold several, see [`crate::build::runs`]).
+/// gzip member, read as one stream (ovl's archives hold several).
 pub(crate) fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
     let Some(f) = open_published(path)? else {
         return Ok(None);

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! An archive is several gzip members: the runs of entries every device of a profile shares
-//! are compressed once per build ([`runs`]), the device's own entries per device.
+//! are compressed once per build (module `runs`), the device's own entries per device.
 
 pub mod archive;
 pub mod bootscript;
