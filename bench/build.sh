@@ -75,7 +75,8 @@ par_s=$(echo "$t1 - $t0" | bc -l)
 par_mb=$(du -sb "$work/peer" | awk '{print $1/1e6}')
 
 ovl_mb=$(du -sb "$site/configs" | awk '{print $1/1e6}')
-first=$(ls "$site/configs" | head -1)
+archives=("$site"/configs/*.tar.gz)
+first=$(basename "${archives[0]}")
 members=$(python3 - "$site/configs/$first" <<'PY'
 import sys, zlib
 data, n = open(sys.argv[1], "rb").read(), 0
