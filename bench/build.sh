@@ -5,7 +5,9 @@
 # ratios, ovl's peak RSS and the number of gzip members in one of ovl's archives.
 #
 # Usage: bench/build.sh [DEVICES] [FILES] [BYTES]   (defaults 1000 300 2000000: file bytes; the
-# overlay is 2.4 MB as `du -sb` counts it, folders included)
+# overlay is 2.4 MB as `du -sb` counts it, folders included). With WATCH=1, then `ovl watch
+# --json` on the same site: one file of the overlay every device has is changed, twice, and the
+# time from the write to the report of the republished fleet is printed.
 set -euo pipefail
 devices=${1:-1000}
 files=${2:-300}
@@ -95,3 +97,31 @@ printf "ovl / one at a time: %.3f (goal <= 0.1)   ovl / parallel: %.3f (goal <= 
     "$(echo "$ovl_s / $tar_s" | bc -l)" "$(echo "$ovl_s / $par_s" | bc -l)"
 printf "devices: %d   cores: %d   gzip members in %s: %d   load average: %s\n" \
     "$devices" "$(nproc)" "$first" "$members" "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "${WATCH:-0}" = 1 ]; then
+    python3 - "$ovl" "$site" <<'PY'
+import json, queue, subprocess, sys, threading, time
+ovl, root = sys.argv[1], sys.argv[2]
+p = subprocess.Popen([ovl, "--site", root, "watch", "--json"], stdout=subprocess.PIPE, text=True)
+q = queue.Queue()
+threading.Thread(target=lambda: [q.put((time.monotonic(), json.loads(l))) for l in p.stdout], daemon=True).start()
+def rebuild(timeout=300):
+    end = time.monotonic() + timeout
+    while True:
+        t, v = q.get(timeout=max(0.01, end - time.monotonic()))
+        if v["event"] == "rebuild":
+            return t, v
+rebuild()
+for r in range(2):
+    time.sleep(1)
+    t0 = time.monotonic()
+    with open(f"{root}/overlays/fleet/etc/app0/sub0/file0.conf", "a") as f:
+        f.write(f"fleet-wide change {r}\n")
+    t1, v = rebuild()
+    up = sum(1 for d in v["devices"] if d["state"] == "updated")
+    print(f"ovl watch, fleet-wide change {r + 1}: {len(v['devices'])} archives, {up} updated, "
+          f"published {(t1 - t0) * 1000:.0f} ms after the write (ovl's own figure {v['duration_ms']} ms; goal < 5,000 ms)")
+p.terminate()
+p.wait(timeout=10)
+PY
+fi
