@@ -43,6 +43,8 @@ OVL_HTTP=$((BASE + 1)); OVL_TFTP=$((BASE + 2)); NGINX=$((BASE + 3)); HPA=$((BASE
 "$OVL" init "$W/site" >/dev/null
 "$OVL" --site "$W/site" build --all >/dev/null
 head -c $((32 << 20)) /dev/urandom > "$W/site/big.bin"
+# Only the public set is served: list the test file ([serve] is the example's last table).
+echo 'public = ["big.bin"]' >> "$W/site/ovl.toml"
 CFG="configs/02:00:00:00:00:01.tar.gz"
 head -c 4096 /dev/urandom > "$W/site/$CFG"
 BIG_SUM=$(sha256sum < "$W/site/big.bin" | cut -d' ' -f1)

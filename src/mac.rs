@@ -18,6 +18,25 @@ impl Mac {
     pub fn archive_name(&self) -> String {
         format!("{self}.tar.gz")
     }
+
+    /// Why no device can have this MAC: the all-zero address, the broadcast address or
+    /// another group (multicast) address; `None` for a unicast address.
+    pub fn device_problem(&self) -> Option<&'static str> {
+        if self.0 == [0; 6] {
+            Some("is all zeros, which no network card has")
+        } else if self.0 == [0xff; 6] {
+            Some("is the broadcast address")
+        } else if self.0[0] & 1 == 1 {
+            Some("is a multicast address (the low bit of its first octet is set)")
+        } else {
+            None
+        }
+    }
+
+    /// Can a device have this MAC (a unicast, non-zero address)?
+    pub fn is_device(&self) -> bool {
+        self.device_problem().is_none()
+    }
 }
 
 /// Why a MAC failed to parse.
@@ -116,6 +135,20 @@ mod tests {
             "52::54:00:12:34:56",
         ] {
             assert!(s.parse::<Mac>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn group_and_zero_addresses_are_no_device_s() {
+        for (s, device) in [
+            ("52:54:00:12:34:56", true),
+            ("02:00:00:00:00:01", true),
+            ("00:00:00:00:00:00", false),
+            ("ff:ff:ff:ff:ff:ff", false),
+            ("01:00:5e:00:00:01", false),
+            ("33:33:00:00:00:01", false),
+        ] {
+            assert_eq!(s.parse::<Mac>().unwrap().is_device(), device, "{s}");
         }
     }
 

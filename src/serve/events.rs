@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -165,6 +166,8 @@ pub(crate) struct BootEvents {
     /// MACs (and client addresses) remembered.
     pub max_macs: usize,
     inner: Mutex<Inner>,
+    /// Counts changes, so that `/status` knows when its cached document is out of date.
+    version: AtomicU64,
 }
 
 impl Default for BootEvents {
@@ -181,7 +184,19 @@ impl BootEvents {
             per_mac: per_mac.max(1),
             max_macs: max_macs.max(1),
             inner: Mutex::default(),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// A number that changes whenever an event is recorded or a client names a MAC.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Marks a change made under the lock (called before the guard is dropped, so that
+    /// whoever reads the new version then reads the change too).
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -204,6 +219,8 @@ impl BootEvents {
         {
             g.mac_by_client.remove(&oldest);
         }
+        self.changed();
+        drop(g);
     }
 
     /// The MAC `client` last named, if any.
@@ -243,6 +260,8 @@ impl BootEvents {
         {
             g.by_mac.remove(&oldest);
         }
+        self.changed();
+        drop(g);
     }
 
     /// The events of `mac`, oldest first.
@@ -344,6 +363,19 @@ mod tests {
         e.note_client("10.0.0.2".parse().unwrap(), mac(2));
         e.note_client("10.0.0.3".parse().unwrap(), mac(3));
         assert_eq!(e.client_mac(a), None);
+    }
+
+    #[test]
+    fn changes_move_the_version() {
+        let e = BootEvents::new(2, 2);
+        let v0 = e.version();
+        e.record(Some(mac(1)), ev(1));
+        let v1 = e.version();
+        assert!(v1 > v0);
+        let _ = e.of(&mac(1));
+        assert_eq!(e.version(), v1, "reading changes nothing");
+        e.note_client("10.0.0.1".parse().unwrap(), mac(1));
+        assert!(e.version() > v1);
     }
 
     #[test]

@@ -18,13 +18,16 @@
 //! it keeps the archives current, and every project it loads becomes the HTTP server's live
 //! project (`http::live`), which then does no change detection of its own.
 
+pub mod access;
 pub mod dhcp;
+mod dhcp_service;
 pub(crate) mod events;
 pub mod http;
+mod limits;
 pub mod logging;
 pub(crate) mod metrics;
 pub mod neighbours;
-pub(crate) mod public;
+pub mod public;
 pub(crate) mod reload;
 pub mod tftp;
 
@@ -34,6 +37,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -126,15 +130,11 @@ impl Settings {
         })
     }
 
-    /// Refuses settings that cannot be served: full DHCP without an interface, or nothing
-    /// to serve.
+    /// Refuses settings that cannot be served: DHCP (full or proxy) without an interface,
+    /// or nothing to serve.
     pub(crate) fn check(&self) -> Result<()> {
-        if self.dhcp == DhcpMode::Full && self.interface.is_none() {
-            return Err(Error::Usage(
-                "full DHCP needs the interface to serve: pass --interface IF or set [serve] \
-                 interface in ovl.toml"
-                    .into(),
-            ));
+        if self.dhcp != DhcpMode::Off && self.interface.is_none() {
+            return Err(Error::Usage(dhcp::site::NEEDS_INTERFACE.into()));
         }
         if self.http == Listen::Off && self.tftp == Listen::Off && self.dhcp == DhcpMode::Off {
             return Err(Error::Usage(
@@ -157,17 +157,22 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     settings.check()?;
+    let open_files = limits::raise_open_files();
+    tracing::info!(event = "open_files", limit = open_files, "open-file limit");
     let root = project.site.root.clone();
     // The DHCP configuration needs the project and the HTTP address; read both first.
     let dhcp_project = (settings.dhcp != DhcpMode::Off).then(|| project.clone());
-    // The lease table exists once DHCP is bound, after HTTP: HTTP asks it through this slot.
+    // Who is at which address, for the owner rule of both file servers: the kernel's
+    // neighbour table, then the DHCP leases (the table exists once DHCP is bound, after
+    // HTTP, so it is asked through a slot).
     let leases = Arc::new(neighbours::LateLeases::default());
+    let mut who = neighbours::Neighbours::default();
+    who.push(leases.clone());
     let started_with = project.clone();
-    let http = bind_http(&settings, project, &leases).await?;
+    let (http, live) = bind_http(&settings, project, &who, open_files).await?;
     let events = http.as_ref().map(http::HttpServer::events);
-    let live = http.as_ref().map(http::HttpServer::project);
     let metrics = http.as_ref().map(http::HttpServer::metrics);
-    let tftp = bind_tftp(&settings, &root, events.clone(), &leases).await?;
+    let tftp = bind_tftp(&settings, &root, events.clone(), &live, who).await?;
     if let (Some(m), Some(t)) = (&metrics, &tftp) {
         let _ = m.tftp.set(t.stats());
     }
@@ -175,7 +180,7 @@ pub(crate) async fn run(
     let dhcp = match &dhcp_project {
         None => None,
         Some(p) => {
-            let mut d = bind_dhcp(&settings, p, http_addr, &leases).await?;
+            let mut d = dhcp_service::bind_dhcp(&settings, p, http_addr, &leases).await?;
             d.observe(events.clone(), metrics.as_deref());
             Some(d)
         }
@@ -185,7 +190,7 @@ pub(crate) async fn run(
         settings: settings.clone(),
         http: http_addr,
     };
-    reload::reload_on_hangup(live.clone(), bound, shutdown.clone())?;
+    reload::reload_on_hangup(Some(Arc::clone(&live)), bound, shutdown.clone())?;
     let mode = match settings.dhcp {
         DhcpMode::Off => "off",
         DhcpMode::Proxy => "proxy",
@@ -205,6 +210,14 @@ pub(crate) async fn run(
         tracing::info!(event = "listening", service = "http", addr = %s.local_addr(),
             fs_offload = s.fs_offload(), "listening");
         tasks.spawn(s.run(shutdown.clone()));
+    } else if settings.watch.is_none() {
+        // Without HTTP, the project TFTP serves by still follows its files.
+        tasks.spawn(http::live::reload_loop(
+            Arc::clone(&live),
+            http::RELOAD_INTERVAL,
+            true,
+            shutdown.clone(),
+        ));
     }
     if let Some(d) = dhcp {
         d.spawn(&settings, &mut tasks, shutdown.clone());
@@ -213,7 +226,7 @@ pub(crate) async fn run(
     let watcher = settings
         .watch
         .clone()
-        .map(|opts| spawn_watch(root, opts, live, metrics, Arc::clone(&stop)));
+        .map(|opts| spawn_watch(root, opts, Some(live), metrics, Arc::clone(&stop)));
     while tasks.join_next().await.is_some() {}
     tracing::info!(event = "stopped", "ovl serve stopped");
     stop.store(true, Ordering::Relaxed);
@@ -225,40 +238,61 @@ pub(crate) async fn run(
     }
 }
 
-/// The HTTP server, when enabled; it asks `leases` who is at an address.
+/// The HTTP server, when enabled, and the live project both file servers serve (the HTTP
+/// server's, or one of its own without HTTP); `who` tells who is at an address.
 async fn bind_http(
     settings: &Settings,
     project: Project,
-    leases: &Arc<neighbours::LateLeases>,
-) -> Result<Option<http::HttpServer>> {
+    who: &neighbours::Neighbours,
+    open_files: u64,
+) -> Result<(Option<http::HttpServer>, Arc<http::LiveProject>)> {
     let Listen::At(addr) = settings.http else {
-        return Ok(None);
+        let live = tokio::task::spawn_blocking(move || http::LiveProject::new(project, None))
+            .await
+            .map_err(|e| Error::Env(format!("loading the project: {e}")))?;
+        return Ok((None, Arc::new(live)));
     };
     let mut cfg = http::HttpConfig::new(addr);
-    cfg.neighbours.push(leases.clone());
+    cfg.neighbours = who.clone();
+    let serve = &project.site.config.serve;
+    cfg.max_connections = limits::connection_cap(serve.max_connections, open_files);
+    if cfg.max_connections < serve.max_connections as usize {
+        tracing::warn!(
+            event = "max_connections_lowered",
+            max_connections = cfg.max_connections,
+            configured = serve.max_connections,
+            open_files,
+            "[serve] max_connections lowered to fit the open-file limit"
+        );
+    }
+    cfg.header_timeout = Duration::from_secs(serve.header_timeout.into());
+    cfg.idle_timeout = Duration::from_secs(serve.idle_timeout.into());
     // With `--watch`, the watch loop feeds the project; the server does not check on its own.
     cfg.watched = settings.watch.is_some();
-    http::HttpServer::bind(cfg, project)
+    let server = http::HttpServer::bind(cfg, project)
         .await
-        .map(Some)
-        .map_err(|e| bind_error("http", addr, e))
+        .map_err(|e| bind_error("http", addr, e))?;
+    let live = server.project();
+    Ok((Some(server), live))
 }
 
-/// The TFTP server, when enabled; its transfers become boot events of the HTTP server's
-/// `/status` when that runs.
+/// The TFTP server, when enabled, serving what the live project makes public; its transfers
+/// become boot events of the HTTP server's `/status` when that runs.
 async fn bind_tftp(
     settings: &Settings,
     root: &std::path::Path,
     events: Option<Arc<events::BootEvents>>,
-    leases: &Arc<neighbours::LateLeases>,
+    live: &Arc<http::LiveProject>,
+    who: neighbours::Neighbours,
 ) -> Result<Option<tftp::TftpServer>> {
     let Listen::At(addr) = settings.tftp else {
         return Ok(None);
     };
     let mut cfg = tftp::TftpConfig::new(root, addr);
+    cfg.policy = Some(Arc::clone(live) as Arc<dyn access::PolicySource>);
+    cfg.neighbours = who;
     if let Some(events) = events {
-        let mut neighbours = neighbours::Neighbours::default();
-        neighbours.push(leases.clone());
+        let neighbours = cfg.neighbours.clone();
         cfg.on_transfer = Some(tftp::TransferHook(Arc::new(move |t| {
             tftp_boot_event(&events, &neighbours, t);
         })));
@@ -300,120 +334,6 @@ fn tftp_boot_event(
         mac,
         events::BootEvent::now(kind, format!("tftp:{name}"), ip, 0, t.bytes, ms),
     );
-}
-
-/// A bound DHCP server and what its `listening` line says.
-struct BoundDhcp {
-    server: dhcp::DhcpServer,
-    addr: SocketAddr,
-    mode: dhcp::Mode,
-    server_ip: std::net::Ipv4Addr,
-    url: String,
-    /// Addresses in its pools.
-    pool_size: u64,
-}
-
-/// The DHCP server configured from the site, sending iPXE to `http_addr`; its lease table
-/// fills `leases`.
-async fn bind_dhcp(
-    settings: &Settings,
-    project: &Project,
-    http_addr: Option<SocketAddr>,
-    leases: &neighbours::LateLeases,
-) -> Result<BoundDhcp> {
-    let cfg = dhcp::site::dhcp_config(
-        project,
-        settings.dhcp,
-        settings.interface.as_deref(),
-        http_addr,
-    )?;
-    let addr = SocketAddr::from((cfg.bind_ip, cfg.server_port));
-    let (mode, server_ip, url) = (cfg.mode, cfg.server_ip, cfg.ipxe_script_url.clone());
-    let pool_size = cfg
-        .pools
-        .iter()
-        .map(|p| u64::from(u32::from(p.end).saturating_sub(u32::from(p.start))) + 1)
-        .sum();
-    let server = dhcp::DhcpServer::bind(cfg)
-        .await
-        .map_err(|e| bind_error("dhcp", addr, e))?;
-    leases.set(server.leases());
-    Ok(BoundDhcp {
-        server,
-        addr,
-        mode,
-        server_ip,
-        url,
-        pool_size,
-    })
-}
-
-/// The device a DHCP reply is for: its `chaddr` (bytes 28..34 of the BOOTP header).
-fn reply_mac(reply: &dhcp::Reply) -> Option<crate::mac::Mac> {
-    let b: [u8; 6] = reply.bytes.get(28..34)?.try_into().ok()?;
-    Some(crate::mac::Mac(b))
-}
-
-/// An ACK of a lease renewal (or rebinding): the client already had the address (`ciaddr`,
-/// bytes 12..16, copied from its request) and got one (`yiaddr`; proxy replies give none).
-/// Not a boot event: a running device renews its lease every half lease time.
-fn is_renewal(reply: &dhcp::Reply) -> bool {
-    let had = reply.bytes.get(12..16).is_some_and(|c| c != [0, 0, 0, 0]);
-    reply.kind == dhcproto::v4::MessageType::Ack && had && !reply.ip.is_unspecified()
-}
-
-impl BoundDhcp {
-    /// Makes its replies boot events (offer, ack, nak) and its counters part of `/metrics`.
-    fn observe(
-        &mut self,
-        events: Option<Arc<events::BootEvents>>,
-        metrics: Option<&metrics::Metrics>,
-    ) {
-        if let Some(m) = metrics {
-            let _ = m.dhcp.set(metrics::DhcpMetrics {
-                stats: self.server.stats(),
-                leases: self.server.leases(),
-                pool_size: self.pool_size,
-            });
-        }
-        let Some(events) = events else { return };
-        self.server.on_reply(dhcp::ReplyHook(Arc::new(move |r| {
-            use dhcproto::v4::MessageType;
-            if is_renewal(r) {
-                return;
-            }
-            let kind = match r.kind {
-                MessageType::Offer => events::EventKind::DhcpOffer,
-                MessageType::Ack => events::EventKind::DhcpAck,
-                MessageType::Nak => events::EventKind::DhcpNak,
-                _ => return,
-            };
-            let name = events::EventKind::name(kind);
-            let ip = std::net::IpAddr::V4(r.ip);
-            events.record(
-                reply_mac(r),
-                events::BootEvent::now(kind, format!("dhcp:{name} {}", r.ip), ip, 0, 0, 0),
-            );
-        })));
-    }
-
-    /// Logs the `listening` line and serves on `tasks` until `shutdown`.
-    fn spawn(
-        self,
-        settings: &Settings,
-        tasks: &mut tokio::task::JoinSet<()>,
-        shutdown: CancellationToken,
-    ) {
-        tracing::info!(event = "listening", service = "dhcp", addr = %self.addr,
-            mode = %self.mode, server_ip = %self.server_ip, script_url = %self.url,
-            interface = settings.interface.as_deref().unwrap_or("*"), "listening");
-        let server = self.server;
-        tasks.spawn(async move {
-            if let Err(e) = server.run(shutdown).await {
-                tracing::error!(event = "dhcp_server_error", error = %e);
-            }
-        });
-    }
 }
 
 /// Runs watch mode on the blocking pool until `stop` is set, feeding the HTTP server's live

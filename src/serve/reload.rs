@@ -70,8 +70,9 @@ fn dhcp_differs(bound: &Bound, new: &Project) -> bool {
     }
 }
 
-/// Reloads on every SIGHUP until `shutdown`. Without an HTTP server (no live project) a
-/// SIGHUP is only logged: TFTP reads files as they are.
+/// Reloads on every SIGHUP until `shutdown`. `ovl serve` always passes a live project (the
+/// HTTP server's, or without HTTP the one TFTP's public set comes from); without one a
+/// SIGHUP is only logged.
 pub(crate) fn reload_on_hangup(
     live: Option<Arc<LiveProject>>,
     bound: Bound,
@@ -89,7 +90,7 @@ pub(crate) fn reload_on_hangup(
                 tracing::info!(
                     event = "reload",
                     signal = "SIGHUP",
-                    "SIGHUP: nothing to reload without the HTTP server (TFTP reads files as they are)"
+                    "SIGHUP: nothing to reload (no live project)"
                 );
                 continue;
             };

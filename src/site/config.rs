@@ -236,6 +236,16 @@ pub struct ServeConfig {
     pub configs_access: ConfigsAccess,
     /// Profile whose archive blank (unknown) devices get; unset: a real 404.
     pub default_profile: Option<String>,
+    /// More site files served over HTTP and TFTP, besides the boot scripts, archives and
+    /// boot files: `"extra.iso"` is one file, `"alpine/"` (a trailing `/`) a whole folder.
+    pub public: Vec<String>,
+    /// HTTP connections open at once (see `serve::http`).
+    pub max_connections: u32,
+    /// Seconds an HTTP client has to send a request's headers.
+    pub header_timeout: u32,
+    /// Seconds without a byte moving, while a request is answered, before the HTTP
+    /// connection is closed.
+    pub idle_timeout: u32,
 }
 
 impl Default for ServeConfig {
@@ -247,6 +257,10 @@ impl Default for ServeConfig {
             dhcp: DhcpSettings::default(),
             configs_access: ConfigsAccess::Any,
             default_profile: None,
+            public: Vec::new(),
+            max_connections: 1024,
+            header_timeout: 10,
+            idle_timeout: 30,
         }
     }
 }
@@ -497,6 +511,7 @@ impl SiteConfig {
                 ),
             ));
         }
+        crate::site::serve_config::validate(&c.serve, path)?;
         Ok(())
     }
 }

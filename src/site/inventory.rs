@@ -149,6 +149,9 @@ impl Seen<'_> {
             .get_ref()
             .parse()
             .map_err(|e: crate::mac::MacParseError| Error::input(loc.clone(), e))?;
+        if let Some(problem) = mac.device_problem() {
+            return Err(Error::input(loc, format!("MAC {mac} {problem}")));
+        }
         if let Some(prev) = self.devices.get(&mac).map(|p| &p.location) {
             return Err(Error::input(
                 loc,

@@ -1,5 +1,6 @@
-//! The site's layout: every file and folder name ovl reads or writes in a site (SPEC §2), and
-//! the rule saying which site paths are private (never served over HTTP or TFTP).
+//! The site's layout: every file and folder name ovl reads or writes in a site (SPEC §2). What
+//! the servers may serve of it is decided in one place, `serve::public` (an explicit public
+//! set); the names below marked private can never enter that set.
 //!
 //! ```text
 //! SITE/
@@ -8,9 +9,9 @@
 //!   profiles/*.toml   profiles               (private)
 //!   overlays/         layer folders          (private: they hold secrets)
 //!   captures/MAC/     lbu captures           (private)
-//!   configs/MAC.tar.gz  published archives   (served)
-//!   boot.ipxe, gpxe-script  boot scripts     (served)
-//!   sshkeys.pub       default `ssh_key=`     (served)
+//!   configs/MAC.tar.gz  published archives   (public)
+//!   boot.ipxe, gpxe-script  boot scripts     (public)
+//!   sshkeys.pub       default `ssh_key=`     (public)
 //!   .ovl-state/       server state, e.g. DHCP leases, and manifests/MAC/ID.json.gz,
 //!                     the build manifests published for each device (hidden)
 //! ```
@@ -68,6 +69,7 @@ pub const GENERATED: [&str; 5] = [
 /// First path components that are never served: the site's settings, inventory, profiles,
 /// overlay trees (they hold secrets) and the devices' lbu captures. Compared
 /// ASCII-case-insensitively, so case-insensitive file systems leak nothing.
+/// `[serve] public` may not list them, and `serve::public` leaves them out of every set.
 pub const PRIVATE_TOP: [&str; 5] = [
     SITE_FILE,
     DEVICES_FILE,
@@ -75,69 +77,3 @@ pub const PRIVATE_TOP: [&str; 5] = [
     OVERLAYS_DIR,
     CAPTURES_DIR,
 ];
-
-/// Why a site-relative path must not be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PrivatePath {
-    /// A `.` or `..` component.
-    #[error("path traversal")]
-    Traversal,
-    /// A component starting with `.` (hidden files and folders are private).
-    #[error("hidden path")]
-    Hidden,
-    /// A first component in [`PRIVATE_TOP`].
-    #[error("private path")]
-    Private,
-}
-
-/// Check the non-empty components of a site-relative path: the first `.`/`..` or hidden
-/// component decides, in order; then a first component in [`PRIVATE_TOP`] is private.
-pub fn check_private(components: &[&str]) -> Result<(), PrivatePath> {
-    for c in components {
-        if *c == "." || *c == ".." {
-            return Err(PrivatePath::Traversal);
-        }
-        if c.starts_with('.') {
-            return Err(PrivatePath::Hidden);
-        }
-    }
-    if let Some(first) = components.first()
-        && PRIVATE_TOP.iter().any(|p| p.eq_ignore_ascii_case(first))
-    {
-        return Err(PrivatePath::Private);
-    }
-    Ok(())
-}
-
-/// Is this site-relative path (`/`-separated, empty components ignored) private?
-pub fn is_private(rel: &str) -> bool {
-    let components: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    check_private(&components).is_err()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_rule() {
-        assert_eq!(check_private(&["configs", "x.tar.gz"]), Ok(()));
-        assert_eq!(check_private(&["boot.ipxe"]), Ok(()));
-        assert_eq!(
-            check_private(&["Profiles", "a.toml"]),
-            Err(PrivatePath::Private)
-        );
-        assert_eq!(check_private(&["OVL.TOML"]), Err(PrivatePath::Private));
-        assert_eq!(check_private(&["data", "overlays"]), Ok(()));
-        assert_eq!(
-            check_private(&["profiles", ".."]),
-            Err(PrivatePath::Traversal)
-        );
-        assert_eq!(check_private(&[".git", ".."]), Err(PrivatePath::Hidden));
-        assert_eq!(check_private(&["..", ".git"]), Err(PrivatePath::Traversal));
-        assert!(is_private("/captures//x"));
-        assert!(is_private(".ovl-tmp/a"));
-        assert!(!is_private("/configs/52:54:00:12:34:56.tar.gz"));
-        assert!(!is_private(""));
-    }
-}

@@ -11,6 +11,7 @@ pub(crate) mod inventory_edit;
 pub mod layout;
 pub mod profile;
 pub mod profile_file;
+pub(crate) mod serve_config;
 pub mod toml_file;
 
 use std::net::SocketAddr;

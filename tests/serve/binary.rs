@@ -10,33 +10,33 @@ use crate::harness::proc::{KillOnDrop, Lines, bounded, output, sha256_file};
 use crate::harness::site::{MAC, OVL, TestSite};
 
 /// A running `ovl serve`, its stderr lines arriving on a channel.
-struct Server(Lines);
+pub(crate) struct Server(pub(crate) Lines);
 
 impl Server {
-    fn start(site: &TestSite, args: &[&str]) -> Server {
+    pub(crate) fn start(site: &TestSite, args: &[&str]) -> Server {
         let mut cmd = site.command();
         cmd.arg("serve").args(args);
         Server(Lines::spawn(&mut cmd, true))
     }
 
     /// Waits (at most 20 s) for a stderr line containing every one of `needles`.
-    fn wait_line(&mut self, needles: &[&str]) -> String {
+    pub(crate) fn wait_line(&mut self, needles: &[&str]) -> String {
         self.0.wait_line(needles)
     }
 
     /// The address of the `listening` line of `service` (text log format).
-    fn addr(&mut self, service: &str) -> SocketAddr {
+    pub(crate) fn addr(&mut self, service: &str) -> SocketAddr {
         let l = self.wait_line(&["listening", &format!("service=\"{service}\"")]);
         let a = l.split("addr=").nth(1).unwrap().split_whitespace().next();
         a.unwrap().parse().unwrap()
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         self.0.child.signal(sig);
     }
 
     /// Waits at most `secs` for the process to exit; its exit code.
-    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> Option<i32> {
         self.0
             .child
             .wait_exit(Duration::from_secs(secs))
@@ -44,7 +44,7 @@ impl Server {
     }
 
     /// Every stderr line read so far.
-    fn seen(&self) -> String {
+    pub(crate) fn seen(&self) -> String {
         self.0.seen.join("\n")
     }
 }
@@ -139,11 +139,11 @@ fn sigint_stops_it_too_and_json_logs_parse() {
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
             .arg(format!("http://{addr}/ovl.toml")),
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "403");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "404");
     let l = srv.wait_line(&["http_request", "ovl.toml"]);
     let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-    assert_eq!(v["status"], 403);
-    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["status"], 404);
+    assert_eq!(v["reason"], "not public");
     srv.signal(libc::SIGINT);
     assert_eq!(srv.wait_exit(15), Some(0));
 }
@@ -151,16 +151,24 @@ fn sigint_stops_it_too_and_json_logs_parse() {
 #[test]
 fn sigterm_gives_a_running_transfer_a_bounded_grace() {
     let s = TestSite::example_built();
-    std::fs::write(s.path("big.bin"), vec![7u8; 20 << 20]).unwrap();
+    // A kernel of the site's flavor: a public boot file.
+    std::fs::write(s.path("vmlinuz-lts"), vec![7u8; 20 << 20]).unwrap();
     let mut srv = Server::start(&s, &["--http", "127.0.0.1:0", "--tftp", "off"]);
     let http = srv.addr("http");
     // At 1 MiB/s this download would take 20 s; the server gives it about 5.
+    let part = s.scratch("kernel.part");
     let slow = KillOnDrop::spawn(
         bounded(40, "curl")
-            .args(["-s", "--limit-rate", "1M", "-o", "/dev/null"])
-            .arg(format!("http://{http}/big.bin")),
+            .args(["-s", "--limit-rate", "1M", "-o"])
+            .arg(&part)
+            .arg(format!("http://{http}/vmlinuz-lts")),
     );
-    std::thread::sleep(Duration::from_millis(700));
+    // The transfer is running once bytes arrive (on a loaded machine curl may start late).
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < until, "the download did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     srv.signal(libc::SIGTERM);
     assert_eq!(srv.wait_exit(20), Some(0), "{}", srv.seen());
@@ -190,7 +198,7 @@ fn a_port_in_use_exits_3_naming_the_address() {
 }
 
 /// `ovl serve ARGS` on `s`, which must exit by itself within 30 s.
-fn serve_once(s: &TestSite, args: &[&str]) -> Output {
+pub(crate) fn serve_once(s: &TestSite, args: &[&str]) -> Output {
     output(
         bounded(30, OVL)
             .arg("--site")
@@ -281,6 +289,31 @@ fn tftp_fetches_show_up_as_boot_events_in_status() {
         text.contains(&format!("tftp:configs/{MAC}.tar.gz")),
         "{text}"
     );
+}
+
+#[test]
+fn a_corrupt_lease_file_is_reported_as_such() {
+    let s = TestSite::new();
+    s.write(
+        "ovl.toml",
+        "[boot]\nserver = \"127.0.0.1\"\n[serve.dhcp]\nrange = [\"127.0.0.10\", \"127.0.0.20\"]\n",
+    );
+    s.write(".ovl-state/dhcp-leases.json", "{\"leases\": [oops");
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--tftp",
+        "off",
+        "--interface",
+        "lo",
+    ];
+    let o = serve_once(&s, &args);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(".ovl-state/dhcp-leases.json"), "{err}");
+    assert!(err.contains("corrupt DHCP lease file"), "{err}");
+    assert!(err.contains("line 1 column"), "serde's position: {err}");
+    assert!(!err.contains("cannot listen"), "{err}");
 }
 
 /// GET `url` with curl; the body as text.

@@ -12,6 +12,8 @@ mod harness;
 mod binary;
 mod dhcp;
 mod http;
+mod leaks;
 mod scaleout;
+mod stalls;
 mod tftp;
 mod units;

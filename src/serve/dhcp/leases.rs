@@ -163,19 +163,25 @@ impl LeaseTable {
         std::mem::take(&mut self.lock().dirty)
     }
 
-    /// Loads a table from `path`; a missing file gives an empty table.
+    /// Loads a table from `path`; a missing file gives an empty table. A file that does not
+    /// parse is an `InvalidData` error naming the path.
     pub(crate) fn load(path: &Path) -> io::Result<Self> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
             Err(e) => return Err(e),
         };
-        let file: LeaseFile = serde_json::from_slice(&bytes).map_err(|e| {
+        Self::parse(&bytes).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {e}", path.display()),
             )
-        })?;
+        })
+    }
+
+    /// A table from the bytes of a lease file.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let file: LeaseFile = serde_json::from_slice(bytes)?;
         let mut inner = Inner {
             declined: file.declined,
             ..Inner::default()

@@ -46,14 +46,23 @@ impl DhcpServer {
     /// Validates `cfg`, loads the lease file and binds the sockets: the server port and
     /// the PXE boot-server port (4011); each with `SO_BROADCAST`, `SO_REUSEADDR`
     /// and, when an interface is named, `SO_BINDTODEVICE`.
+    ///
+    /// Errors: `InvalidInput` for a configuration that does not validate, `InvalidData`
+    /// for a lease file that does not parse (full mode), others from the sockets.
     pub async fn bind(cfg: DhcpConfig) -> io::Result<Self> {
-        cfg.validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let leases = Arc::new(if cfg.mode == Mode::Full {
+        let leases = if cfg.mode == Mode::Full {
             LeaseTable::load(&cfg.lease_file)?
         } else {
             LeaseTable::new()
-        });
+        };
+        Self::bind_with(cfg, leases).await
+    }
+
+    /// [`DhcpServer::bind`] with a lease table already loaded (the proxy mode keeps none).
+    pub async fn bind_with(cfg: DhcpConfig, leases: LeaseTable) -> io::Result<Self> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let leases = Arc::new(leases);
         let server_sock = bind_udp(&cfg, cfg.server_port)?;
         let boot_sock = bind_udp(&cfg, cfg.proxy_port)?;
         let cfg = Arc::new(cfg);

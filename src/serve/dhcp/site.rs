@@ -25,6 +25,10 @@ use crate::site::{DhcpMode, SITE_FILE, Site};
 pub(crate) use crate::site::layout::STATE_DIR;
 /// The lease file inside [`STATE_DIR`].
 pub(crate) const LEASE_FILE: &str = "dhcp-leases.json";
+/// The usage error of DHCP without an interface: proxy mode would answer PXE on every
+/// interface of the machine, full mode hand out addresses there.
+pub(crate) const NEEDS_INTERFACE: &str = "DHCP (proxy or full) needs the interface to serve: \
+     pass --interface IF or set [serve] interface in ovl.toml";
 /// Lease time when `[serve.dhcp] lease_time` is not set.
 pub(crate) const DEFAULT_LEASE_TIME: u32 = 600;
 
@@ -195,12 +199,8 @@ pub(crate) fn dhcp_config(
         DhcpMode::Proxy => Mode::Proxy,
         DhcpMode::Full => Mode::Full,
     };
-    if mode == Mode::Full && interface.is_none() {
-        return Err(Error::Usage(
-            "full DHCP needs the interface to serve: pass --interface IF or set [serve] \
-             interface in ovl.toml"
-                .into(),
-        ));
+    if interface.is_none() {
+        return Err(Error::Usage(NEEDS_INTERFACE.into()));
     }
     let (server, mask) = server_ip(site, interface)?;
     let mut cfg = DhcpConfig::new(mode, server, lease_file(&site.root)?);
@@ -228,6 +228,7 @@ pub(crate) fn dhcp_config(
                 lease_time: r.lease_time.unwrap_or(main_lease),
             });
         }
+        check_fixed(project, &cfg.pools, server)?;
         cfg.fixed = project
             .inventory
             .devices
@@ -238,6 +239,33 @@ pub(crate) fn dhcp_config(
     cfg.validate()
         .map_err(|e| Error::at_path(&path, e.to_string()))?;
     Ok(cfg)
+}
+
+/// Full mode: every fixed address of the inventory lies in the subnet of a pool and is not
+/// the server's own; else an error at the device's entry in `devices.toml`.
+fn check_fixed(project: &Project, pools: &[Pool], server: Ipv4Addr) -> Result<()> {
+    for d in project.inventory.devices.values() {
+        let Some(ip) = d.ip else { continue };
+        let why = if ip == server {
+            "is the DHCP server's own address".to_string()
+        } else if !pools.iter().any(|p| p.subnet_contains(ip)) {
+            let subnets: Vec<String> = pools
+                .iter()
+                .map(|p| format!("{}/{}", p.network(), p.netmask))
+                .collect();
+            format!(
+                "lies outside the subnet of every DHCP pool ({})",
+                subnets.join(", ")
+            )
+        } else {
+            continue;
+        };
+        return Err(Error::input(
+            d.location.clone(),
+            format!("device {}: fixed address {ip} {why}", d.mac),
+        ));
+    }
+    Ok(())
 }
 
 /// iPXE's setting for the MAC of the booting interface, expanded by iPXE in the boot file
@@ -376,11 +404,21 @@ mod tests {
             .filter(|l| !l.starts_with("dhcp ="))
             .map(|l| format!("{l}\n"))
             .collect();
-        std::fs::write(
-            &toml_path,
-            format!("{text}[serve.dhcp]\nrange = [\"127.0.0.10\", \"127.0.0.20\"]\n"),
-        )
-        .unwrap();
+        let pool = "[serve.dhcp]\nrange = [\"127.0.0.10\", \"127.0.0.20\"]\n";
+        std::fs::write(&toml_path, format!("{text}{pool}")).unwrap();
+        // The example's fixed addresses (192.168.0.50, .60) lie in no pool's subnet.
+        let project = Project::load(Site::open(&root).unwrap()).unwrap();
+        let e = dhcp_config(&project, DhcpMode::Full, Some("lo"), None).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("{}:", root.join("devices.toml").display())),
+            "{msg}"
+        );
+        assert!(msg.contains("device 52:54:00:12:34:56: fixed address 192.168.0.50 lies outside the subnet of every DHCP pool (127.0.0.0/255.0.0.0)"), "{msg}");
+        // A relay pool for their subnet makes them valid.
+        let relay = "[[serve.dhcp.relay]]\nrange = [\"192.168.0.100\", \"192.168.0.199\"]\nnetmask = \"255.255.255.0\"\n";
+        std::fs::write(&toml_path, format!("{text}{pool}{relay}")).unwrap();
         let project = Project::load(Site::open(&root).unwrap()).unwrap();
         let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let cfg = dhcp_config(&project, DhcpMode::Full, Some("lo"), Some(http)).unwrap();
@@ -408,10 +446,21 @@ mod tests {
         let proxy = dhcp_config(&project, DhcpMode::Proxy, Some("lo"), None).unwrap();
         assert!(proxy.pools.is_empty() && proxy.fixed.is_empty());
         assert_eq!(proxy.mode, Mode::Proxy);
-        // Proxy without an interface or an IPv4 [boot] server: no address to announce.
+        // Proxy needs an interface too: it would answer PXE on every interface.
         let e = dhcp_config(&project, DhcpMode::Proxy, None, None).unwrap_err();
-        assert_eq!(e.exit_code(), 1);
-        assert!(e.to_string().contains("ovl.toml"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--interface"), "{e}");
+        // A fixed address equal to the server's own.
+        let devices = root.join("devices.toml");
+        let inv = std::fs::read_to_string(&devices).unwrap();
+        std::fs::write(&devices, inv.replace("192.168.0.60", "127.0.0.1")).unwrap();
+        let project = Project::load(Site::open(&root).unwrap()).unwrap();
+        let e = dhcp_config(&project, DhcpMode::Full, Some("lo"), None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("fixed address 127.0.0.1 is the DHCP server's own address"),
+            "{e}"
+        );
     }
 
     #[test]

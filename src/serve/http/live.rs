@@ -22,13 +22,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::build::bootscript::ScriptExtras;
 use crate::build::project::{Project, Selection};
 use crate::build::publish::Published;
 use crate::error::Result;
 use crate::mac::Mac;
+use crate::serve::access::{Policy, PolicySource};
 use crate::site::Site;
 use crate::watch::Feed;
 use crate::watch::changes::{StableChange, Stamps, project_inputs};
@@ -57,6 +60,8 @@ pub(crate) struct Snapshot {
     pub loaded: SystemTime,
     /// Every inventory device's planned settings.
     pub devices: BTreeMap<Mac, DeviceInfo>,
+    /// What may be served, and to whom.
+    pub policy: Arc<Policy>,
 }
 
 impl Snapshot {
@@ -254,6 +259,13 @@ impl LiveProject {
     }
 }
 
+/// The servers' access policy follows the project.
+impl PolicySource for LiveProject {
+    fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.snapshot().policy)
+    }
+}
+
 /// `ovl serve --watch`: the watch loop's projects are served as they load.
 impl Feed for LiveProject {
     fn loaded(&self, project: &Project, inputs: Stamps) {
@@ -302,10 +314,37 @@ fn derive(project: Project, generation: u64) -> Snapshot {
         })
         .collect();
     Snapshot {
+        policy: Arc::new(Policy::of_site(&project.site)),
         project,
         generation,
         loaded: SystemTime::now(),
         devices,
+    }
+}
+
+/// Every `interval` until cancelled: checks the project's files (unless watch mode feeds the
+/// project: `check` false) and keeps the boot scripts on disk equal to the served ones.
+pub(crate) async fn reload_loop(
+    live: Arc<LiveProject>,
+    interval: Duration,
+    check: bool,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let l = Arc::clone(&live);
+                let _ = tokio::task::spawn_blocking(move || {
+                    if !check || !l.check() {
+                        l.keep_boot_scripts();
+                    }
+                })
+                .await;
+            }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP server of the boot chain (SPEC §6), on axum/hyper with tower-http's `ServeFile`.
+//! The HTTP server of the boot chain (SPEC §6), on hyper (its own accept loop, `conn`) with
+//! tower-http's `ServeFile`.
 //!
 //! What it serves, by path (after percent-decoding; empty components collapse):
 //! - `/boot.ipxe`, `/gpxe-script`: the iPXE script, generated per request by
@@ -7,17 +8,22 @@
 //!   otherwise the static `${net0/mac}` form, which is also kept on disk (see `live`).
 //! - `/configs/MAC.tar.gz`: `MAC` must be lowercase with colons (what iPXE and Linux send);
 //!   any other spelling is a 404. With `configs_access = "owner"` only the client whose
-//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403. A
-//!   published file is served as a file; a missing one is a real 404, except that with
-//!   `[serve] default_profile` a MAC the inventory does not know gets that profile's archive,
-//!   built on demand through the pipeline and cached in memory (bounded, per project
-//!   generation, for [`HttpConfig::on_demand_ttl`]).
-//! - `/status`: JSON of the inventory's devices, their archives and recent boot events.
-//! - `/`: the status page (`page`), with `/status.js` and `/status.css`; `/metrics`: the
-//!   counters in Prometheus text format (`metrics`). These names shadow site files.
-//! - Anything else: the site file, through `crate::serve::public::resolve` (private
-//!   paths, hidden names, traversal and symlinks leaving the site → 403; missing → 404).
-//!   A file reached through a symlink into `configs/` is subject to the owner check too.
+//!   neighbour entry or DHCP lease ([`Neighbours`]) is that MAC gets it; others get 403
+//!   (the one access rule, `crate::serve::access::check`, shared with TFTP). A published
+//!   file is served as a file; a missing one is a real 404, except that with `[serve]
+//!   default_profile` a MAC the inventory does not know gets that profile's archive, built on
+//!   demand through the pipeline, bounded and cached in memory (`on_demand`).
+//! - `/status`: JSON of the inventory's devices, their archives, recent boot events and the
+//!   site's boot files, computed off the request workers and shared (`status`).
+//! - `/`: the status page (`page`, made from the same shared document), with `/status.js`
+//!   and `/status.css`; `/metrics`: the counters in Prometheus text format (`metrics`).
+//!   These names shadow site files.
+//! - Anything else: a file of the site's public set (`crate::serve::public`); anything not
+//!   public, or missing, is 404 with the same body. A device's archive reached through a
+//!   symlink is subject to the owner rule too.
+//!
+//! Connections are capped, headers and stalled responses time out, and a slow reader holds
+//! a few chunks of memory (`conn`).
 //!
 //! Files get GET and HEAD, single `Range` requests (206, 416 past the end), `Last-Modified`
 //! with `If-Modified-Since`, and a strong `ETag` with `If-None-Match` / `If-Match`
@@ -34,45 +40,40 @@
 //! are also recorded in `BootEvents`.
 
 mod configs;
+mod conn;
 pub(crate) mod live;
 mod metrics;
+mod on_demand;
 mod opened;
 mod page;
 mod respond;
 mod status;
 
-use std::collections::HashMap;
-use std::future::IntoFuture;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, Response, StatusCode, header};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 pub(crate) use live::LiveProject;
+pub use respond::percent_decode;
 
 use crate::build::project::Project;
 use crate::mac::Mac;
+use crate::serve::access::{self, PolicySource, Refusal};
 use crate::serve::events::{BootEvents, EventKind};
 use crate::serve::neighbours::Neighbours;
-use crate::serve::public::{self, Denied};
-use crate::site::ConfigsAccess;
+use crate::serve::public::{Denied, Resolved};
 use crate::watch::changes::network_fs;
-use configs::{config, no_cache, owner_refusal};
+use configs::{config, no_cache};
 use opened::{OpenedBackend, OpenedFile};
-use respond::{
-    LoggedBody, RequestLog, bytes_response, percent_decode, query_value, status_response,
-};
+use respond::{LoggedBody, RequestLog, bytes_response, query_value, status_response};
 
 /// `Cache-Control` of configs, scripts and `/status`: clients must revalidate every time.
 const NO_CACHE: &str = "no-cache";
@@ -101,8 +102,26 @@ pub struct HttpConfig {
     pub on_demand_ttl: Duration,
     /// On-demand builds running at once.
     pub on_demand_builds: usize,
-    /// Read size when streaming files.
+    /// On-demand requests waiting for a build at most; more get 503.
+    pub on_demand_queue: usize,
+    /// How long an on-demand request waits for a build at most; then 503.
+    pub on_demand_wait: Duration,
+    /// Bytes of on-demand archives kept in memory at most.
+    pub on_demand_cache_bytes: usize,
+    /// Read size when streaming files: with hyper's write buffer, what one slow reader
+    /// holds in memory.
     pub chunk_size: usize,
+    /// The kernel send buffer of each connection (`SO_SNDBUF`); `None` leaves it to the
+    /// kernel's autotuning (up to 4 MiB a connection on Linux).
+    pub send_buffer: Option<usize>,
+    /// Connections open at once; at the cap a new one closes the quietest idle connection,
+    /// or gets 503 when every connection is answering a request.
+    pub max_connections: usize,
+    /// Time for a request's headers, from when the server starts waiting for them (also the
+    /// longest a kept-alive connection waits for its next request).
+    pub header_timeout: Duration,
+    /// A connection answering a request on which no byte moves for this long is closed.
+    pub idle_timeout: Duration,
     /// Resolve, open and read small files on the blocking pool (`true`) or in place
     /// (`false`); `None` decides by the site's file system: the pool on NFS, SMB/CIFS, FUSE
     /// and 9P, in place on local file systems. Large files always stream from the pool.
@@ -111,8 +130,10 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     /// Settings listening on `bind` with the defaults: the kernel's neighbour table, reload
-    /// check every second, 5 s shutdown grace, 64 on-demand archives for 10 s, 2 builds at
-    /// once, 256 KiB reads.
+    /// check every second, 5 s shutdown grace, 64 on-demand archives (64 MiB) for 10 s, 2
+    /// builds at once (and one for a device asking for its own) and 16 waiting (10 s at
+    /// most), 64 KiB reads, 256 KiB send buffers, 1024 connections, 10 s for headers, 30 s
+    /// idle.
     pub fn new(bind: SocketAddr) -> HttpConfig {
         HttpConfig {
             bind,
@@ -123,7 +144,14 @@ impl HttpConfig {
             on_demand_entries: 64,
             on_demand_ttl: Duration::from_secs(10),
             on_demand_builds: 2,
-            chunk_size: 256 * 1024,
+            on_demand_queue: 16,
+            on_demand_wait: Duration::from_secs(10),
+            on_demand_cache_bytes: 64 << 20,
+            chunk_size: 64 * 1024,
+            send_buffer: Some(256 * 1024),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             fs_offload: None,
         }
     }
@@ -134,15 +162,13 @@ impl HttpConfig {
 struct Shared {
     cfg: HttpConfig,
     live: Arc<LiveProject>,
-    /// The site root with symlinks resolved, to tell whether a file lies in `configs/`.
-    canonical_root: PathBuf,
     /// Do file system work on the blocking pool (see [`HttpConfig::fs_offload`]).
     offload: bool,
     events: Arc<BootEvents>,
     local: SocketAddr,
     started: SystemTime,
-    builds: Semaphore,
-    cache: Mutex<HashMap<Mac, configs::Cached>>,
+    on_demand: on_demand::OnDemand,
+    status: status::StatusCache,
     metrics: Arc<crate::serve::metrics::Metrics>,
     archive_states: page::ArchiveStates,
 }
@@ -160,29 +186,23 @@ impl HttpServer {
     pub async fn bind(cfg: HttpConfig, project: Project) -> io::Result<HttpServer> {
         let listener = TcpListener::bind(cfg.bind).await?;
         let local = listener.local_addr()?;
-        let (live, canonical_root, network) = tokio::task::spawn_blocking(move || {
-            let canonical = project.site.root.canonicalize();
+        let (live, network) = tokio::task::spawn_blocking(move || {
             // On network or FUSE file systems (or unknown ones), a `stat` or a read may wait
             // on the network: file system work then goes to the blocking pool.
             let network = !matches!(network_fs(&project.site.root), Ok(None));
-            (
-                LiveProject::new(project, Some(local.to_string())),
-                canonical,
-                network,
-            )
+            (LiveProject::new(project, Some(local.to_string())), network)
         })
         .await
         .map_err(io::Error::other)?;
         let shared = Shared {
             offload: cfg.fs_offload.unwrap_or(network),
-            canonical_root: canonical_root?,
-            builds: Semaphore::new(cfg.on_demand_builds.max(1)),
+            on_demand: on_demand::OnDemand::new(&cfg),
+            status: status::StatusCache::default(),
             cfg,
             live: Arc::new(live),
             events: Arc::new(BootEvents::default()),
             local,
             started: SystemTime::now(),
-            cache: Mutex::default(),
             metrics: Arc::default(),
             archive_states: page::ArchiveStates::default(),
         };
@@ -220,71 +240,23 @@ impl HttpServer {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running requests
     /// finish for [`HttpConfig::shutdown_grace`], and returns (dropping what is left).
     pub async fn run(self, shutdown: CancellationToken) {
-        let reload = tokio::spawn(reload_loop(
+        let reload = tokio::spawn(live::reload_loop(
             Arc::clone(&self.shared.live),
             self.shared.cfg.reload_interval,
             !self.shared.cfg.watched,
             shutdown.clone(),
         ));
-        let grace = self.shared.cfg.shutdown_grace;
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(self.shared)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        let grace_over = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            r = server => {
-                if let Err(e) = r {
-                    tracing::error!(event = "http_server_error", error = %e);
-                }
-            }
-            () = grace_over => {
-                tracing::warn!(event = "http_shutdown", "requests still running after the grace period; dropping them");
-            }
-        }
+        conn::serve(self.listener, self.shared, shutdown).await;
         reload.abort();
     }
 }
 
-/// Every `interval` until cancelled: checks the project's files (unless watch mode feeds the
-/// project: `check` false) and keeps the boot scripts on disk equal to the served ones.
-async fn reload_loop(
-    live: Arc<LiveProject>,
-    interval: Duration,
-    check: bool,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {
-                let l = Arc::clone(&live);
-                let _ = tokio::task::spawn_blocking(move || {
-                    if !check || !l.check() {
-                        l.keep_boot_scripts();
-                    }
-                })
-                .await;
-            }
-        }
-    }
-}
-
-/// Every request: route it, then wrap the body so the log line is written when it ends.
+/// Every request: route it, then wrap the body so the log line is written when it ends (and
+/// the connection counts as idle again).
 async fn handle(
-    State(st): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    st: Arc<Shared>,
+    peer: SocketAddr,
+    in_flight: conn::InFlight,
     req: Request,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -300,6 +272,7 @@ async fn handle(
         kind: None,
         reason: None,
         events: Arc::clone(&st.events),
+        on_demand: None,
         in_flight: st.metrics.http_started(),
     };
     let resp = route(&st, req, decoded, &mut log).await;
@@ -314,7 +287,8 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
     };
-    Response::from_parts(parts, Body::new(LoggedBody::new(body, log, expected)))
+    let body = LoggedBody::new(body, log, expected, in_flight);
+    Response::from_parts(parts, Body::new(body))
 }
 
 async fn route(
@@ -336,11 +310,11 @@ async fn route(
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     match components.as_slice() {
         ["boot.ipxe"] | ["gpxe-script"] => script(st, req, log),
-        [] => page::respond(st, req, page::Page::Html).await,
-        ["status.js"] => page::respond(st, req, page::Page::Script).await,
-        ["status.css"] => page::respond(st, req, page::Page::Style).await,
-        ["metrics"] => page::respond(st, req, page::Page::Metrics).await,
-        ["status"] => status(st, req).await,
+        [] => page::respond(st, req, page::Page::Html, log.started).await,
+        ["status.js"] => page::respond(st, req, page::Page::Script, log.started).await,
+        ["status.css"] => page::respond(st, req, page::Page::Style, log.started).await,
+        ["metrics"] => page::respond(st, req, page::Page::Metrics, log.started).await,
+        ["status"] => status(st, req, log.started).await,
         ["configs", name] if name.ends_with(".tar.gz") => {
             let name = (*name).to_owned();
             config(st, req, &name, log).await
@@ -380,102 +354,85 @@ fn script(st: &Shared, req: Request, log: &mut RequestLog) -> Response<Body> {
     )
 }
 
-/// `/status`.
-async fn status(st: &Arc<Shared>, req: Request) -> Response<Body> {
-    let s = Arc::clone(st);
-    let doc = tokio::task::spawn_blocking(move || {
-        status::document(
-            &s.live,
-            &s.events,
-            &s.cfg.neighbours,
-            s.local,
-            s.started,
-            &s.archive_states,
-        )
-    })
-    .await;
-    let Ok(doc) = doc else {
+/// `/status`, kept or computed off the request workers (see `status`).
+async fn status(st: &Arc<Shared>, req: Request, arrived: Instant) -> Response<Body> {
+    let Some(doc) = status::current(st, arrived).await else {
         return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    body.push(b'\n');
     bytes_response(
         req.method(),
         req.headers(),
-        Bytes::from(body),
+        doc.json.clone(),
         "application/json",
         Some(NO_CACHE),
     )
 }
 
-/// Resolves a request path and opens the file, on the blocking pool: whether it lies in
-/// `configs/` (symlinks followed) and the opened file, or why it is not served.
-async fn open_public(st: &Arc<Shared>, rel: String) -> Result<(PathBuf, bool, OpenedFile), Denied> {
-    fn work(s: &Shared, rel: &str) -> Result<(PathBuf, bool, OpenedFile), Denied> {
-        let real = public::resolve(s.live.root(), rel)?;
-        let in_configs = real.parent() == Some(s.canonical_root.join("configs").as_path());
-        let opened = OpenedFile::open(&real).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Denied::NotFound,
-            kind => Denied::Unreadable(kind),
+/// Decides a request with the one access rule (`access::check`) and opens the file, on the
+/// blocking pool when file system work is offloaded: the resolved file and the opened file,
+/// or why it is refused.
+async fn open_checked(
+    st: &Arc<Shared>,
+    rel: String,
+    client: IpAddr,
+) -> Result<(Resolved, OpenedFile), Refusal> {
+    fn work(s: &Shared, rel: &str, client: IpAddr) -> Result<(Resolved, OpenedFile), Refusal> {
+        let policy = s.live.policy();
+        let resolved = access::check(s.live.root(), &policy, &s.cfg.neighbours, client, rel)?;
+        let opened = OpenedFile::open(&resolved.path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Refusal::Hidden(Denied::NotFound),
+            kind => Refusal::Unreadable(Denied::Unreadable(kind)),
         })?;
-        Ok((real, in_configs, opened))
+        Ok((resolved, opened))
     }
     if !st.offload {
-        return work(st, &rel);
+        return work(st, &rel, client);
     }
     let s = Arc::clone(st);
-    tokio::task::spawn_blocking(move || work(&s, &rel))
+    tokio::task::spawn_blocking(move || work(&s, &rel, client))
         .await
-        .unwrap_or(Err(Denied::NotFound))
+        .unwrap_or(Err(Refusal::Hidden(Denied::NotFound)))
+}
+
+/// The response to a refused request: 404 for anything not public or missing, 403 for a
+/// public file that cannot be read and for the owner rule.
+fn refused(r: &Refusal, log: &mut RequestLog) -> Response<Body> {
+    log.reason = Some(r.to_string());
+    if let Refusal::NotOwner(mac) = r {
+        log.mac = Some(*mac);
+        log.kind = Some(EventKind::ConfigRefused);
+    }
+    if r.is_not_found() {
+        status_response(StatusCode::NOT_FOUND)
+    } else {
+        status_response(StatusCode::FORBIDDEN)
+    }
 }
 
 /// Any other path: a public site file.
 async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) -> Response<Body> {
-    let (real, in_configs, opened) = match open_public(st, path.to_owned()).await {
+    let (resolved, opened) = match open_checked(st, path.to_owned(), log.client).await {
         Ok(r) => r,
-        Err(d) => {
-            log.reason = Some(d.to_string());
-            let status = if d.is_not_found() {
-                StatusCode::NOT_FOUND
+        Err(r) => {
+            let resp = refused(&r, log);
+            return if matches!(r, Refusal::NotOwner(_)) {
+                no_cache(resp)
             } else {
-                StatusCode::FORBIDDEN
+                resp
             };
-            return status_response(status);
         }
     };
-    if in_configs {
-        // Reached through a symlink or a name that is not MAC.tar.gz: the owner rule holds.
-        let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let real_mac = name
-            .strip_suffix(".tar.gz")
-            .and_then(|s| s.parse::<Mac>().ok());
-        let owner =
-            st.live.snapshot().project.site.config.serve.configs_access == ConfigsAccess::Owner;
-        match real_mac {
-            Some(m) => {
-                log.mac = Some(m);
-                if let Some(r) = owner_refusal(st, &m, log) {
-                    return r;
-                }
-                log.kind = Some(EventKind::ConfigServed);
-            }
-            None if owner => {
-                log.reason = Some("configs_access = owner: not a device's archive".into());
-                return no_cache(status_response(StatusCode::FORBIDDEN));
-            }
-            None => {}
-        }
+    if let Some(mac) = resolved.archive {
+        // A device's archive reached by another name (a symlink): served as a config.
+        log.mac = Some(mac);
+        log.kind = Some(EventKind::ConfigServed);
         return no_cache(serve_file(st, opened, req, log).await);
     }
     if let Some(kind) = EventKind::of_file(path) {
         log.kind = Some(kind);
         log.mac = attribute(st, log.client);
     }
-    let r = serve_file(st, opened, req, log).await;
-    if path.split('/').find(|c| !c.is_empty()) == Some("configs") {
-        return no_cache(r);
-    }
-    r
+    serve_file(st, opened, req, log).await
 }
 
 /// Streams an opened file with tower-http (HEAD, Range, ETag, Last-Modified, conditionals).
@@ -485,8 +442,9 @@ async fn serve_file(
     req: Request,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let mut dir = ServeDir::with_backend(st.live.root(), OpenedBackend::new(opened))
-        .with_buf_chunk_size(st.cfg.chunk_size);
+    let backend = OpenedBackend::new(opened, st.cfg.chunk_size);
+    let mut dir =
+        ServeDir::with_backend(st.live.root(), backend).with_buf_chunk_size(st.cfg.chunk_size);
     match dir.try_call(req).await {
         Ok(r) => r.map(Body::new),
         Err(e) => {

@@ -2,8 +2,12 @@
 //! opened, so a request costs one trip to the blocking pool (resolve, open, fstat and, for a
 //! small file, the read) instead of one per file operation. tower-http still does the HTTP
 //! part: HEAD, Range, ETag, Last-Modified and the conditional requests.
+//!
+//! A large file is read with positioned reads on the blocking pool, at most one chunk at a
+//! time and only when tower-http asks for the next one (when hyper has room to send it), so
+//! a client that reads slowly holds a few chunks of memory, never the file.
 
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
 use std::io::{self, Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -64,14 +68,16 @@ impl OpenedFile {
 pub(super) struct OpenedBackend {
     meta: std::fs::Metadata,
     file: Arc<Mutex<Option<Content>>>,
+    chunk: usize,
 }
 
 impl OpenedBackend {
-    /// A backend serving `f`.
-    pub(super) fn new(f: OpenedFile) -> OpenedBackend {
+    /// A backend serving `f`, read from disk `chunk` bytes at a time at most.
+    pub(super) fn new(f: OpenedFile, chunk: usize) -> OpenedBackend {
         OpenedBackend {
             meta: f.meta,
             file: Arc::new(Mutex::new(Some(f.content))),
+            chunk: chunk.max(4096),
         }
     }
 }
@@ -82,7 +88,81 @@ pub(super) enum OpenedReader {
     /// Served from memory.
     Memory(Cursor<Bytes>, std::fs::Metadata),
     /// Read from disk on the blocking pool, chunk by chunk.
-    Disk(tokio::fs::File, std::fs::Metadata),
+    Disk(DiskReader, std::fs::Metadata),
+}
+
+/// Positioned reads of an open file on the blocking pool, one chunk at a time.
+#[derive(Debug)]
+pub(super) struct DiskReader {
+    file: Arc<std::fs::File>,
+    pos: u64,
+    chunk: usize,
+    /// A read running on the blocking pool.
+    pending: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>>,
+    /// Bytes read but not yet handed out (when the caller's buffer was smaller).
+    left: Vec<u8>,
+}
+
+impl DiskReader {
+    fn new(file: std::fs::File, chunk: usize) -> DiskReader {
+        DiskReader {
+            file: Arc::new(file),
+            pos: 0,
+            chunk,
+            pending: None,
+            left: Vec::new(),
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if !self.left.is_empty() {
+                let n = self.left.len().min(buf.remaining());
+                buf.put_slice(&self.left[..n]);
+                self.left.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let pending = self.pending.get_or_insert_with(|| {
+                let (file, pos) = (Arc::clone(&self.file), self.pos);
+                let want = buf.remaining().min(self.chunk);
+                tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut data = vec![0u8; want];
+                    let n = file.read_at(&mut data, pos)?;
+                    data.truncate(n);
+                    Ok(data)
+                })
+            });
+            let read = match Pin::new(pending).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r,
+            };
+            self.pending = None;
+            let data = read.map_err(io::Error::other)??;
+            if data.is_empty() {
+                // End of file.
+                return Poll::Ready(Ok(()));
+            }
+            self.pos += data.len() as u64;
+            self.left = data;
+        }
+    }
+
+    fn start_seek(&mut self, position: io::SeekFrom) -> io::Result<()> {
+        if self.pending.is_some() {
+            return Err(io::Error::other("seek while a read is running"));
+        }
+        self.left.clear();
+        self.pos = match position {
+            io::SeekFrom::Start(n) => n,
+            io::SeekFrom::Current(d) => self.pos.saturating_add_signed(d),
+            io::SeekFrom::End(d) => self.file.metadata()?.len().saturating_add_signed(d),
+        };
+        Ok(())
+    }
 }
 
 impl Backend for OpenedBackend {
@@ -96,7 +176,7 @@ impl Backend for OpenedBackend {
         ready(match taken {
             Some(Content::Memory(b)) => Ok(OpenedReader::Memory(Cursor::new(b), self.meta.clone())),
             Some(Content::Disk(f)) => Ok(OpenedReader::Disk(
-                tokio::fs::File::from_std(f),
+                DiskReader::new(f, self.chunk),
                 self.meta.clone(),
             )),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "already served")),
@@ -116,7 +196,7 @@ impl AsyncRead for OpenedReader {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             OpenedReader::Memory(c, _) => Pin::new(c).poll_read(cx, buf),
-            OpenedReader::Disk(f, _) => Pin::new(f).poll_read(cx, buf),
+            OpenedReader::Disk(f, _) => f.poll_read(cx, buf),
         }
     }
 }
@@ -125,14 +205,14 @@ impl AsyncSeek for OpenedReader {
     fn start_seek(self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
         match self.get_mut() {
             OpenedReader::Memory(c, _) => Pin::new(c).start_seek(position),
-            OpenedReader::Disk(f, _) => Pin::new(f).start_seek(position),
+            OpenedReader::Disk(f, _) => f.start_seek(position),
         }
     }
 
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         match self.get_mut() {
             OpenedReader::Memory(c, _) => Pin::new(c).poll_complete(cx),
-            OpenedReader::Disk(f, _) => Pin::new(f).poll_complete(cx),
+            OpenedReader::Disk(f, _) => Poll::Ready(Ok(f.pos)),
         }
     }
 }

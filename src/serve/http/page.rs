@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -24,6 +24,7 @@ use crate::build::project::{Project, Selection};
 use crate::mac::Mac;
 use crate::serve::events::{BootEvent, EventKind};
 
+use super::live::Snapshot;
 use super::respond::{bytes_response, status_response};
 use super::{NO_CACHE, Shared};
 
@@ -46,6 +47,8 @@ const NEW_BOOT_AFTER_CONFIG: u64 = 60;
 const BOOTING_FOR: u64 = 600;
 /// How long archive states are reused within one project generation.
 const STATE_TTL: Duration = Duration::from_secs(5);
+/// How long `/status` waits for archive states being computed before it goes on without.
+const STATE_WAIT: Duration = Duration::from_millis(500);
 
 /// The stage an event belongs to, and whether it failed there.
 fn stage(e: &BootEvent) -> (usize, bool) {
@@ -139,25 +142,59 @@ pub(crate) fn unix_now() -> u64 {
 /// Archive states (built, stale, missing, error) of every device, computed by planning each
 /// device and comparing with its published archive, and reused for a few seconds within one
 /// project generation (so that `/status` every 2 s does not rebuild every archive each time).
+/// The computation runs on a thread of its own, one at a time: `/status` waits for it a
+/// moment (a small site's states are there at once) and otherwise goes on with the last
+/// states of the same generation, or none, so a large site never holds `/status` back.
 #[derive(Debug, Default)]
-pub(crate) struct ArchiveStates(Mutex<Option<StatesAt>>);
+pub(crate) struct ArchiveStates(Arc<(Mutex<StatesSlot>, Condvar)>);
+
+/// What [`ArchiveStates`] holds.
+#[derive(Debug, Default)]
+struct StatesSlot {
+    /// The last states computed.
+    last: Option<StatesAt>,
+    /// Whether a computation is running.
+    computing: bool,
+}
 
 /// Archive states computed for one generation at one instant.
-type StatesAt = (u64, Instant, BTreeMap<Mac, &'static str>);
+type StatesAt = (u64, Instant, Arc<BTreeMap<Mac, &'static str>>);
 
 impl ArchiveStates {
-    /// The states for `project` of `generation`; blocking.
-    pub(crate) fn get(&self, project: &Project, generation: u64) -> BTreeMap<Mac, &'static str> {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((gen_, at, states)) = g.as_ref()
-            && *gen_ == generation
-            && at.elapsed() < STATE_TTL
-        {
-            return states.clone();
+    /// The states for the project of `snap`: fresh ones, or after at most [`STATE_WAIT`] the
+    /// last ones of its generation, or none yet. Blocking (for at most that wait).
+    pub(crate) fn get(&self, snap: &Arc<Snapshot>) -> Option<Arc<BTreeMap<Mac, &'static str>>> {
+        let (slot, done) = &*self.0;
+        let generation = snap.generation;
+        let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |g: &StatesSlot| match &g.last {
+            Some((gen_, at, states)) if *gen_ == generation && at.elapsed() < STATE_TTL => {
+                Some(Arc::clone(states))
+            }
+            _ => None,
+        };
+        if let Some(states) = fresh(&g) {
+            return Some(states);
         }
-        let states = compute(project);
-        *g = Some((generation, Instant::now(), states.clone()));
-        states
+        if !g.computing {
+            g.computing = true;
+            let (inner, snap) = (Arc::clone(&self.0), Arc::clone(snap));
+            std::thread::spawn(move || {
+                let states = Arc::new(compute(&snap.project));
+                let (slot, done) = &*inner;
+                let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+                g.last = Some((snap.generation, Instant::now(), states));
+                g.computing = false;
+                done.notify_all();
+            });
+        }
+        let (g, _) = done
+            .wait_timeout_while(g, STATE_WAIT, |g| g.computing)
+            .unwrap_or_else(|p| p.into_inner());
+        match &g.last {
+            Some((gen_, _, states)) if *gen_ == generation => Some(Arc::clone(states)),
+            _ => None,
+        }
     }
 }
 
@@ -264,6 +301,37 @@ fn row(out: &mut String, d: &Value, known: bool) {
     let _ = write!(out, "</td><td class=\"last\">{}</td></tr>", escape(&last));
 }
 
+/// The boot files' table: name, role, size, version and state (`ok`, `missing`, or what
+/// else is wrong), the cells the script also draws (see `status.js`, `bootFile`).
+fn boot_files(out: &mut String, files: &Value) {
+    out.push_str(
+        "<h2>boot files</h2>\n<table id=\"boot-files\"><thead><tr><th>file</th><th>role</th>\
+         <th>size</th><th>version</th><th>state</th></tr></thead><tbody>\n",
+    );
+    for f in files.as_array().into_iter().flatten() {
+        let state = match &f["problem"] {
+            Value::Null => "ok".to_string(),
+            p => text(p),
+        };
+        let class = match state.as_str() {
+            "ok" | "missing" => state.as_str(),
+            _ => "problem",
+        };
+        let _ = writeln!(
+            out,
+            "<tr data-file=\"{name}\" data-missing=\"{missing}\"><td class=\"file\">{name}</td>\
+             <td>{role}</td><td>{size}</td><td>{version}</td><td class=\"bootfile {class}\">{state}</td></tr>",
+            name = escape(&text(&f["name"])),
+            missing = f["missing"].as_bool().unwrap_or(false),
+            role = escape(&text(&f["role"])),
+            size = escape(&text(&f["size"])),
+            version = escape(&text(&f["version"])),
+            state = escape(&state),
+        );
+    }
+    out.push_str("</tbody></table>\n");
+}
+
 /// The page for the `/status` document `doc`.
 fn html(doc: &Value) -> String {
     let server = &doc["server"];
@@ -296,7 +364,9 @@ fn html(doc: &Value) -> String {
     for d in doc["other_devices"].as_array().into_iter().flatten() {
         row(&mut out, d, false);
     }
-    out.push_str("</tbody></table>\n</body></html>\n");
+    out.push_str("</tbody></table>\n");
+    boot_files(&mut out, &doc["boot_files"]);
+    out.push_str("</body></html>\n");
     out
 }
 
@@ -313,40 +383,60 @@ pub(super) enum Page {
     Metrics,
 }
 
-/// `/`, `/status.js`, `/status.css`, `/metrics`.
-pub(super) async fn respond(st: &Arc<Shared>, req: Request, which: Page) -> Response<Body> {
+/// `/`, `/status.js`, `/status.css`, `/metrics`, for a request that arrived at `arrived`.
+/// The page is made from the kept `/status` document (`status::current`), once per document.
+pub(super) async fn respond(
+    st: &Arc<Shared>,
+    req: Request,
+    which: Page,
+    arrived: Instant,
+) -> Response<Body> {
     let (body, content_type) = match which {
-        Page::Script => (SCRIPT.to_owned(), "text/javascript; charset=utf-8"),
-        Page::Style => (STYLE.to_owned(), "text/css; charset=utf-8"),
-        Page::Html | Page::Metrics => {
+        Page::Script => (
+            Bytes::from_static(SCRIPT.as_bytes()),
+            "text/javascript; charset=utf-8",
+        ),
+        Page::Style => (
+            Bytes::from_static(STYLE.as_bytes()),
+            "text/css; charset=utf-8",
+        ),
+        Page::Metrics => {
             let s = Arc::clone(st);
-            let made = tokio::task::spawn_blocking(move || match which {
-                Page::Metrics => super::metrics::render(&s.metrics, &s.events, &s.live),
-                _ => html(&super::status::document(
-                    &s.live,
-                    &s.events,
-                    &s.cfg.neighbours,
-                    s.local,
-                    s.started,
-                    &s.archive_states,
-                )),
+            let made = tokio::task::spawn_blocking(move || {
+                super::metrics::render(&s.metrics, &s.events, &s.live)
             })
             .await;
             let Ok(body) = made else {
                 return status_response(StatusCode::INTERNAL_SERVER_ERROR);
             };
-            let ct = if which == Page::Metrics {
-                super::metrics::CONTENT_TYPE
-            } else {
-                "text/html; charset=utf-8"
+            (Bytes::from(body), super::metrics::CONTENT_TYPE)
+        }
+        Page::Html => {
+            let Some(doc) = super::status::current(st, arrived).await else {
+                return status_response(StatusCode::INTERNAL_SERVER_ERROR);
             };
-            (body, ct)
+            let body = match doc.html.get() {
+                Some(b) => b.clone(),
+                None => {
+                    let made = tokio::task::spawn_blocking(move || {
+                        doc.html
+                            .get_or_init(|| Bytes::from(html(&doc.value)))
+                            .clone()
+                    })
+                    .await;
+                    let Ok(body) = made else {
+                        return status_response(StatusCode::INTERNAL_SERVER_ERROR);
+                    };
+                    body
+                }
+            };
+            (body, "text/html; charset=utf-8")
         }
     };
     let mut r = bytes_response(
         req.method(),
         req.headers(),
-        Bytes::from(body),
+        body,
         content_type,
         Some(NO_CACHE),
     );

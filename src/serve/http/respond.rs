@@ -14,12 +14,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use sha2::{Digest, Sha256};
 
+use super::conn::InFlight;
 use crate::mac::Mac;
 use crate::serve::events::{BootEvent, BootEvents, EventKind};
 
-/// Decodes `%XX` escapes of a request path. `None` for a bad escape or a result that is not
-/// UTF-8. `+` stays `+` (it means a space only in forms).
-pub(super) fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes of a request path, as the HTTP server does before its path rule.
+/// `None` for a bad escape or a result that is not UTF-8. `+` stays `+` (it means a space
+/// only in forms).
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -131,6 +133,8 @@ pub(super) struct RequestLog {
     pub reason: Option<String>,
     /// Where boot events go.
     pub events: Arc<BootEvents>,
+    /// The client's on-demand archive place, given back when the response is done.
+    pub on_demand: Option<super::on_demand::ClientSlot>,
     /// Counts the request in flight (until dropped) and its bytes, for `/metrics`.
     pub in_flight: crate::serve::metrics::InFlight,
 }
@@ -202,17 +206,25 @@ pub(super) struct LoggedBody {
     /// out and drops it without asking for its end, so reaching it counts as complete.
     expected: Option<u64>,
     log: Option<RequestLog>,
+    /// The connection is answering this request until the body is done or dropped.
+    _in_flight: InFlight,
 }
 
 impl LoggedBody {
     /// Wraps `inner` of a response announcing `expected` bytes; `log` is written once, at
-    /// the end.
-    pub(super) fn new(inner: Body, log: RequestLog, expected: Option<u64>) -> LoggedBody {
+    /// the end, and `in_flight` is let go with the body.
+    pub(super) fn new(
+        inner: Body,
+        log: RequestLog,
+        expected: Option<u64>,
+        in_flight: InFlight,
+    ) -> LoggedBody {
         LoggedBody {
             inner,
             bytes: 0,
             expected,
             log: Some(log),
+            _in_flight: in_flight,
         }
     }
 

@@ -10,16 +10,22 @@
 //!   options are ignored. Requests longer than 512 bytes are dropped.
 //! - [RFC 2348](https://www.rfc-editor.org/rfc/rfc2348) — `blksize` 8..=65464 (larger values
 //!   are clamped to 65464, smaller ones ignored).
-//! - [RFC 2349](https://www.rfc-editor.org/rfc/rfc2349) — `timeout` (1..=255 s) and `tsize`.
-//! - [RFC 7440](https://www.rfc-editor.org/rfc/rfc7440) — `windowsize` 1..=65535.
+//! - [RFC 2349](https://www.rfc-editor.org/rfc/rfc2349) — `tsize`, and `timeout` up to
+//!   [`TftpConfig::max_timeout`] (10 s; a longer ask is not granted).
+//! - [RFC 7440](https://www.rfc-editor.org/rfc/rfc7440) — `windowsize`, granted up to
+//!   [`TftpConfig::max_windowsize`] (64).
 //!
 //! Block numbers roll over past 65535 to 0. Each transfer runs on its own UDP port, bound to
-//! the listening socket's IP (see below for `0.0.0.0`); a round of blocks is resent when no ACK comes within the
-//! timeout, at most [`TftpConfig::retries`] times in a row, then the transfer is dropped.
-//! Packets from a wrong TID get ERROR 5 and do not disturb the transfer. Duplicate ACKs never
-//! trigger a resend in lockstep (no sorcerer's apprentice). Paths go through
-//! `crate::serve::public::resolve`: missing files get ERROR 1, refused ones ERROR 2.
-//! Over [`TftpConfig::max_transfers`] running transfers, requests get ERROR 0 "server busy".
+//! the listening socket's IP (see below for `0.0.0.0`). When no ACK comes within the
+//! timeout, blocks are resent from the first unacknowledged one with the window halved (whole
+//! again after the next ACK), at most [`TftpConfig::retries`] times in a row, then the
+//! transfer is dropped; so a client that never acknowledges gets under two windows in all.
+//! Every transfer ends by [`TftpConfig::transfer_deadline`]. Packets from a wrong TID get
+//! ERROR 5 and do not disturb the transfer. Duplicate ACKs never trigger a resend in
+//! lockstep (no sorcerer's apprentice). Requests go through the one access rule
+//! (`crate::serve::access::check`): anything not public or missing gets ERROR 1, the owner
+//! rule and unreadable files ERROR 2. Over [`TftpConfig::max_per_client`] transfers of one
+//! client address, or [`TftpConfig::max_transfers`] in all, requests get ERROR 0.
 //! Malformed, truncated and oversized packets are dropped and counted in [`TftpStats`].
 //!
 //! One `info` event `tftp_transfer` is logged per completed transfer (file, client, bytes,

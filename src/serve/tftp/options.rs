@@ -7,9 +7,12 @@
 //!   is clamped to 65464 (the RFC lets the server answer with a smaller size); a smaller or
 //!   unparsable one is ignored (512-byte blocks, no OACK entry).
 //! - [RFC 2349](https://www.rfc-editor.org/rfc/rfc2349) `timeout` 1..=255 seconds, echoed
-//!   as sent when valid, otherwise ignored; `tsize` answered with the file's size.
-//! - [RFC 7440](https://www.rfc-editor.org/rfc/rfc7440) `windowsize` 1..=65535, echoed when
-//!   valid, otherwise ignored.
+//!   as sent when valid and at most [`Caps::max_timeout`], otherwise ignored (the RFC lets
+//!   the server only accept or omit it; a client cannot make the server hold a slot for
+//!   minutes); `tsize` answered with the file's size.
+//! - [RFC 7440](https://www.rfc-editor.org/rfc/rfc7440) `windowsize` 1..=65535; a value above
+//!   [`Caps::max_windowsize`] is answered with that cap (the RFC lets the server answer with
+//!   a smaller window), an invalid one is ignored.
 //!
 //! Numbers must be plain decimal digits.
 
@@ -35,19 +38,27 @@ pub(super) struct Negotiated {
     pub oack: Vec<(String, String)>,
 }
 
-/// Negotiates a read request's `options` for a file of `file_size` bytes, with
-/// `default_timeout` when the client names none.
-pub(super) fn negotiate(
-    options: &[(String, String)],
-    file_size: u64,
-    default_timeout: Duration,
-) -> Negotiated {
+/// What the server grants at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Caps {
+    /// The retransmission timeout when the client names none (or one over the cap).
+    pub default_timeout: Duration,
+    /// The longest `timeout` granted.
+    pub max_timeout: Duration,
+    /// The largest `windowsize` granted.
+    pub max_windowsize: u16,
+}
+
+/// Negotiates a read request's `options` for a file of `file_size` bytes within `caps`.
+pub(super) fn negotiate(options: &[(String, String)], file_size: u64, caps: Caps) -> Negotiated {
     let mut n = Negotiated {
         blksize: DEFAULT_BLKSIZE,
         windowsize: 1,
-        timeout: default_timeout,
+        timeout: caps.default_timeout,
         oack: Vec::new(),
     };
+    let max_timeout = caps.max_timeout.as_secs().min(255);
+    let max_window = u64::from(caps.max_windowsize.max(1));
     let mut seen: Vec<String> = Vec::new();
     for (name, value) in options {
         let name = name.to_ascii_lowercase();
@@ -64,12 +75,15 @@ pub(super) fn negotiate(
                     Some(v.to_string())
                 }
             }),
-            "timeout" => parse(value).filter(|v| (1..=255).contains(v)).map(|v| {
-                n.timeout = Duration::from_secs(v);
-                v.to_string()
-            }),
+            "timeout" => parse(value)
+                .filter(|v| (1..=max_timeout).contains(v))
+                .map(|v| {
+                    n.timeout = Duration::from_secs(v);
+                    v.to_string()
+                }),
             "tsize" => parse(value).map(|_| file_size.to_string()),
             "windowsize" => parse(value).filter(|v| (1..=65535).contains(v)).map(|v| {
+                let v = v.min(max_window);
                 n.windowsize = v as u16;
                 v.to_string()
             }),
@@ -96,6 +110,16 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(3);
+    /// The RFCs' full ranges, to test the codec's own bounds.
+    const WIDE: Caps = Caps {
+        default_timeout: T,
+        max_timeout: Duration::from_secs(255),
+        max_windowsize: 65535,
+    };
+
+    fn negotiate(options: &[(String, String)], size: u64, _t: Duration) -> Negotiated {
+        super::negotiate(options, size, WIDE)
+    }
 
     fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -226,6 +250,30 @@ mod tests {
         // An invalid first occurrence does not hide a valid later one.
         let n = negotiate(&opts(&[("blksize", "1"), ("blksize", "2048")]), 1, T);
         assert_eq!(n.blksize, 2048);
+    }
+
+    #[test]
+    fn caps_hold_timeout_and_windowsize_down() {
+        let caps = Caps {
+            default_timeout: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(10),
+            max_windowsize: 64,
+        };
+        let n = super::negotiate(
+            &opts(&[("timeout", "255"), ("windowsize", "65535")]),
+            1,
+            caps,
+        );
+        assert_eq!(
+            n.timeout,
+            Duration::from_secs(1),
+            "over the cap: not granted"
+        );
+        assert_eq!(n.windowsize, 64);
+        assert_eq!(n.oack, oack(&[("windowsize", "64")]));
+        let n = super::negotiate(&opts(&[("timeout", "10"), ("windowsize", "8")]), 1, caps);
+        assert_eq!((n.timeout, n.windowsize), (Duration::from_secs(10), 8));
+        assert_eq!(n.oack, oack(&[("timeout", "10"), ("windowsize", "8")]));
     }
 
     #[test]

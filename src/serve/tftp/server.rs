@@ -1,9 +1,10 @@
 //! The listening socket: decodes requests, enforces the cap, starts one task per transfer.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -12,11 +13,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::TftpStats;
-use super::options::negotiate;
+use super::options::{Caps, negotiate};
 use super::packet::{ErrorCode, Mode, Packet, Request};
 use super::pktinfo;
 use super::transfer::{Transfer, TransferError, rate_kib_s};
-use crate::serve::public;
+use crate::serve::access::{self, Policy, PolicySource};
+use crate::serve::neighbours::Neighbours;
+use crate::site::Site;
 
 /// The longest request accepted: RFC 2347 limits a request with its options to 512 bytes.
 pub(super) const MAX_REQUEST_LEN: usize = 512;
@@ -50,16 +53,28 @@ impl std::fmt::Debug for TransferHook {
 /// Settings of the TFTP server.
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
-    /// The site folder; files are served through `public::resolve`.
+    /// The site folder; files are served under the one access rule (`access::check`).
     pub root: PathBuf,
+    /// What may be served and to whom; `None` reads the site's `ovl.toml` once at bind.
+    pub policy: Option<Arc<dyn PolicySource>>,
+    /// Who is at which address, for `configs_access = "owner"`.
+    pub neighbours: Neighbours,
     /// Address and port to listen on (port 0 picks a free one).
     pub bind: SocketAddr,
     /// Transfers running at once; more requests get ERROR 0 "server busy".
     pub max_transfers: usize,
+    /// Transfers running at once for one client address; more get ERROR 0.
+    pub max_per_client: usize,
     /// Retransmissions in a row without an acknowledgement before a transfer is dropped.
     pub retries: u32,
     /// Retransmission timeout when the client asks for none (RFC 2349 `timeout`).
     pub default_timeout: Duration,
+    /// The longest `timeout` a client is granted; a longer ask is not granted.
+    pub max_timeout: Duration,
+    /// The largest `windowsize` a client is granted; a larger ask gets this.
+    pub max_windowsize: u16,
+    /// The longest one transfer may take, from the request to the last ACK.
+    pub transfer_deadline: Duration,
     /// After shutdown is requested, how long running transfers may go on before they are
     /// stopped.
     pub shutdown_grace: Duration,
@@ -68,15 +83,22 @@ pub struct TftpConfig {
 }
 
 impl TftpConfig {
-    /// Settings serving `root` on `bind` with the defaults: 64 transfers, 5 retries, 1 s
-    /// timeout, 5 s shutdown grace.
+    /// Settings serving `root` on `bind` with the defaults: 64 transfers, 8 per client
+    /// address, 5 retries, 1 s timeout (10 s at most when a client asks), windows of 64
+    /// blocks at most, 10 minutes a transfer, 5 s shutdown grace.
     pub fn new(root: impl Into<PathBuf>, bind: SocketAddr) -> TftpConfig {
         TftpConfig {
             root: root.into(),
+            policy: None,
+            neighbours: Neighbours::default(),
             bind,
             max_transfers: 64,
+            max_per_client: 8,
             retries: 5,
             default_timeout: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(10),
+            max_windowsize: 64,
+            transfer_deadline: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(5),
             on_transfer: None,
         }
@@ -94,15 +116,19 @@ pub struct TftpServer {
 /// What every transfer task shares.
 struct Shared {
     cfg: TftpConfig,
+    policy: Arc<dyn PolicySource>,
+    /// Running transfers by client address.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     stats: Arc<TftpStats>,
     local_ip: IpAddr,
     cancel: CancellationToken,
 }
 
 impl TftpServer {
-    /// Binds the listening socket. Fails on an unusable address or port, or on settings that
-    /// cannot work (no transfers allowed, a zero timeout).
-    pub async fn bind(cfg: TftpConfig) -> io::Result<TftpServer> {
+    /// Binds the listening socket. Fails on an unusable address or port, on settings that
+    /// cannot work (no transfers allowed, a zero timeout), or without a policy when the
+    /// site's `ovl.toml` cannot be read.
+    pub async fn bind(mut cfg: TftpConfig) -> io::Result<TftpServer> {
         if cfg.max_transfers == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -114,6 +140,11 @@ impl TftpServer {
                 io::ErrorKind::InvalidInput,
                 "default_timeout must not be zero",
             ));
+        }
+        if cfg.policy.is_none() {
+            let site = Site::open(&cfg.root)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            cfg.policy = Some(Arc::new(Arc::new(Policy::of_site(&site))));
         }
         let socket = UdpSocket::bind(cfg.bind).await?;
         if cfg.bind.ip().is_unspecified() {
@@ -143,7 +174,13 @@ impl TftpServer {
             Ok(a) => a.ip(),
             Err(_) => self.cfg.bind.ip(),
         };
+        let policy = match &self.cfg.policy {
+            Some(p) => Arc::clone(p),
+            None => Arc::new(Arc::new(Policy::default())),
+        };
         let shared = Arc::new(Shared {
+            policy,
+            per_client: Mutex::default(),
             cfg: self.cfg.clone(),
             stats: Arc::clone(&self.stats),
             local_ip,
@@ -204,9 +241,18 @@ impl TftpServer {
             Err(_) => TftpStats::bump(&self.stats.packets_malformed),
             Ok(Packet::Rrq(req)) => {
                 TftpStats::bump(&self.stats.requests);
+                let Some(slot) = ClientSlot::take(shared, from.ip()) else {
+                    TftpStats::bump(&self.stats.requests_client_limit);
+                    tracing::warn!(event = "tftp_refused", client = %from,
+                        file = %req.filename, reason = "too many transfers from this address");
+                    let message = "too many transfers from your address";
+                    send_error(&self.socket, from, ErrorCode::NotDefined, message).await;
+                    return;
+                };
                 match Arc::clone(permits).try_acquire_owned() {
                     Ok(permit) => {
-                        tasks.spawn(serve_read(Arc::clone(shared), req, from, reply_ip, permit));
+                        let held = (permit, slot);
+                        tasks.spawn(serve_read(Arc::clone(shared), req, from, reply_ip, held));
                     }
                     Err(_) => {
                         TftpStats::bump(&self.stats.requests_busy);
@@ -241,6 +287,46 @@ impl TftpServer {
     }
 }
 
+/// One running transfer counted against its client's address; dropping it frees the place.
+struct ClientSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ClientSlot {
+    /// A place for one more transfer of `ip`, if it has fewer than
+    /// [`TftpConfig::max_per_client`] running.
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        let mut map = shared.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let running = map.entry(ip).or_insert(0);
+        if *running >= shared.cfg.max_per_client.max(1) {
+            return None;
+        }
+        *running += 1;
+        Some(ClientSlot {
+            shared: Arc::clone(shared),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .shared
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Sends an ERROR, ignoring failure (the peer may be gone; nothing waits on it).
 async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
     let p = Packet::Error {
@@ -256,7 +342,7 @@ async fn serve_read(
     req: Request,
     client: SocketAddr,
     local_ip: IpAddr,
-    permit: OwnedSemaphorePermit,
+    held: (OwnedSemaphorePermit, ClientSlot),
 ) {
     let started = Instant::now();
     let stats = &shared.stats;
@@ -270,24 +356,17 @@ async fn serve_read(
             return;
         }
     };
-    let refuse = |code: ErrorCode, reason: String| {
-        let socket = &socket;
-        let req = &req;
-        async move {
-            TftpStats::bump(&stats.requests_refused);
-            tracing::warn!(event = "tftp_refused", client = %client,
-                file = %req.filename, reason = %reason);
-            send_error(socket, client, code, &reason).await;
-        }
-    };
+    let refuse =
+        |code: ErrorCode, reason: String| refuse(&shared, &socket, client, &req, code, reason);
     if !matches!(req.mode, Mode::Octet | Mode::Netascii) {
         let reason = format!("unsupported mode {}", req.mode);
         refuse(ErrorCode::IllegalOperation, reason).await;
         return;
     }
-    let root = shared.cfg.root.clone();
     let name = req.filename.clone();
-    let opened = tokio::task::spawn_blocking(move || open_public(&root, &name)).await;
+    let checking = Arc::clone(&shared);
+    let opened =
+        tokio::task::spawn_blocking(move || open_checked(&checking, client.ip(), &name)).await;
     let (file, size) = match opened {
         Ok(Ok(f)) => f,
         Ok(Err((code, reason))) => {
@@ -299,7 +378,7 @@ async fn serve_read(
             return;
         }
     };
-    let neg = negotiate(&req.options, size, shared.cfg.default_timeout);
+    let neg = negotiate(&req.options, size, shared.caps());
     let (blksize, windowsize) = (neg.blksize, neg.windowsize);
     let transfer = Transfer {
         socket,
@@ -308,12 +387,13 @@ async fn serve_read(
         size,
         neg,
         retries: shared.cfg.retries,
+        deadline: shared.cfg.transfer_deadline,
         stats: Arc::clone(stats),
         cancel: shared.cancel.clone(),
     };
     let result = transfer.run().await;
-    // The slot is free before the transfer is counted as finished.
-    drop(permit);
+    // The slots are free before the transfer is counted as finished.
+    drop(held);
     let done = Done {
         file: &req.filename,
         client,
@@ -322,6 +402,38 @@ async fn serve_read(
         windowsize,
     };
     done.report(&shared, result);
+}
+
+/// Counts and logs a refused request and sends the client its ERROR. The client learns the
+/// code, not the reason: a private file and a missing one read the same.
+async fn refuse(
+    shared: &Shared,
+    socket: &UdpSocket,
+    client: SocketAddr,
+    req: &Request,
+    code: ErrorCode,
+    reason: String,
+) {
+    TftpStats::bump(&shared.stats.requests_refused);
+    tracing::warn!(event = "tftp_refused", client = %client,
+        file = %req.filename, reason = %reason);
+    let message = match code {
+        ErrorCode::FileNotFound => "file not found",
+        ErrorCode::AccessViolation => "access denied",
+        _ => reason.as_str(),
+    };
+    send_error(socket, client, code, message).await;
+}
+
+impl Shared {
+    /// What negotiation grants at most.
+    fn caps(&self) -> Caps {
+        Caps {
+            default_timeout: self.cfg.default_timeout,
+            max_timeout: self.cfg.max_timeout,
+            max_windowsize: self.cfg.max_windowsize,
+        }
+    }
 }
 
 /// A transfer that ended, as its log line tells it.
@@ -394,20 +506,26 @@ impl Done<'_> {
     }
 }
 
-/// Resolves and opens a requested file: the file and its size, or the ERROR to send.
-fn open_public(
-    root: &std::path::Path,
+/// Decides a request with the one access rule and opens the file: the file and its size, or
+/// the ERROR to send (not public or missing: 1 "file not found"; the owner rule or an
+/// unreadable file: 2) and the reason to log.
+fn open_checked(
+    shared: &Shared,
+    client: IpAddr,
     name: &str,
 ) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
-    let path = public::resolve(root, name).map_err(|d| {
-        let code = if d.is_not_found() {
-            ErrorCode::FileNotFound
-        } else {
-            ErrorCode::AccessViolation
-        };
-        (code, d.to_string())
-    })?;
-    let file = std::fs::File::open(&path).map_err(|e| {
+    let policy = shared.policy.policy();
+    let root = &shared.cfg.root;
+    let resolved =
+        access::check(root, &policy, &shared.cfg.neighbours, client, name).map_err(|r| {
+            let code = if r.is_not_found() {
+                ErrorCode::FileNotFound
+            } else {
+                ErrorCode::AccessViolation
+            };
+            (code, r.to_string())
+        })?;
+    let file = std::fs::File::open(&resolved.path).map_err(|e| {
         let code = match e.kind() {
             io::ErrorKind::NotFound => ErrorCode::FileNotFound,
             _ => ErrorCode::AccessViolation,
@@ -418,7 +536,7 @@ fn open_public(
         .metadata()
         .map_err(|e| (ErrorCode::AccessViolation, format!("cannot stat: {e}")))?;
     if !meta.is_file() {
-        return Err((ErrorCode::AccessViolation, "not a regular file".to_owned()));
+        return Err((ErrorCode::FileNotFound, "not a regular file".to_owned()));
     }
     Ok((file, meta.len()))
 }

@@ -15,6 +15,8 @@ pub struct TftpStats {
     pub requests_refused: AtomicU64,
     /// Requests refused because the cap on concurrent transfers was reached.
     pub requests_busy: AtomicU64,
+    /// Requests refused because their client address had too many transfers running.
+    pub requests_client_limit: AtomicU64,
     /// Datagrams dropped because they did not decode.
     pub packets_malformed: AtomicU64,
     /// Requests dropped because they were longer than RFC 2347 allows (512 bytes).

@@ -1,9 +1,11 @@
 //! One read transfer on its own UDP port: OACK, then rounds of DATA until the last ACK.
 //!
 //! The file is read in large chunks ([`CHUNK`]) with positioned reads on the blocking pool;
-//! each block then costs one `sendto` and each ACK one `recvfrom`. Retransmission resends
-//! the whole round after `timeout` without an ACK, at most `retries` times in a row.
-//! Packets from any other address or port get ERROR 5 and change nothing.
+//! each block then costs one `sendto` and each ACK one `recvfrom`. After `timeout` without
+//! an ACK the round is sent again from the first unacknowledged block, with the window
+//! halved (see `window`), at most `retries` times in a row; the whole transfer must end
+//! within its deadline. Packets from any other address or port get ERROR 5 and change
+//! nothing.
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,6 +55,9 @@ pub(super) enum TransferError {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
+    /// The transfer ran past its deadline.
+    #[error("the transfer took longer than {0:?}")]
+    Deadline(std::time::Duration),
 }
 
 /// Everything one transfer needs.
@@ -69,6 +74,8 @@ pub(super) struct Transfer {
     pub neg: Negotiated,
     /// Retransmissions allowed in a row.
     pub retries: u32,
+    /// The longest the whole transfer may take.
+    pub deadline: std::time::Duration,
     /// Server counters.
     pub stats: Arc<TftpStats>,
     /// Cancelled when the transfer must stop (server shutdown).
@@ -99,11 +106,15 @@ struct Cache {
 impl Transfer {
     /// Runs the transfer to its end; on success returns the bytes sent.
     pub(super) async fn run(mut self) -> Result<u64, TransferError> {
-        let result = self.run_inner().await;
+        let deadline = self.deadline;
+        let result = tokio::time::timeout(deadline, self.run_inner())
+            .await
+            .unwrap_or(Err(TransferError::Deadline(deadline)));
         if let Err(e) = &result {
             let (code, message) = match e {
                 TransferError::ClientError { .. } | TransferError::TimedOut(_) => return result,
                 TransferError::Shutdown => (ErrorCode::NotDefined, "server shutting down"),
+                TransferError::Deadline(_) => (ErrorCode::NotDefined, "transfer took too long"),
                 _ => (ErrorCode::NotDefined, "transfer failed"),
             };
             let _ = self.send_error(self.peer, code, message).await;
@@ -158,6 +169,7 @@ impl Transfer {
                         }
                         retries_left -= 1;
                         TftpStats::bump(&self.stats.retransmissions);
+                        window.on_timeout();
                         round = window.next_round();
                         break;
                     }

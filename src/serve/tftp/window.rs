@@ -12,6 +12,11 @@
 //! bug — and in windowed mode triggers at most one resend per window position (RFC 7440
 //! receivers repeat the last in-order ACK to ask for the rest); past that, only the
 //! retransmission timer resends. ACKs for blocks not yet sent or long gone are ignored.
+//!
+//! A timeout resends from the first unacknowledged block (RFC 7440 §4), with the window
+//! halved ([`Window::on_timeout`]) until an ACK moves it again, when it is whole again: a
+//! client that never acknowledges gets at most about twice one window in all, whatever the
+//! number of retries, instead of the whole window again on every timeout.
 
 use std::ops::RangeInclusive;
 
@@ -32,6 +37,8 @@ pub(super) enum AckOutcome {
 #[derive(Debug, Clone)]
 pub(super) struct Window {
     windowsize: u64,
+    /// The window in force: `windowsize`, halved by each timeout since the last advance.
+    current: u64,
     last_block: u64,
     acked: u64,
     sent_upto: u64,
@@ -45,6 +52,7 @@ impl Window {
         let blksize = u64::from(blksize.max(1));
         Window {
             windowsize: u64::from(windowsize.max(1)),
+            current: u64::from(windowsize.max(1)),
             last_block: file_size / blksize + 1,
             acked: 0,
             sent_upto: 0,
@@ -68,9 +76,17 @@ impl Window {
     /// sent.
     pub(super) fn next_round(&mut self) -> RangeInclusive<u64> {
         let first = self.acked + 1;
-        let last = (self.acked + self.windowsize).min(self.last_block);
-        self.sent_upto = last;
+        let last = (self.acked + self.current).min(self.last_block);
+        // The highest block ever sent: a smaller round after a timeout does not make the
+        // blocks of the earlier, larger one unsent (their ACKs still count).
+        self.sent_upto = self.sent_upto.max(last);
         first..=last
+    }
+
+    /// No ACK came within the timeout: the next round starts again at the first
+    /// unacknowledged block with half the window (at least one block).
+    pub(super) fn on_timeout(&mut self) {
+        self.current = (self.current / 2).max(1);
     }
 
     /// Applies an ACK carrying wire block number `wire`.
@@ -87,6 +103,7 @@ impl Window {
             return AckOutcome::Ignore;
         }
         self.acked += delta;
+        self.current = self.windowsize;
         if self.acked >= self.last_block {
             AckOutcome::Done
         } else {
@@ -172,29 +189,77 @@ mod tests {
         assert_eq!(w.acked(), 65_536);
     }
 
+    #[test]
+    fn timeouts_halve_the_window_until_an_ack_moves_it() {
+        let mut w = Window::new(10_000_000, 1468, 64);
+        assert_eq!(w.next_round(), 1..=64);
+        let mut sent = 64;
+        for _ in 0..20 {
+            w.on_timeout();
+            let r = w.next_round();
+            assert_eq!(*r.start(), 1, "resend from the first unacknowledged block");
+            sent += r.count();
+        }
+        assert!(sent < 2 * 64 + 20, "{sent} blocks for no ACK at all");
+        assert_eq!(w.next_round(), 1..=1);
+        assert_eq!(w.on_ack(1), AckOutcome::Advanced);
+        assert_eq!(w.next_round(), 2..=65, "whole again after an advance");
+        assert_eq!(w.on_ack(30), AckOutcome::Advanced);
+        w.on_timeout();
+        assert_eq!(
+            w.next_round(),
+            31..=62,
+            "from the first unacknowledged block"
+        );
+    }
+
+    #[test]
+    fn an_ack_for_a_block_of_a_larger_earlier_round_counts() {
+        // Blocks 1-4 went out, the ACK of 3 came late, after a timeout's halved round.
+        let mut w = Window::new(100 * 512, 512, 4);
+        assert_eq!(w.next_round(), 1..=4);
+        w.on_timeout();
+        assert_eq!(w.next_round(), 1..=2);
+        assert_eq!(w.on_ack(3), AckOutcome::Advanced);
+        assert_eq!(w.next_round(), 4..=7);
+    }
+
     proptest! {
         #[test]
         fn acked_never_passes_what_was_sent(
             size in 0u64..100_000,
             blk in 8u16..2048,
             win in 1u16..20,
-            acks in prop::collection::vec(any::<u16>(), 0..200),
+            // An ACK's wire block, or `None` for a timeout.
+            events in prop::collection::vec(prop::option::weighted(0.8, any::<u16>()), 0..200),
         ) {
             let mut w = Window::new(size, blk, win);
             let mut round = w.next_round();
-            for a in acks {
+            let mut highest_sent = *round.end();
+            for e in events {
                 let before = w.acked();
+                let Some(a) = e else {
+                    w.on_timeout();
+                    round = w.next_round();
+                    highest_sent = highest_sent.max(*round.end());
+                    prop_assert!(*round.start() == w.acked() + 1);
+                    prop_assert!(round.clone().count() as u64 >= 1);
+                    continue;
+                };
                 match w.on_ack(a) {
                     AckOutcome::Done => {
                         prop_assert_eq!(w.acked(), w.last_block());
                         break;
                     }
-                    AckOutcome::Advanced => round = w.next_round(),
+                    AckOutcome::Advanced => {
+                        round = w.next_round();
+                        highest_sent = highest_sent.max(*round.end());
+                    }
                     AckOutcome::Resend | AckOutcome::Ignore => {
                         prop_assert_eq!(w.acked(), before)
                     }
                 }
-                prop_assert!(w.acked() <= *round.end());
+                prop_assert!(w.acked() <= highest_sent);
                 prop_assert!(*round.start() == w.acked() + 1);
             }
         }

@@ -98,3 +98,107 @@ fn status_page_and_metrics() {
         .unwrap();
     assert!(http_bytes >= 6.0, "{parsed}");
 }
+
+/// `/status` and the page list the boot files the site names (Alpine's three of the flavor
+/// and, with DHCP on, the iPXE binaries it hands out): size, the version `ovl fetch` recorded
+/// (`unknown` otherwise), and missing or broken ones flagged; a file put in place shows up
+/// within the kept document's age.
+#[test]
+fn status_lists_the_boot_files_with_size_and_version() {
+    let lab = Lab::with("dhcp = \"proxy\"", |_| {});
+    lab.file("vmlinuz-lts", b"kernel");
+    lab.file("initramfs-lts", b"initramfs!");
+    lab.file("undionly.kpxe", b"");
+    // What `ovl fetch` records for a file it placed: valid while size and mtime match.
+    let kernel = std::fs::metadata(lab.root.join("vmlinuz-lts")).unwrap();
+    let mtime_ns = kernel
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    lab.file(
+        ".ovl-state/fetch.json",
+        format!(
+            "{{\"files\": {{\"vmlinuz-lts\": {{\"sha256\": \"{}\", \"size\": 6, \
+             \"mtime_ns\": {mtime_ns}, \"source\": \"test\", \"version\": \"3.20.3\"}}}}}}",
+            "ab".repeat(32)
+        )
+        .as_bytes(),
+    );
+
+    let s: serde_json::Value = serde_json::from_slice(&lab.get("/status").body).unwrap();
+    let files = s["boot_files"].as_array().expect("boot_files").clone();
+    let names: Vec<&str> = files.iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "vmlinuz-lts",
+            "initramfs-lts",
+            "modloop-lts",
+            "undionly.kpxe",
+            "ipxe.efi"
+        ],
+        "{s:#}"
+    );
+    let by = |n: &str| files.iter().find(|f| f["name"] == n).unwrap().clone();
+    let k = by("vmlinuz-lts");
+    assert_eq!(
+        (
+            &k["role"],
+            &k["size"],
+            &k["version"],
+            &k["missing"],
+            &k["problem"]
+        ),
+        (
+            &"kernel".into(),
+            &6.into(),
+            &"3.20.3".into(),
+            &false.into(),
+            &serde_json::Value::Null
+        ),
+        "{k}"
+    );
+    assert_eq!(k["sha256"], "ab".repeat(32));
+    let i = by("initramfs-lts");
+    assert_eq!(
+        (&i["size"], &i["version"]),
+        (&10.into(), &"unknown".into()),
+        "{i}"
+    );
+    let m = by("modloop-lts");
+    assert_eq!(
+        (&m["missing"], &m["problem"], &m["size"]),
+        (&true.into(), &"missing".into(), &serde_json::Value::Null),
+        "{m}"
+    );
+    let u = by("undionly.kpxe");
+    assert_eq!(
+        (&u["role"], &u["missing"], &u["problem"]),
+        (&"dhcp".into(), &false.into(), &"empty".into()),
+        "{u}"
+    );
+    assert_eq!(by("ipxe.efi")["missing"], true);
+
+    let html = String::from_utf8_lossy(&lab.get("/").body).into_owned();
+    let row = |n: &str| {
+        html.split("<tr ")
+            .find(|r| r.starts_with(&format!("data-file=\"{n}\"")))
+            .unwrap_or_else(|| panic!("{n}: {html}"))
+            .to_owned()
+    };
+    assert!(row("modloop-lts").contains("data-missing=\"true\""));
+    assert!(row("modloop-lts").contains("<td class=\"bootfile missing\">missing</td>"));
+    assert!(
+        row("vmlinuz-lts").contains("<td>6</td><td>3.20.3</td><td class=\"bootfile ok\">ok</td>")
+    );
+    assert!(row("undionly.kpxe").contains("<td class=\"bootfile problem\">empty</td>"));
+
+    // Put in place, it is listed with its size within the kept document's second.
+    lab.file("modloop-lts", b"modloop");
+    assert!(eventually(10, || {
+        let s: serde_json::Value = serde_json::from_slice(&lab.get("/status").body).unwrap();
+        s["boot_files"][2]["size"] == 7 && s["boot_files"][2]["missing"] == false
+    }));
+}

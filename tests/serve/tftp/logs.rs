@@ -21,7 +21,7 @@ fn each_transfer_logs_one_event_with_its_figures() {
     assert!(o.status.success());
     assert_error(
         &raw_request(&lab, "ovl.toml", &[]).0,
-        ErrorCode::AccessViolation,
+        ErrorCode::FileNotFound,
     );
     // The event is written just after the last ACK: poll for it, boundedly.
     let mut events = Vec::new();
@@ -52,4 +52,5 @@ fn each_transfer_logs_one_event_with_its_figures() {
     assert_eq!(refused.len(), 1, "{events:?}");
     assert_eq!(refused[0]["level"], "WARN");
     assert_eq!(refused[0]["file"], "ovl.toml");
+    assert_eq!(refused[0]["reason"], "not public");
 }

@@ -3,6 +3,7 @@
 //! under `timeout 60`; every raw wait is bounded.
 
 mod clients;
+mod limits;
 mod logs;
 mod options;
 mod refusals;
@@ -20,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::proc::{bounded, output, sha256};
 use crate::harness::site::TestSite;
+
+/// `ovl.toml` of every lab: the test files besides the boot files.
+const PUBLIC_TOML: &str = "[serve]\npublic = [\"f\", \"tiny\", \"motd\", \"shared.bin\", \
+     \"bench.bin\", \"boot/\", \"sizes/\"]\n";
 
 /// A site in a temp dir and a TFTP server serving it on its own runtime.
 struct Lab {
@@ -39,8 +44,17 @@ impl Lab {
     }
 
     fn with(adjust: impl FnOnce(&mut TftpConfig)) -> Lab {
+        // The boot files of the default flavor and DHCP map are public by themselves; the
+        // tests' other files are listed.
+        Lab::with_toml(PUBLIC_TOML, adjust)
+    }
+
+    /// A lab whose site has `toml` as its `ovl.toml`, with `adjust` applied to the server's
+    /// settings.
+    fn with_toml(toml: &str, adjust: impl FnOnce(&mut TftpConfig)) -> Lab {
         let site = TestSite::empty();
         let root = site.root().to_path_buf();
+        site.write("ovl.toml", toml);
         let mut cfg = TftpConfig::new(&root, "127.0.0.1:0".parse().unwrap());
         adjust(&mut cfg);
         // The server's log, as JSON lines, captured from every runtime thread.

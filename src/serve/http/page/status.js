@@ -1,4 +1,5 @@
-// ovl status page: redraws the device table from /status every 2 seconds and filters it.
+// ovl status page: redraws the device and boot-file tables from /status every 2 seconds and
+// filters the devices.
 // Everything coming from the server is put in the page as text nodes, never as HTML.
 "use strict";
 (function () {
@@ -44,6 +45,20 @@
     return tr;
   }
 
+  function bootFile(f) {
+    var tr = document.createElement("tr");
+    var state = f.problem === null || f.problem === undefined ? "ok" : text(f.problem);
+    var cls = state === "ok" || state === "missing" ? state : "problem";
+    tr.dataset.file = text(f.name);
+    tr.dataset.missing = String(Boolean(f.missing));
+    cell(tr, f.name, "file");
+    cell(tr, f.role);
+    cell(tr, f.size);
+    cell(tr, f.version);
+    cell(tr, state, "bootfile " + cls);
+    return tr;
+  }
+
   function applyFilter() {
     var q = document.getElementById("filter").value.trim().toLowerCase();
     var st = document.getElementById("state").value;
@@ -66,6 +81,10 @@
     (doc.devices || []).forEach(function (d) { fresh.appendChild(row(d, true)); });
     (doc.other_devices || []).forEach(function (d) { fresh.appendChild(row(d, false)); });
     tbody.parentNode.replaceChild(fresh, tbody);
+    var files = document.querySelector("#boot-files tbody");
+    var freshFiles = document.createElement("tbody");
+    (doc.boot_files || []).forEach(function (f) { freshFiles.appendChild(bootFile(f)); });
+    files.parentNode.replaceChild(freshFiles, files);
     var server = doc.server || {};
     document.getElementById("reload-error").textContent = text(server.reload_error);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
