@@ -1,0 +1,153 @@
+//! The short way to a file request's answer: the same decision as [`access::check`] and
+//! [`OpenedFile::open`], in a handful of system calls instead of a path walk per component.
+//!
+//! The slow way canonicalises the site root and the requested path (`realpath`: one
+//! `readlink` per component, about ten a request) and then stats and opens the real file.
+//! Here the site's root directory is held open, checked per request with one `statx` of its
+//! path (same device and inode, else it is opened again, so a root swapped for another
+//! directory is followed at once), and the request is opened below it with `openat2` and
+//! `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: when that succeeds, no component is a symlink, so
+//! the real path *is* the requested one, the path rules already checked on the request hold
+//! for the real file, and rule 5 (the real place must be public) holds by itself.
+//!
+//! Anything else — a symlink on the way (`ELOOP`), a missing file, a kernel without `openat2`,
+//! anything not a regular file — goes the slow way, which gives the exact refusal. The file is
+//! opened with `O_NONBLOCK`, so a FIFO named in a public folder cannot hold a worker.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use super::opened::OpenedFile;
+use crate::serve::access::{self, Policy, Refusal};
+use crate::serve::neighbours::Neighbours;
+use crate::serve::public::{self, Denied, Named, Resolved};
+
+/// The site's root directory, held open.
+#[derive(Debug)]
+struct Root {
+    dir: OwnedFd,
+    /// Its canonical path when it was opened.
+    canonical: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// The site root of a server, opened once and checked per request.
+#[derive(Debug)]
+pub(super) struct SiteDir {
+    path: PathBuf,
+    open: RwLock<Option<Arc<Root>>>,
+}
+
+impl SiteDir {
+    /// The site at `path` (opened on first use).
+    pub(super) fn new(path: &Path) -> SiteDir {
+        SiteDir {
+            path: path.to_owned(),
+            open: RwLock::new(None),
+        }
+    }
+
+    /// The root directory as its path names it now, or `None` when it cannot be opened.
+    fn current(&self) -> Option<Arc<Root>> {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        if let Some(r) = self.open.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && r.dev == meta.dev()
+            && r.ino == meta.ino()
+        {
+            return Some(Arc::clone(r));
+        }
+        let canonical = self.path.canonicalize().ok()?;
+        let dir = std::fs::File::open(&canonical).ok()?;
+        let m = dir.metadata().ok()?;
+        if !m.is_dir() {
+            return None;
+        }
+        let root = Arc::new(Root {
+            dir: OwnedFd::from(dir),
+            canonical,
+            dev: m.dev(),
+            ino: m.ino(),
+        });
+        *self.open.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&root));
+        Some(root)
+    }
+}
+
+/// Decides and opens `request` the short way: `None` when it must go the slow way
+/// ([`access::check`] then [`OpenedFile::open`]), which then decides exactly as before.
+pub(super) fn open(
+    site: &SiteDir,
+    policy: &Policy,
+    neighbours: &Neighbours,
+    client: std::net::IpAddr,
+    request: &str,
+) -> Option<Result<(Resolved, OpenedFile), Refusal>> {
+    // The checks `access::check` makes before the file system is asked, in its order.
+    if let Some(mac) = access::requested_archive(request)
+        && !access::may_fetch_archive(policy, neighbours, client, &mac)
+    {
+        return Some(Err(Refusal::NotOwner(mac)));
+    }
+    let components = match public::components(request) {
+        Ok(c) => c,
+        Err(d) => return Some(Err(d.into())),
+    };
+    let Some(named) = policy.public.named(&components) else {
+        return Some(Err(Denied::NotPublic.into()));
+    };
+    let root = site.current()?;
+    let rel = components.join("/");
+    let file = open_beneath(&root.dir, &rel).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    // No symlink on the way: the real file is the one named, in the place named (rule 5).
+    let archive = match named {
+        Named::Archive(mac) => Some(mac),
+        Named::File | Named::InFolder(_) => None,
+    };
+    if let Some(mac) = archive
+        && !access::may_fetch_archive(policy, neighbours, client, &mac)
+    {
+        return Some(Err(Refusal::NotOwner(mac)));
+    }
+    let opened = match OpenedFile::from_open(file, meta) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(super::open_refusal(&e))),
+    };
+    let mut path = root.canonical.clone();
+    path.extend(&components);
+    Some(Ok((Resolved { path, archive }, opened)))
+}
+
+/// `openat2(dir, rel, O_RDONLY | O_NONBLOCK, RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)`.
+fn open_beneath(dir: &OwnedFd, rel: &str) -> io::Result<std::fs::File> {
+    let name = CString::new(Path::new(rel).as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `open_how` is plain data; all-zero is its "no options" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH;
+    // SAFETY: the pointers are valid for the call; the size is that of the struct passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
