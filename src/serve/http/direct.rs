@@ -3,9 +3,9 @@
 //!
 //! The slow way canonicalises the site root and the requested path (`realpath`: one
 //! `readlink` per component, about ten a request) and then stats and opens the real file.
-//! Here the site's root directory is held open, checked per request with one `statx` of its
-//! path (same device and inode, else it is opened again, so a root swapped for another
-//! directory is followed at once), and the request is opened below it with `openat2` and
+//! Here the site's root directory is held open and checked against its path at most every
+//! [`ROOT_CHECK`] (same device and inode, else it is opened again: a root swapped for another
+//! directory is followed within that time), and the request is opened below it with `openat2` and
 //! `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: when that succeeds, no component is a symlink, so
 //! the real path *is* the requested one, the path rules already checked on the request hold
 //! for the real file, and rule 5 (the real place must be public) holds by itself.
@@ -20,12 +20,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use super::opened::OpenedFile;
 use crate::serve::access::{self, Policy, Refusal};
 use crate::serve::neighbours::Neighbours;
 use crate::serve::public::{self, Denied, Named, Resolved};
+
+/// How long the open root directory is used before its path is looked at again.
+const ROOT_CHECK: Duration = Duration::from_millis(100);
 
 /// The site's root directory, held open.
 #[derive(Debug)]
@@ -42,6 +47,9 @@ struct Root {
 pub(super) struct SiteDir {
     path: PathBuf,
     open: RwLock<Option<Arc<Root>>>,
+    /// Microseconds after `epoch` when the root was last checked against its path.
+    checked: AtomicU64,
+    epoch: Instant,
 }
 
 impl SiteDir {
@@ -50,17 +58,27 @@ impl SiteDir {
         SiteDir {
             path: path.to_owned(),
             open: RwLock::new(None),
+            checked: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
     /// The root directory as its path names it now, or `None` when it cannot be opened.
     fn current(&self) -> Option<Arc<Root>> {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let held = self.open.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let fresh = now.saturating_sub(self.checked.load(Ordering::Relaxed))
+            < ROOT_CHECK.as_micros() as u64;
+        if held.is_some() && fresh {
+            return held;
+        }
         let meta = std::fs::metadata(&self.path).ok()?;
-        if let Some(r) = self.open.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+        if let Some(r) = held
             && r.dev == meta.dev()
             && r.ino == meta.ino()
         {
-            return Some(Arc::clone(r));
+            self.checked.store(now, Ordering::Relaxed);
+            return Some(r);
         }
         let canonical = self.path.canonicalize().ok()?;
         let dir = std::fs::File::open(&canonical).ok()?;
@@ -75,6 +93,7 @@ impl SiteDir {
             ino: m.ino(),
         });
         *self.open.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&root));
+        self.checked.store(now, Ordering::Relaxed);
         Some(root)
     }
 }
