@@ -170,3 +170,115 @@ fn open_beneath(dir: &OwnedFd, rel: &str) -> io::Result<std::fs::File> {
     // SAFETY: the kernel just returned this descriptor, owned by nobody else.
     Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::serve::neighbours::StaticNeighbours;
+    use crate::site::Site;
+
+    const A: &str = "52:54:00:00:00:0a";
+    const B: &str = "52:54:00:00:00:0b";
+
+    /// A site with archives A and B, a public folder `data/` holding a file, a symlink to
+    /// B's archive and a FIFO, and a symlinked public folder `link/` → `data/`.
+    fn site(access: &str) -> (tempfile::TempDir, Policy) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let toml =
+            format!("[serve]\nconfigs_access = \"{access}\"\npublic = [\"data/\", \"link/\"]\n");
+        std::fs::write(root.join("ovl.toml"), toml).unwrap();
+        std::fs::create_dir_all(root.join("configs")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::write(root.join(format!("configs/{A}.tar.gz")), b"a").unwrap();
+        std::fs::write(root.join(format!("configs/{B}.tar.gz")), b"b").unwrap();
+        std::fs::write(root.join("data/f"), b"file").unwrap();
+        std::os::unix::fs::symlink(format!("../configs/{B}.tar.gz"), root.join("data/b")).unwrap();
+        std::os::unix::fs::symlink("data", root.join("link")).unwrap();
+        let fifo = CString::new(root.join("data/fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let policy = Policy::of_site(&Site::open(root).unwrap());
+        (dir, policy)
+    }
+
+    fn neighbours(ip: IpAddr, mac: &str) -> Neighbours {
+        let table: HashMap<IpAddr, crate::mac::Mac> = [(ip, mac.parse().unwrap())].into();
+        Neighbours::new(vec![Arc::new(StaticNeighbours(table))])
+    }
+
+    /// The short way's answer: `Some(Ok(path, archive, bytes))`, `Some(Err)`, or `None`.
+    type Answer = Option<Result<(PathBuf, Option<crate::mac::Mac>), Refusal>>;
+
+    fn short(dir: &SiteDir, p: &Policy, n: &Neighbours, c: IpAddr, req: &str) -> Answer {
+        open(dir, p, n, c, req).map(|r| r.map(|(res, _)| (res.path, res.archive)))
+    }
+
+    #[test]
+    fn the_short_way_decides_as_the_access_rule_or_leaves_it_to_it() {
+        let (tmp, policy) = site("owner");
+        let root = tmp.path().canonicalize().unwrap();
+        let dir = SiteDir::new(tmp.path());
+        let (a, other): (IpAddr, IpAddr) =
+            ("10.0.0.10".parse().unwrap(), "10.0.0.11".parse().unwrap());
+        let n = neighbours(a, A);
+        let ask = |c, req: &str| short(&dir, &policy, &n, c, req);
+        let slow = |c, req: &str| {
+            access::check(tmp.path(), &policy, &n, c, req).map(|r| (r.path, r.archive))
+        };
+        let own = format!("configs/{A}.tar.gz");
+        // Plain names: the same answer as the slow way.
+        for (c, req) in [(a, own.as_str()), (a, "/data//f"), (other, own.as_str())] {
+            assert_eq!(ask(c, req), Some(slow(c, req)), "{req}");
+        }
+        assert_eq!(
+            ask(a, &own),
+            Some(Ok((root.join(&own), Some(A.parse().unwrap()))))
+        );
+        // Refused before the file system: not public, traversal, someone else's archive.
+        for req in [
+            "ovl.toml",
+            "data/../ovl.toml",
+            "configs/52:54:00:00:00:0b.tar.gz",
+        ] {
+            assert_eq!(ask(a, req), Some(slow(a, req)), "{req}");
+            assert!(ask(a, req).unwrap().is_err());
+        }
+        // A symlink on the way (file or folder), a missing file, a FIFO: the slow way decides
+        // (and a FIFO does not block).
+        for req in ["data/b", "link/f", "data/missing", "data/fifo"] {
+            assert_eq!(ask(a, req), None, "{req}");
+        }
+    }
+
+    #[test]
+    fn a_swapped_site_root_is_followed() {
+        let (one, policy) = site("any");
+        let (two, _) = site("any");
+        std::fs::write(two.path().join("data/f"), b"second").unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let link = parent.path().join("site");
+        std::os::unix::fs::symlink(one.path(), &link).unwrap();
+        let dir = SiteDir::new(&link);
+        let n = Neighbours::new(vec![]);
+        let c: IpAddr = "127.0.0.1".parse().unwrap();
+        let read = |dir: &SiteDir| match open(dir, &policy, &n, c, "data/f") {
+            Some(Ok((r, _))) => r.path,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            read(&dir),
+            one.path().canonicalize().unwrap().join("data/f")
+        );
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(two.path(), &link).unwrap();
+        std::thread::sleep(ROOT_CHECK + Duration::from_millis(20));
+        assert_eq!(
+            read(&dir),
+            two.path().canonicalize().unwrap().join("data/f")
+        );
+    }
+}
