@@ -1,24 +1,35 @@
-//! The archive: a manifest written as a deterministic gzip-compressed tar (SPEC §4), and a
-//! published archive read back (never through a symlink, never from a fifo or device).
+//! The archive: a manifest written as a deterministic gzip-compressed tar (SPEC §4), its gzip
+//! members made by the `runs` module, and a published archive read back (never through
+//! a symlink, never from a fifo or device; all of its members).
 
 use std::io::{Read, Write};
 use std::path::Path;
 
 use flate2::Compression;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use crate::build::layer;
 use crate::build::lbu::PUBLISHED_LIMITS;
-use crate::build::manifest::{Kind, Manifest};
+use crate::build::manifest::{Entry, Kind, Manifest};
 use crate::error::{Error, Result};
 
 /// Write `m` as an uncompressed tar: GNU headers, relative names, folders with a trailing
-/// `/`, parents first, every entry with time `mtime`, ids and names from the manifest.
+/// `/`, parents first, every entry with time `mtime`, ids and names from the manifest, and the
+/// end-of-archive marker.
 pub(crate) fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
-    let size: usize = m
-        .entries
-        .values()
-        .map(|e| match &e.kind {
+    let entries: Vec<(&String, &Entry)> = m.entries.iter().collect();
+    let mut out = entries_tar(&entries, mtime)?;
+    out.extend_from_slice(&[0; 1024]);
+    Ok(out)
+}
+
+/// The tar of `entries` (paths and entries in archive order), without the end-of-archive
+/// marker: what [`tar_bytes`] writes for them, so the tars of consecutive stretches of a
+/// manifest, put end to end and closed by the marker, are the manifest's tar.
+pub(crate) fn entries_tar(entries: &[(&String, &Entry)], mtime: u64) -> Result<Vec<u8>> {
+    let size: usize = entries
+        .iter()
+        .map(|(_, e)| match &e.kind {
             Kind::File(b) => 512 + b.len().div_ceil(512) * 512,
             _ => 512,
         })
@@ -28,7 +39,8 @@ pub(crate) fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
         mac: String::new(),
         message: format!("{path}: cannot be archived: {e}"),
     };
-    for (path, e) in &m.entries {
+    for (path, e) in entries {
+        let path = path.as_str();
         let mut h = tar::Header::new_gnu();
         h.set_mtime(mtime);
         h.set_uid(u64::from(e.uid));
@@ -57,7 +69,10 @@ pub(crate) fn tar_bytes(m: &Manifest, mtime: u64) -> Result<Vec<u8>> {
             }
         }
     }
-    b.into_inner().map_err(|x| bad("archive", x))
+    // `into_inner` closes the tar with the two zero blocks of its end: taken off again.
+    let mut out = b.into_inner().map_err(|x| bad("archive", x))?;
+    out.truncate(out.len().saturating_sub(1024));
+    Ok(out)
 }
 
 /// gzip `data` at `level` with a header that holds no name and no time.
@@ -81,14 +96,15 @@ pub(crate) fn open_published(path: &Path) -> Result<Option<std::fs::File>> {
     }
 }
 
-/// The uncompressed tar inside a published archive, if it exists and is readable.
+/// The uncompressed tar inside a published archive, if it exists and is readable: every
+/// gzip member, read as one stream (ovl's archives hold several).
 pub(crate) fn read_tar(path: &Path) -> Result<Option<Vec<u8>>> {
     let Some(f) = open_published(path)? else {
         return Ok(None);
     };
     let max = PUBLISHED_LIMITS.max_bytes * 2;
     let mut out = Vec::new();
-    GzDecoder::new(f)
+    MultiGzDecoder::new(f)
         .take(max + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::at_path(path, format!("not a valid gzip file: {e}")))?;

@@ -130,7 +130,7 @@ pub(crate) fn with_capture(
         }
         Base::Unknown(why) => {
             let on_top = CaptureUse::OnTop(tree, discard);
-            let mut m = assemble(site, profile, settings, layers, on_top)?;
+            let (mut m, _) = assemble(site, profile, settings, layers, on_top)?;
             history::put_identity(&mut m).map_err(|e| Error::device(settings.mac, e))?;
             report.no_base = Some(why);
             report.items = merge::compare(tree, &label, fleet, discard);

@@ -16,6 +16,7 @@ use crate::build::lbu;
 use crate::build::manifest::{Entry, Kind, Manifest};
 use crate::build::plan::{DevicePlan, DeviceSpec};
 use crate::build::project::Project;
+use crate::build::runs::RunCache;
 pub(crate) use crate::build::state::ArchiveState;
 use crate::build::state::PublishState;
 use crate::error::{Error, IoContext, Result};
@@ -186,12 +187,16 @@ impl ArchiveDiff {
 /// What building `plan` would do to its device's published archive, and the file changes:
 /// created (no archive: every path added), unchanged (the same bytes), updated (other bytes;
 /// compared path by path unless the tar inside is the same).
-fn diff_device(p: &Project, plan: &DevicePlan) -> Result<(PublishState, ArchiveDiff)> {
+fn diff_device(
+    p: &Project,
+    plan: &DevicePlan,
+    runs: &RunCache,
+) -> Result<(PublishState, ArchiveDiff)> {
     let tar = archive::tar_bytes(&plan.manifest, p.site.mtime()).map_err(|e| match e {
         Error::Device { message, .. } => Error::device(plan.mac, message),
         e => e,
     })?;
-    let gz = archive::gzip(&tar, p.site.config.build.compression);
+    let gz = p.archive_bytes_with(plan, runs)?;
     let path = p.archive_path(&plan.mac);
     let entries = plan.manifest.entries.len();
     let Some(f) = archive::open_published(&path)? else {
@@ -209,7 +214,7 @@ fn diff_device(p: &Project, plan: &DevicePlan) -> Result<(PublishState, ArchiveD
         ));
     }
     let mut old_tar = Vec::new();
-    let same_tar = flate2::read::GzDecoder::new(old_gz.as_slice())
+    let same_tar = flate2::read::MultiGzDecoder::new(old_gz.as_slice())
         .take(tar.len() as u64 + 1)
         .read_to_end(&mut old_tar)
         .is_ok_and(|_| old_tar == tar);
@@ -272,12 +277,13 @@ pub(crate) struct DeviceDiff {
 /// Compare the devices of `specs` with their published archives, in parallel, in MAC order.
 pub(crate) fn diff_many(p: &Project, specs: &[DeviceSpec]) -> Vec<DeviceDiff> {
     let cache = p.read_layers(specs);
+    let runs = RunCache::default();
     let mut out: Vec<DeviceDiff> = specs
         .par_iter()
         .map(|spec| {
             let r = (|| {
                 let plan = p.plan(spec, &cache)?;
-                let (state, d) = diff_device(p, &plan)?;
+                let (state, d) = diff_device(p, &plan, &runs)?;
                 Ok((state, plan.hostname.clone(), d))
             })();
             let (state, result) = match r {

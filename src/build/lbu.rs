@@ -12,7 +12,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use crate::build::layer::{LayerEntry, LayerSource, LayerTree, Node, StoredMeta};
 use crate::error::{Error, Result};
@@ -58,7 +58,7 @@ pub fn read_archive(
 ) -> Result<LayerTree> {
     let budget = Rc::new(Cell::new(METADATA_STEP));
     let stream = Budget {
-        inner: GzDecoder::new(reader),
+        inner: MultiGzDecoder::new(reader),
         left: budget.clone(),
     };
     let mut ar = tar::Archive::new(stream);

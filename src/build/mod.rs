@@ -4,8 +4,11 @@
 //! ```text
 //! Project::select ─▶ DeviceSpec ─settings::resolve─▶ DeviceSettings ─plan::plan─▶ DevicePlan
 //!   (+ layer::LayerTree read once per run)                          (Manifest)        │
-//!                     publish::publish ◀─ archive::gzip ◀─ archive::tar_bytes ◀───────┘
+//!                     publish::publish ◀─ runs::compress ◀─ archive::entries_tar ◀────┘
 //! ```
+//!
+//! An archive is several gzip members: the runs of entries every device of a profile shares
+//! are compressed once per build (module `runs`), the device's own entries per device.
 
 pub mod archive;
 pub mod bootscript;
@@ -21,6 +24,7 @@ pub(crate) mod owners;
 pub mod plan;
 pub mod project;
 pub mod publish;
+pub(crate) mod runs;
 pub mod settings;
 pub mod state;
 pub(crate) mod template;

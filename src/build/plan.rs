@@ -7,6 +7,7 @@
 
 mod builder;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -20,6 +21,7 @@ use crate::build::manifest::{Entry, Manifest};
 use crate::build::merge;
 use crate::build::nfs::NfsExport;
 use crate::build::owners::Ids;
+use crate::build::runs::Shareable;
 use crate::build::settings::DeviceSettings;
 use crate::error::{Error, Result};
 use crate::site::Site;
@@ -55,6 +57,9 @@ pub struct DevicePlan {
     /// The device's capture: its base and what it changes against the fleet.
     #[serde(skip)]
     pub capture: Option<CaptureReport>,
+    /// Which entries every device of the profile has too (compressed once per build).
+    #[serde(skip)]
+    pub(crate) shareable: Shareable,
 }
 
 impl std::ops::Deref for DevicePlan {
@@ -113,7 +118,16 @@ pub(crate) fn plan(
         None => None,
     };
     let skip = CaptureUse::Skip(tree.as_deref());
-    let mut fleet = assemble(site, profile, &settings, layers, skip)?;
+    let (mut fleet, rendered) = assemble(site, profile, &settings, layers, skip)?;
+    let shareable = Shareable {
+        layers: settings
+            .sources
+            .iter()
+            .take(profile.overlays.len())
+            .map(|s| site.relative(s.path()))
+            .collect(),
+        rendered,
+    };
     history::put_identity(&mut fleet).map_err(|e| Error::device(settings.mac, e))?;
     let fleet_states = history::states(&fleet, None);
     let (mut manifest, mut states, capture, fleet) = match &tree {
@@ -133,6 +147,7 @@ pub(crate) fn plan(
         states,
         fleet,
         capture,
+        shareable,
     };
     if let Some(c) = &mut plan.capture {
         merge::settle(&mut c.items, &plan.states);
@@ -154,14 +169,14 @@ pub(crate) fn layer_tree(
 }
 
 /// The manifest of the profile's declarations over `layers` (the capture used as `capture`
-/// says), owners and modes finished.
+/// says), owners and modes finished; and the paths rendered from templates.
 pub(crate) fn assemble(
     site: &Site,
     profile: &Profile,
     settings: &DeviceSettings,
     layers: &LayerCache,
     capture: CaptureUse,
-) -> Result<Manifest> {
+) -> Result<(Manifest, BTreeSet<String>)> {
     let mut b = Builder::new(site, profile, settings);
     let world = b.layers(layers, capture)?;
     b.hostname()?;
@@ -176,7 +191,7 @@ pub(crate) fn assemble(
     b.inline_files()?;
     b.ownership()?;
     b.check_links()?;
-    Ok(b.m)
+    Ok((b.m, b.rendered))
 }
 
 /// The rules of the fleet that hold whatever a capture says, applied to a merged manifest:

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::build::archive;
 use crate::build::bootscript::{self, ScriptExtras};
 use crate::build::history;
 use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
 use crate::build::publish::{self, Published};
+use crate::build::runs::{self, RunCache};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
 use crate::build::state::PublishState;
 use crate::build::template;
@@ -278,14 +278,27 @@ impl Project {
 
     /// The archive bytes of a plan.
     pub fn archive_bytes(&self, plan: &DevicePlan) -> Result<Vec<u8>> {
-        let tar = archive::tar_bytes(&plan.manifest, self.site.mtime()).map_err(|e| match e {
+        self.archive_bytes_with(plan, &RunCache::default())
+    }
+
+    /// The archive bytes of a plan, its shared runs taken from (or put in) `runs`, the cache
+    /// of the build: the same bytes with any cache.
+    pub(crate) fn archive_bytes_with(&self, plan: &DevicePlan, runs: &RunCache) -> Result<Vec<u8>> {
+        let level = self.site.config.build.compression;
+        runs::compress(
+            &plan.manifest,
+            &plan.shareable,
+            self.site.mtime(),
+            level,
+            runs,
+        )
+        .map_err(|e| match e {
             Error::Device { message, .. } => Error::Device {
                 mac: plan.mac.to_string(),
                 message,
             },
             e => e,
-        })?;
-        Ok(archive::gzip(&tar, self.site.config.build.compression))
+        })
     }
 
     /// Where a MAC's archive is published.
@@ -309,13 +322,14 @@ impl Project {
         self.clean_stale_temps();
         let clashes = self.clashes_of(specs);
         let cache = self.read_layers(specs);
+        let runs = RunCache::default();
         let mut out: Vec<Outcome> = specs
             .par_iter()
             .filter_map(|spec| {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = self.build_one(spec, &cache, clash_of(&clashes, spec), true);
+                let r = self.build_one(spec, (&cache, &runs), clash_of(&clashes, spec), true);
                 tick();
                 Some(r)
             })
@@ -329,9 +343,10 @@ impl Project {
     pub fn dry_build(&self, specs: &[DeviceSpec]) -> Vec<Outcome> {
         let clashes = self.clashes_of(specs);
         let cache = self.read_layers(specs);
+        let runs = RunCache::default();
         let mut out: Vec<Outcome> = specs
             .par_iter()
-            .map(|spec| self.build_one(spec, &cache, clash_of(&clashes, spec), false))
+            .map(|spec| self.build_one(spec, (&cache, &runs), clash_of(&clashes, spec), false))
             .collect();
         out.sort_by_key(|o| o.mac);
         out
@@ -362,10 +377,10 @@ impl Project {
     fn planned_bytes(
         &self,
         spec: &DeviceSpec,
-        cache: &LayerCache,
+        (cache, runs): (&LayerCache, &RunCache),
     ) -> Result<(DevicePlan, Vec<u8>)> {
         let plan = self.plan(spec, cache)?;
-        let bytes = self.archive_bytes(&plan)?;
+        let bytes = self.archive_bytes_with(&plan, runs)?;
         if bytes.is_empty() {
             return Err(Error::device(spec.mac, "empty archive; not published"));
         }
@@ -377,7 +392,7 @@ impl Project {
     fn build_one(
         &self,
         spec: &DeviceSpec,
-        cache: &LayerCache,
+        cache: (&LayerCache, &RunCache),
         clash: Option<&Error>,
         write: bool,
     ) -> Outcome {

@@ -170,7 +170,8 @@ impl Drop for Lab {
 
 /// A site from `ovl init` with the lab's addresses, the test kernel and initramfs as
 /// `vmlinuz-lts`/`initramfs-lts`, Debian's iPXE binaries, `extra_dhcp` appended to
-/// `[serve.dhcp]`; built.
+/// `[serve.dhcp]`, and 96 more shared files in the XL profile's layer (so its archives are
+/// several gzip members); built.
 pub fn site(extra_dhcp: &str) -> TestSite {
     let site = TestSite::example();
     site.write(
@@ -192,6 +193,16 @@ pub fn site(extra_dhcp: &str) -> TestSite {
              [[device]]\nmac = \"{UEFI_MAC}\"\nprofile = \"special\"\n"
         ),
     );
+    // Enough shared text (the XL profile's layers) that the archives are several gzip
+    // members: shared pieces compressed once, the device's own entries in members of their
+    // own. Alpine's init unpacks them with its busybox tar.
+    for i in 0..96 {
+        let line = format!("setting{i} = value {i} of the shared kiosk configuration\n");
+        site.write(
+            &format!("overlays/xl/etc/kiosk/shared/part{i:02}.conf"),
+            &line.repeat(40),
+        );
+    }
     let files = boot_files();
     fs::copy(&files.vmlinuz, site.path("vmlinuz-lts")).expect("kernel");
     fs::copy(&files.initramfs, site.path("initramfs-lts")).expect("initramfs");
@@ -201,4 +212,23 @@ pub fn site(extra_dhcp: &str) -> TestSite {
         .expect("snponly.efi (Debian ipxe)");
     site.ovl(&["build", "--all"]).ok();
     site
+}
+
+/// The gzip members of `path` (a published archive): each one's decompressed size.
+pub fn gzip_members(path: &Path) -> Vec<u64> {
+    let gz = fs::read(path).expect("archive");
+    let mut rest = &gz[..];
+    let mut sizes = Vec::new();
+    while !rest.is_empty() {
+        assert_eq!(
+            &rest[..2],
+            &[0x1f, 0x8b],
+            "a gzip member header in {}",
+            path.display()
+        );
+        let mut d = flate2::bufread::GzDecoder::new(rest);
+        sizes.push(std::io::copy(&mut d, &mut std::io::sink()).expect("a gzip member"));
+        rest = d.into_inner();
+    }
+    sizes
 }

@@ -82,6 +82,11 @@ fn bios_pxe_boots_a_known_device_into_alpines_init() {
     let _vm = lock();
     let mut lab = Lab::new();
     let site = site("");
+    let members = lab::gzip_members(&site.archive(BIOS_MAC));
+    assert!(
+        members.len() >= 3,
+        "the archive is several gzip members (shared pieces, the device's own): {members:?}"
+    );
     let log = lab.serve(&site);
     let boot = lab.boot(Firmware::Bios, BIOS_MAC, Duration::from_secs(180));
     eprintln!(

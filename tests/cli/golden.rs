@@ -17,6 +17,11 @@
 //! extracting the archives before and after member by member: only the `etc/ovl/` folder
 //! and that file were new; the rich site's capture, which has no identity, still lies on top
 //! as before).
+//!
+//! Issue #12 item 3 (archives of several gzip members, shared pieces compressed once) left
+//! both recorded sites' bytes as they were: no shared piece of theirs reaches 16 KiB, so each
+//! archive stays one member. Multi-member archives have recorded digests of their own
+//! (`members.rs`).
 
 use crate::harness::proc::sha256;
 use crate::harness::site::{TestSite, python_tar};

@@ -20,6 +20,7 @@ mod fleet;
 mod golden;
 mod hostile;
 mod inventory;
+mod members;
 mod modes;
 mod nfs;
 mod oracle;

@@ -10,9 +10,10 @@ use crate::harness::proc::{require_root, sha256};
 use crate::harness::site::{MAC, TestSite};
 
 /// (type, mode, uid, gid, sha256 or target) by path.
-type Tree = BTreeMap<String, (String, String, u32, u32, String)>;
+pub(crate) type Tree = BTreeMap<String, (String, String, u32, u32, String)>;
 
-fn extracted(dir: &Path) -> Tree {
+/// The tree extracted into `dir`.
+pub(crate) fn extracted(dir: &Path) -> Tree {
     let mut t = Tree::new();
     for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
@@ -49,7 +50,8 @@ fn extracted(dir: &Path) -> Tree {
     t
 }
 
-fn listed(v: &serde_json::Value) -> Tree {
+/// The tree `ovl show --json` lists.
+pub(crate) fn listed(v: &serde_json::Value) -> Tree {
     let mut t = Tree::new();
     for f in v["files"].as_array().unwrap() {
         let extra = f["sha256"]

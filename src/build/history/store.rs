@@ -58,7 +58,7 @@ fn read_gz(path: &Path) -> Result<Option<Vec<u8>>> {
         Err(e) => return Err(Error::io(path, e)),
     };
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(f)
+    flate2::read::MultiGzDecoder::new(f)
         .take(READ_CAP + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::at_path(path, format!("unreadable kept manifest: {e}")))?;

@@ -32,6 +32,8 @@ pub(super) struct Builder<'a> {
     pub(super) m: Manifest,
     /// Packages and runlevel links a capture left out of the fleet's part brings.
     captured: BTreeSet<String>,
+    /// Paths whose content a template rendered (different on every device).
+    pub(super) rendered: BTreeSet<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -49,6 +51,7 @@ impl<'a> Builder<'a> {
             ),
             m: Manifest::default(),
             captured: BTreeSet::new(),
+            rendered: BTreeSet::new(),
         }
     }
 
@@ -122,6 +125,7 @@ impl<'a> Builder<'a> {
                     Node::Symlink(t) => Kind::Symlink(t.clone()),
                     Node::Template(src) => {
                         let text = template::render(&e.source, src, &self.ctx)?;
+                        self.rendered.insert(e.path.clone());
                         Kind::File(text.into_bytes().into())
                     }
                 };
