@@ -4,9 +4,9 @@
 //!
 //! Lines are formatted where the event happens and appended to a shared buffer; one writer
 //! thread writes the buffer to stderr in batches (it wakes on the first line of a batch and
-//! gathers for [`GATHER`]), so a request never waits on the stderr lock or a `write` of its
-//! own. None is dropped: past [`BUFFERED`] bytes a thread that logs waits for the writer.
-//! [`LogGuard`] writes out what is buffered when dropped.
+//! gathers for 5 ms), so a request never waits on the stderr lock or a `write` of its
+//! own. None is dropped: past 1 MiB buffered, a thread that logs waits for the writer.
+//! The guard `init` returns writes out what is buffered when dropped.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -79,8 +79,7 @@ impl<'a> MakeWriter<'a> for Queue {
 }
 
 /// The writer thread: waits for a first line, gathers, writes the batch, and again.
-fn write_lines(lines: &Lines) {
-    let mut out = std::io::stderr();
+fn write_lines(lines: &Lines, mut out: impl Write) {
     let mut batch = Vec::new();
     loop {
         let mut st = lines.lock();
@@ -143,7 +142,7 @@ pub(crate) fn init(format: LogFormat) -> Result<LogGuard, String> {
     let writer = Arc::clone(&lines);
     std::thread::Builder::new()
         .name("ovl-log".into())
-        .spawn(move || write_lines(&writer))
+        .spawn(move || write_lines(&writer, std::io::stderr()))
         .map_err(|e| format!("cannot start the log writer: {e}"))?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -162,4 +161,59 @@ pub(crate) fn init(format: LogFormat) -> Result<LogGuard, String> {
     };
     r.map_err(|e| e.to_string())?;
     Ok(LogGuard(lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_whole_and_in_order_by_the_time_the_guard_is_dropped() {
+        let lines = Arc::new(Lines::default());
+        let out = Shared::default();
+        let (writer, sink) = (Arc::clone(&lines), out.clone());
+        std::thread::spawn(move || write_lines(&writer, sink));
+        // More than the buffer holds, from four threads at once: loggers wait, none is lost.
+        let per_thread = 20_000;
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let mut q = Queue(Arc::clone(&lines)).make_writer();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        q.write_all(
+                            format!("thread {t} line {i:06} {}\n", "x".repeat(40)).as_bytes(),
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(LogGuard(lines));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let mut next = [0usize; 4];
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            let (t, i): (usize, usize) = (f[1].parse().unwrap(), f[3].parse().unwrap());
+            assert_eq!(i, next[t], "{line}");
+            next[t] += 1;
+        }
+        assert_eq!(next, [per_thread; 4]);
+    }
 }
