@@ -85,7 +85,7 @@ impl From<LogFormatArg> for LogFormat {
 /// Logging, then the project (from `project`), the effective settings, then the servers until
 /// SIGINT or SIGTERM.
 pub(crate) fn run(a: &ServeArgs, project: impl FnOnce() -> Result<Project>) -> Result<i32> {
-    crate::serve::logging::init(a.log_format.into()).map_err(Error::Env)?;
+    let _log = crate::serve::logging::init(a.log_format.into()).map_err(Error::Env)?;
     let p = project()?;
     let flags = Overrides {
         http: a.http,

@@ -41,6 +41,7 @@
 
 mod configs;
 mod conn;
+mod direct;
 pub(crate) mod live;
 mod metrics;
 mod on_demand;
@@ -164,6 +165,8 @@ struct Shared {
     live: Arc<LiveProject>,
     /// Do file system work on the blocking pool (see [`HttpConfig::fs_offload`]).
     offload: bool,
+    /// The site root, held open for the short way to files (`direct`).
+    site_dir: direct::SiteDir,
     events: Arc<BootEvents>,
     local: SocketAddr,
     started: SystemTime,
@@ -196,6 +199,7 @@ impl HttpServer {
         .map_err(io::Error::other)?;
         let shared = Shared {
             offload: cfg.fs_offload.unwrap_or(network),
+            site_dir: direct::SiteDir::new(live.root()),
             on_demand: on_demand::OnDemand::new(&cfg),
             status: status::StatusCache::default(),
             cfg,
@@ -378,11 +382,11 @@ async fn open_checked(
 ) -> Result<(Resolved, OpenedFile), Refusal> {
     fn work(s: &Shared, rel: &str, client: IpAddr) -> Result<(Resolved, OpenedFile), Refusal> {
         let policy = s.live.policy();
+        if let Some(r) = direct::open(&s.site_dir, &policy, &s.cfg.neighbours, client, rel) {
+            return r;
+        }
         let resolved = access::check(s.live.root(), &policy, &s.cfg.neighbours, client, rel)?;
-        let opened = OpenedFile::open(&resolved.path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Refusal::Hidden(Denied::NotFound),
-            kind => Refusal::Unreadable(Denied::Unreadable(kind)),
-        })?;
+        let opened = OpenedFile::open(&resolved.path).map_err(|e| open_refusal(&e))?;
         Ok((resolved, opened))
     }
     if !st.offload {
@@ -392,6 +396,14 @@ async fn open_checked(
     tokio::task::spawn_blocking(move || work(&s, &rel, client))
         .await
         .unwrap_or(Err(Refusal::Hidden(Denied::NotFound)))
+}
+
+/// The refusal for a public file that could not be opened or read.
+fn open_refusal(e: &io::Error) -> Refusal {
+    match e.kind() {
+        io::ErrorKind::NotFound => Refusal::Hidden(Denied::NotFound),
+        kind => Refusal::Unreadable(Denied::Unreadable(kind)),
+    }
 }
 
 /// The response to a refused request: 404 for anything not public or missing, 403 for a

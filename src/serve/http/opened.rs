@@ -38,11 +38,19 @@ pub(super) struct OpenedFile {
 impl OpenedFile {
     /// Opens `path` (already resolved); files up to [`SMALL_FILE`] bytes are read now.
     pub(super) fn open(path: &Path) -> io::Result<OpenedFile> {
-        let mut file = std::fs::File::open(path)?;
+        let file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
+        OpenedFile::from_open(file, meta)
+    }
+
+    /// `file`, open, with its metadata `meta` (a regular file); read now when small.
+    pub(super) fn from_open(
+        mut file: std::fs::File,
+        meta: std::fs::Metadata,
+    ) -> io::Result<OpenedFile> {
         let content = if meta.len() <= SMALL_FILE {
             let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
             // Read at most what fstat said (a file growing meanwhile is cut at that length,
