@@ -257,6 +257,13 @@ pub static SITE_KEYS: &[Key] = &[
     },
     Key {
         section: "serve",
+        names: &["tftp_max_transfers"],
+        key: "`[serve] tftp_max_transfers`",
+        default: "`2048`",
+        meaning: "TFTP transfers running at once, 8 at most per client address; beyond, ERROR 0 \"server busy\" (PXE firmware gives up on it: size it for a whole fleet booting at once)",
+    },
+    Key {
+        section: "serve",
         names: &["header_timeout"],
         key: "`[serve] header_timeout`",
         default: "`10`",

@@ -289,6 +289,8 @@ async fn bind_tftp(
         return Ok(None);
     };
     let mut cfg = tftp::TftpConfig::new(root, addr);
+    // Read at start: a reload does not resize the running server.
+    cfg.max_transfers = live.snapshot().project.site.config.serve.tftp_max_transfers as usize;
     cfg.policy = Some(Arc::clone(live) as Arc<dyn access::PolicySource>);
     cfg.neighbours = who;
     if let Some(events) = events {

@@ -246,6 +246,9 @@ pub struct ServeConfig {
     /// Seconds without a byte moving, while a request is answered, before the HTTP
     /// connection is closed.
     pub idle_timeout: u32,
+    /// TFTP transfers running at once (8 at most per client address); beyond, a request
+    /// gets ERROR 0 "server busy", on which PXE firmware gives up.
+    pub tftp_max_transfers: u32,
 }
 
 impl Default for ServeConfig {
@@ -261,6 +264,7 @@ impl Default for ServeConfig {
             max_connections: 1024,
             header_timeout: 10,
             idle_timeout: 30,
+            tftp_max_transfers: 2048,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `[serve]` keys that bound what the servers give out and hold: `public` (more site
 //! files in the public set, never a private one) and the HTTP connection limits
-//! (`max_connections`, `header_timeout`, `idle_timeout`); see the README's Security section.
+//! (`max_connections`, `header_timeout`, `idle_timeout`) and the TFTP one
+//! (`tftp_max_transfers`); see the README's Security section.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ pub(crate) fn validate(serve: &ServeConfig, path: &Path) -> Result<()> {
         ("max_connections", serve.max_connections),
         ("header_timeout", serve.header_timeout),
         ("idle_timeout", serve.idle_timeout),
+        ("tftp_max_transfers", serve.tftp_max_transfers),
     ] {
         if v == 0 {
             return Err(Error::at_path(

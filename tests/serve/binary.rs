@@ -406,3 +406,49 @@ fn serve_watch_writes_the_served_boot_script() {
         srv.seen()
     );
 }
+
+/// `[serve] tftp_max_transfers` reaches the TFTP server: with 1, a transfer held open (OACK
+/// never acknowledged) leaves the next request "server busy", from another port of the same
+/// address (under the per-client cap of 8).
+#[test]
+fn tftp_max_transfers_from_ovl_toml_caps_the_transfers() {
+    let s = TestSite::example_built();
+    let toml = s.read("ovl.toml");
+    let toml = if toml.contains("[serve]\n") {
+        toml.replacen("[serve]\n", "[serve]\ntftp_max_transfers = 1\n", 1)
+    } else {
+        format!("{toml}\n[serve]\ntftp_max_transfers = 1\n")
+    };
+    s.write("ovl.toml", &toml);
+    let mut srv = Server::start(&s, &["--http", "off", "--tftp", "127.0.0.1:0"]);
+    let tftp = srv.addr("tftp");
+    let rrq = |opts: &[u8]| {
+        let mut p = vec![0, 1];
+        p.extend_from_slice(format!("configs/{MAC}.tar.gz\0octet\0").as_bytes());
+        p.extend_from_slice(opts);
+        p
+    };
+    let sock = || {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        u
+    };
+    let held = sock();
+    held.send_to(&rrq(b"timeout\x005\0"), tftp).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = held.recv_from(&mut buf).expect("an OACK");
+    assert_eq!(&buf[..2], &[0, 6], "OACK: {:?}", &buf[..n]);
+    let other = sock();
+    other.send_to(&rrq(b""), tftp).unwrap();
+    let (n, _) = other.recv_from(&mut buf).expect("an answer");
+    assert_eq!(&buf[..4], &[0, 5, 0, 0], "ERROR 0: {:?}", &buf[..n]);
+    assert_eq!(&buf[4..n], b"server busy\0");
+    // Zero is refused, naming the key.
+    s.write(
+        "ovl.toml",
+        &toml.replace("tftp_max_transfers = 1", "tftp_max_transfers = 0"),
+    );
+    s.ovl(&["check"])
+        .code(1)
+        .stderr_has("[serve] tftp_max_transfers = 0");
+}

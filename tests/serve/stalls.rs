@@ -445,3 +445,39 @@ fn status_of_25000_devices_leaves_static_files_fast() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["devices"].as_array().unwrap().len(), 25_000);
 }
+
+/// At the connection cap with every connection answering a request, a new client waits in
+/// the listen backlog for a free slot (as nginx leaves it) instead of being told 503: a
+/// device's single script request survives a burst of kernel downloads.
+#[test]
+fn at_the_cap_with_every_connection_busy_a_new_client_waits_for_a_slot() {
+    let s = TestSite::example_built();
+    s.write_bytes("big.bin", &noise(16 << 20, 51));
+    let (_srv, addr, _pid) = start(&s, "max_connections = 2\npublic = [\"big.bin\"]\n");
+    // Two slow downloads hold both connections for a few seconds.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = format!("http://{addr}/big.bin");
+            std::thread::spawn(move || {
+                let o = output(
+                    bounded(60, "curl")
+                        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                        .args(["--limit-rate", "4M"])
+                        .arg(url),
+                );
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, took) = timed_get(&format!("http://{addr}/boot.ipxe"));
+    eprintln!("FIGURE a request at the cap, every connection busy: {code} after {took:?}");
+    assert_eq!(code, "200", "after {took:?}");
+    assert!(
+        took > Duration::from_millis(300),
+        "it waited for a slot: {took:?}"
+    );
+    for h in slow {
+        assert_eq!(h.join().unwrap(), "200");
+    }
+}

@@ -3,8 +3,9 @@
 //! - At most [`HttpConfig::max_connections`] connections are open. At the cap, a new
 //!   connection closes the one that has been quiet longest among those not answering a
 //!   request (idle keep-alive, or still sending its headers, as slowloris does); when every
-//!   connection is answering a request, the new one gets `503 Service Unavailable` with
-//!   `Retry-After` at once and is closed.
+//!   connection is answering a request, the new connection waits for one to end (10 s at
+//!   most) and the next ones wait in the kernel's listen backlog meanwhile, as nginx leaves
+//!   them; after that it gets `503 Service Unavailable` with `Retry-After` and is closed.
 //! - A request's headers must arrive within [`HttpConfig::header_timeout`], counted from
 //!   when the server starts waiting for them: on a new connection, and between requests on a
 //!   kept-alive one (hyper's header read timeout).
@@ -41,6 +42,11 @@ use super::{Shared, handle};
 /// to read (hyper's minimum is 8 KiB; its default, about 400 KiB, would let 800 slow
 /// readers pin 300 MB).
 pub(super) const WRITE_BUFFER: usize = 64 * 1024;
+/// How long a new connection waits for a slot while every open one is answering a request
+/// (the next ones wait in the listen backlog meanwhile), before it is told 503.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+/// How often the accept loop looks for a free slot meanwhile.
+const BUSY_POLL: Duration = Duration::from_millis(20);
 /// At most one `http_connection_refused` log line per this interval (a flood would fill
 /// the log otherwise).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(5);
@@ -162,7 +168,22 @@ pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: Canc
             // memory at most.
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(n);
         }
-        if !registry.make_room(st.cfg.max_connections.max(1)) {
+        // At the cap with every connection answering a request: this one waits for a slot,
+        // BUSY_WAIT at most, and the next ones wait in the kernel's listen backlog meanwhile
+        // (as nginx leaves them), so a device's single script request is not lost to a burst
+        // of kernel downloads; after that, 503.
+        let max = st.cfg.max_connections.max(1);
+        let waiting = Instant::now();
+        let mut room = registry.make_room(max);
+        while !room && waiting.elapsed() < BUSY_WAIT && !shutdown.is_cancelled() {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = tokio::time::sleep(BUSY_POLL) => {}
+            }
+            room = registry.make_room(max);
+        }
+        if !room {
             refuse(&stream);
             refused_since_log += 1;
             if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {

@@ -83,7 +83,7 @@ pub struct TftpConfig {
 }
 
 impl TftpConfig {
-    /// Settings serving `root` on `bind` with the defaults: 64 transfers, 8 per client
+    /// Settings serving `root` on `bind` with the defaults: 2048 transfers, 8 per client
     /// address, 5 retries, 1 s timeout (10 s at most when a client asks), windows of 64
     /// blocks at most, 10 minutes a transfer, 5 s shutdown grace.
     pub fn new(root: impl Into<PathBuf>, bind: SocketAddr) -> TftpConfig {
@@ -92,7 +92,7 @@ impl TftpConfig {
             policy: None,
             neighbours: Neighbours::default(),
             bind,
-            max_transfers: 64,
+            max_transfers: 2048,
             max_per_client: 8,
             retries: 5,
             default_timeout: Duration::from_secs(1),

@@ -137,7 +137,11 @@ impl Transfer {
         let mut window = Window::new(self.size, self.neg.blksize, self.neg.windowsize);
         let mut cache = Cache {
             start: 0,
-            data: Vec::with_capacity(CHUNK.max(blksize)),
+            data: Vec::with_capacity(
+                CHUNK
+                    .max(blksize)
+                    .min(usize::try_from(self.size).unwrap_or(CHUNK)),
+            ),
         };
         let mut out = Vec::with_capacity(packet::DATA_HEADER_LEN + blksize);
         let mut retries_left = self.retries;
