@@ -3,8 +3,8 @@
 //! - At most [`HttpConfig::max_connections`] connections are open. At the cap, a new
 //!   connection closes the one that has been quiet longest among those not answering a
 //!   request (idle keep-alive, or still sending its headers, as slowloris does); when every
-//!   connection is answering a request, the new connection waits for one to end (10 s at
-//!   most) and the next ones wait in the kernel's listen backlog meanwhile, as nginx leaves
+//!   connection is answering a request, the new connection waits for one to end
+//!   ([`HttpConfig::idle_timeout`] at most) and the next ones wait in the kernel's listen backlog meanwhile, as nginx leaves
 //!   them; after that it gets `503 Service Unavailable` with `Retry-After` and is closed.
 //! - A request's headers must arrive within [`HttpConfig::header_timeout`], counted from
 //!   when the server starts waiting for them: on a new connection, and between requests on a
@@ -42,9 +42,9 @@ use super::{Shared, handle};
 /// to read (hyper's minimum is 8 KiB; its default, about 400 KiB, would let 800 slow
 /// readers pin 300 MB).
 pub(super) const WRITE_BUFFER: usize = 64 * 1024;
-/// How long a new connection waits for a slot while every open one is answering a request
-/// (the next ones wait in the listen backlog meanwhile), before it is told 503.
-const BUSY_WAIT: Duration = Duration::from_secs(10);
+/// How long an idle connection (keep-alive, or headers on their way) must have been quiet
+/// before it is closed to make room at the cap.
+const EVICT_AFTER_MS: u64 = 1000;
 /// How often the accept loop looks for a free slot meanwhile.
 const BUSY_POLL: Duration = Duration::from_millis(20);
 /// At most one `http_connection_refused` log line per this interval (a flood would fill
@@ -95,7 +95,9 @@ impl Registry {
     }
 
     /// Makes room for one more connection under `max`: true when there is room (possibly
-    /// after closing the quietest idle connection), false when every connection is busy.
+    /// after closing the quietest idle connection), false when every connection is busy or
+    /// idle for less than [`EVICT_AFTER_MS`] (a device whose request is on its way is not
+    /// closed to make room for the next one: in a boot storm that lost script requests).
     fn make_room(&self, max: usize) -> bool {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len() < max {
@@ -106,8 +108,10 @@ impl Registry {
         if live.clone().count() < max {
             return true;
         }
+        let quiet_since = self.now_ms().saturating_sub(EVICT_AFTER_MS);
         let quietest = live
             .filter(|c| c.in_flight.load(Ordering::Relaxed) == 0)
+            .filter(|c| c.last_activity.load(Ordering::Relaxed) <= quiet_since)
             .min_by_key(|c| c.last_activity.load(Ordering::Relaxed));
         match quietest {
             Some(c) => {
@@ -169,13 +173,13 @@ pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: Canc
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(n);
         }
         // At the cap with every connection answering a request: this one waits for a slot,
-        // BUSY_WAIT at most, and the next ones wait in the kernel's listen backlog meanwhile
+        // `idle_timeout` at most (what a stalled transfer may take too), and the next ones wait in the kernel's listen backlog meanwhile
         // (as nginx leaves them), so a device's single script request is not lost to a burst
         // of kernel downloads; after that, 503.
         let max = st.cfg.max_connections.max(1);
         let waiting = Instant::now();
         let mut room = registry.make_room(max);
-        while !room && waiting.elapsed() < BUSY_WAIT && !shutdown.is_cancelled() {
+        while !room && waiting.elapsed() < st.cfg.idle_timeout && !shutdown.is_cancelled() {
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
