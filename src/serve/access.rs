@@ -105,7 +105,12 @@ pub(crate) fn may_fetch_archive(
 
 /// The MAC of the archive a request names (`configs/MAC.tar.gz`), if it names one.
 pub(crate) fn requested_archive(request: &str) -> Option<Mac> {
-    match public::components(request).ok()?.as_slice() {
+    archive_in(&public::components(request).ok()?)
+}
+
+/// The MAC of the archive a request's path components name, if they name one.
+pub(crate) fn archive_in(components: &[&str]) -> Option<Mac> {
+    match components {
         [dir, name] if *dir == CONFIGS_DIR => public::archive_mac(name),
         _ => None,
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::proc::require_root;
+use crate::harness::proc::{must, require_root};
 use crate::harness::site::{MAC, OVL, TestSite};
 
 /// `ovl --site SITE ARGS` killed after `secs`: exit code (-1 when killed) and stderr.
@@ -137,12 +137,7 @@ with tarfile.open({path:?}, "w:gz", compresslevel=1, format=tarfile.GNU_FORMAT) 
 "#,
         path = path.display().to_string()
     );
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    must(&["python3", "-c", &script]);
 }
 
 /// Runs `ovl --site SITE ARGS` to its end (killed after 120 s): exit code, stderr and peak

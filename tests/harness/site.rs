@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::proc::must;
+
 /// The `ovl` binary under test.
 pub const OVL: &str = env!("CARGO_BIN_EXE_ovl");
 
@@ -311,10 +313,5 @@ with tarfile.open({out:?}, "w:gz", format=tarfile.GNU_FORMAT) as t:
 "#,
         out = out.display().to_string()
     );
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    must(&["python3", "-c", &script]);
 }

@@ -107,16 +107,17 @@ pub(super) fn open(
     client: std::net::IpAddr,
     request: &str,
 ) -> Option<Result<(Resolved, OpenedFile), Refusal>> {
-    // The checks `access::check` makes before the file system is asked, in its order.
-    if let Some(mac) = access::requested_archive(request)
-        && !access::may_fetch_archive(policy, neighbours, client, &mac)
-    {
-        return Some(Err(Refusal::NotOwner(mac)));
-    }
+    // The checks `access::check` makes before the file system is asked, in its order (a
+    // request whose components are refused names no archive there either).
     let components = match public::components(request) {
         Ok(c) => c,
         Err(d) => return Some(Err(d.into())),
     };
+    if let Some(mac) = access::archive_in(&components)
+        && !access::may_fetch_archive(policy, neighbours, client, &mac)
+    {
+        return Some(Err(Refusal::NotOwner(mac)));
+    }
     let Some(named) = policy.public.named(&components) else {
         return Some(Err(Denied::NotPublic.into()));
     };
@@ -127,16 +128,12 @@ pub(super) fn open(
     if !meta.is_file() {
         return None;
     }
-    // No symlink on the way: the real file is the one named, in the place named (rule 5).
+    // No symlink on the way: the real file is the one named, in the place named (rule 5),
+    // so an archive is the one requested, whose owner was checked above.
     let archive = match named {
         Named::Archive(mac) => Some(mac),
         Named::File | Named::InFolder(_) => None,
     };
-    if let Some(mac) = archive
-        && !access::may_fetch_archive(policy, neighbours, client, &mac)
-    {
-        return Some(Err(Refusal::NotOwner(mac)));
-    }
     let opened = match OpenedFile::from_open(file, meta) {
         Ok(o) => o,
         Err(e) => return Some(Err(super::open_refusal(&e))),
