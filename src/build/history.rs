@@ -423,7 +423,7 @@ fn pick_texts(mut candidates: Vec<(&str, &[u8])>) -> BTreeMap<String, String> {
     out
 }
 
-pub(crate) use store::{load, record_path, save};
+pub(crate) use store::{load, record_path, stage};
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! archive bytes → atomic publish. Watch and serve reuse it; they never rebuild it their way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use crate::build::bootscript::{self, ScriptExtras};
 use crate::build::history;
 use crate::build::layer::{LayerCache, LayerSource, LayerTree};
 use crate::build::plan::{self, DevicePlan};
-use crate::build::publish::{self, Published};
+use crate::build::publish::{self, Batch, Published, Step, Unit};
 use crate::build::runs::{self, RunCache};
 use crate::build::settings::{self, DeviceSettings, DeviceSpec};
 use crate::build::state::PublishState;
@@ -319,23 +319,49 @@ impl Project {
         tick: &(dyn Fn() + Sync),
         stop: &AtomicBool,
     ) -> Vec<Outcome> {
+        self.build_batch(specs, tick, stop).0
+    }
+
+    /// [`Project::build_until`], and the syncs its publication made. Every device's archive
+    /// and kept manifest are written to temporaries in parallel, then published together
+    /// ([`Batch`]): a bounded number of syncs, whatever the number of devices.
+    pub(crate) fn build_batch(
+        &self,
+        specs: &[DeviceSpec],
+        tick: &(dyn Fn() + Sync),
+        stop: &AtomicBool,
+    ) -> (Vec<Outcome>, usize) {
         self.clean_stale_temps();
         let clashes = self.clashes_of(specs);
         let cache = self.read_layers(specs);
         let runs = RunCache::default();
-        let mut out: Vec<Outcome> = specs
+        let batch = Batch::default();
+        let staged: Vec<(Outcome, Option<usize>)> = specs
             .par_iter()
             .filter_map(|spec| {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = self.build_one(spec, (&cache, &runs), clash_of(&clashes, spec), true);
+                let clash = clash_of(&clashes, spec);
+                let r = self.build_one(spec, (&cache, &runs), clash, Some(&batch));
                 tick();
                 Some(r)
             })
             .collect();
+        let committed = batch.commit();
+        let mut out: Vec<Outcome> = staged
+            .into_iter()
+            .map(|(mut outcome, unit)| {
+                if let Some(Err(error)) = unit.and_then(|u| committed.results.get(u)) {
+                    outcome.result = OutcomeResult::Failed {
+                        error: error.clone(),
+                    };
+                }
+                outcome
+            })
+            .collect();
         out.sort_by_key(|o| o.mac);
-        out
+        (out, committed.syncs)
     }
 
     /// What [`Project::build`] would do for `specs`, nothing written: each archive is built in
@@ -346,7 +372,10 @@ impl Project {
         let runs = RunCache::default();
         let mut out: Vec<Outcome> = specs
             .par_iter()
-            .map(|spec| self.build_one(spec, (&cache, &runs), clash_of(&clashes, spec), false))
+            .map(|spec| {
+                let clash = clash_of(&clashes, spec);
+                self.build_one(spec, (&cache, &runs), clash, None).0
+            })
             .collect();
         out.sort_by_key(|o| o.mac);
         out
@@ -387,57 +416,74 @@ impl Project {
         Ok((plan, bytes))
     }
 
-    /// Build one device's archive and publish it (`write`), or only say what publishing would
-    /// do; a device whose hostname `clash`es fails.
+    /// Build one device's archive and stage its publication in `batch` (the number of its
+    /// unit returned), or, without a batch, only say what publishing would do; a device whose
+    /// hostname `clash`es fails.
     fn build_one(
         &self,
         spec: &DeviceSpec,
         cache: (&LayerCache, &RunCache),
         clash: Option<&Error>,
-        write: bool,
-    ) -> Outcome {
+        batch: Option<&Batch>,
+    ) -> (Outcome, Option<usize>) {
         let path = self.archive_path(&spec.mac);
+        let mut unit = None;
         let result = (|| {
             if let Some(e) = clash {
                 return Err(e.clone());
             }
             let (plan, bytes) = self.planned_bytes(spec, cache)?;
-            let conflicts = plan.conflicts().into_iter().map(str::to_string).collect();
-            let no_base = plan.capture.as_ref().and_then(|c| c.no_base.clone());
-            if !write {
-                return Ok(OutcomeResult::Built {
-                    state: publish::would_publish(&path, &bytes)?,
-                    hostname: plan.hostname.clone(),
-                    bytes: bytes.len(),
-                    entries: plan.manifest.entries.len(),
-                    conflicts,
-                    no_base,
-                });
-            }
-            // Kept before the archive is published: a device never holds an archive whose
-            // manifest ovl does not know.
-            self.keep_manifest(&plan)?;
-            let state = publish::publish(&path, &bytes)?;
-            if self.site.config.boot.nfs.is_some() {
-                // lbu commits into this folder over NFS; it must exist.
-                crate::build::nfs::ensure_capture_dir(&self.site, &spec.mac)?;
+            let state = publish::would_publish(&path, &bytes)?;
+            if let Some(batch) = batch {
+                unit = Some(self.stage(batch, &plan, &path, &bytes, state)?);
             }
             Ok(OutcomeResult::Built {
                 state,
                 hostname: plan.hostname.clone(),
                 bytes: bytes.len(),
                 entries: plan.manifest.entries.len(),
-                conflicts,
-                no_base,
+                conflicts: plan.conflicts().into_iter().map(str::to_string).collect(),
+                no_base: plan.capture.as_ref().and_then(|c| c.no_base.clone()),
             })
         })();
         let result = result.unwrap_or_else(|error| OutcomeResult::Failed { error });
-        Outcome {
+        let outcome = Outcome {
             mac: spec.mac,
             profile: spec.profile.clone(),
             path,
             result,
+        };
+        (outcome, unit)
+    }
+
+    /// Stage in `batch` what publishing `plan`'s archive `bytes` at `path` takes: its kept
+    /// manifest, then, unless `state` is unchanged, the archive. Returns the unit's number.
+    fn stage(
+        &self,
+        batch: &Batch,
+        plan: &DevicePlan,
+        path: &Path,
+        bytes: &[u8],
+        state: Published,
+    ) -> Result<usize> {
+        let mut unit = batch.unit();
+        // Kept (a step) before the archive is published: a device never holds an archive
+        // whose manifest ovl does not know.
+        self.stage_manifest(plan, &mut unit)?;
+        if state != Published::Unchanged {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("archive");
+            // Archives are served to anyone on the boot network: 0644, as a web server expects.
+            let prefix = format!(".{name}.");
+            unit.write(Step::Publish, path, bytes, &prefix, Some(0o644))?;
         }
+        if self.site.config.boot.nfs.is_some() {
+            // lbu commits into this folder over NFS; it must exist.
+            crate::build::nfs::ensure_capture_dir(&self.site, &plan.mac)?;
+        }
+        Ok(batch.add(unit))
     }
 
     /// Keep the manifest of `plan` in its device's history (`.ovl-state/manifests/MAC/`), the
@@ -445,6 +491,15 @@ impl Project {
     /// and never the base of the device's current capture. A device without a capture gets
     /// the same manifest for the same build, so one already kept is left as it is.
     pub(crate) fn keep_manifest(&self, plan: &DevicePlan) -> Result<()> {
+        let batch = Batch::default();
+        let mut unit = batch.unit();
+        self.stage_manifest(plan, &mut unit)?;
+        batch.add(unit);
+        batch.commit_one()
+    }
+
+    /// [`Project::keep_manifest`] staged in `unit`.
+    fn stage_manifest(&self, plan: &DevicePlan, unit: &mut Unit<'_>) -> Result<()> {
         let keep = self.site.config.capture.history;
         if plan.capture.is_none() && history::record_path(&self.site, &plan.mac, &plan.id).is_file()
         {
@@ -457,7 +512,7 @@ impl Project {
             .and_then(|c| c.base.as_ref())
             .filter(|b| b.mac == mac)
             .map(|b| b.id.as_str());
-        history::save(&self.site, &plan.record().given(), keep, protect)
+        history::stage(&self.site, &plan.record().given(), keep, protect, unit)
     }
 
     /// Write `gpxe-script` and `boot.ipxe` (the static script, `${net0/mac}` for the MAC).
@@ -496,3 +551,6 @@ fn clash_of<'a>(clashes: &'a BTreeMap<Mac, Error>, spec: &DeviceSpec) -> Option<
 pub(crate) fn millis(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

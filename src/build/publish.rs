@@ -5,6 +5,9 @@
 //! so the rename is atomic wherever that folder lives: on the site's file system, on another
 //! mount, or behind a symlink to another file system. Dot-files are private to the servers and
 //! ignored by watch mode; the ones a killed process leaves are removed by the next build.
+//!
+//! A build of many devices publishes through a [`Batch`] instead: the same guarantees for a
+//! bounded number of syncs, not two per file.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -13,6 +16,10 @@ use std::time::Duration;
 use crate::build::layer::open_regular;
 use crate::error::{Error, IoContext, Result};
 use crate::site::layout::TMP_SUFFIX;
+
+mod batch;
+
+pub(crate) use batch::{Batch, Step, Unit, syncfs_reports_errors};
 
 /// Write `bytes` to `path` atomically: a temporary file named `PREFIX…` + [`TMP_SUFFIX`] in
 /// `tmp_dir` (which must be on `path`'s file system; the target's own folder always is),

@@ -11,13 +11,15 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::{Given, SCHEMA, Texts};
-use crate::build::publish;
+use crate::build::publish::{self, Step, Unit};
 use crate::error::{Error, IoContext, Result};
 use crate::mac::Mac;
 use crate::site::Site;
 
 /// A kept file larger than this (uncompressed) is not read.
 const READ_CAP: u64 = 64 << 20;
+/// A temporary older than this in a device's folder is what a killed build left.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
 /// The file name ending of a kept manifest.
 const RECORD_SUFFIX: &str = ".json.gz";
 /// The file name ending of a kept manifest's text contents.
@@ -108,10 +110,18 @@ pub(super) fn read_texts(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(t.text)
 }
 
-/// Keep `given` (written atomically, its texts first; a manifest already kept with the same
-/// bytes is only marked as the newest), then remove all but the newest `keep` manifests of
-/// the device, never the one named `protect` (the base of its current capture).
-pub(crate) fn save(site: &Site, given: &Given, keep: usize, protect: Option<&str>) -> Result<()> {
+/// Keep `given` as part of `unit`: its texts and manifest written to temporaries, renamed in
+/// the unit's [`Step::Keep`] (texts first), then all but the newest `keep` manifests of the
+/// device removed in its [`Step::Prune`], never the one named `protect` (the base of its
+/// current capture). A manifest already kept with the same bytes is only marked as the
+/// newest, now.
+pub(crate) fn stage(
+    site: &Site,
+    given: &Given,
+    keep: usize,
+    protect: Option<&str>,
+    unit: &mut Unit<'_>,
+) -> Result<()> {
     let mac: Mac = given
         .mac
         .parse()
@@ -132,15 +142,19 @@ pub(crate) fn save(site: &Site, given: &Given, keep: usize, protect: Option<&str
         let text_path = text_path(&path);
         let text_bytes = gz(&text_path, &serde_json::to_vec(&texts).map_err(bad)?)?;
         // The temporaries are hidden beside their targets and never named like kept files.
-        publish::write_atomic(&text_path, &text_bytes, &dir, ".texts.", Some(0o600))?;
-        publish::write_atomic(&path, &bytes, &dir, ".manifest.", Some(0o600))?;
+        unit.write(Step::Keep, &text_path, &text_bytes, ".texts.", Some(0o600))?;
+        unit.write(Step::Keep, &path, &bytes, ".manifest.", Some(0o600))?;
     }
-    prune(&dir, keep, protect.unwrap_or(&given.id))
+    let protect = protect.unwrap_or(&given.id).to_string();
+    unit.then(Step::Prune, Box::new(move || prune(&dir, keep, &protect)));
+    Ok(())
 }
 
 /// Remove all but the newest `keep` manifests in `dir` (by mtime, then name), never
-/// `protect`'s, with their texts; and texts whose manifest is gone.
+/// `protect`'s, with their texts; texts whose manifest is gone; and the temporaries a killed
+/// build left there, once stale.
 fn prune(dir: &Path, keep: usize, protect: &str) -> Result<()> {
+    publish::clean_stale_temps(dir, STALE_TEMP, false);
     let mut kept: Vec<(SystemTime, String)> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     for e in std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()) {

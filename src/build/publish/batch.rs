@@ -1,0 +1,451 @@
+//! Publication of many files at once, for a bounded number of syncs: every file of the batch
+//! is written to its hidden temporary beside its target first; then all temporaries are made
+//! durable together; then they are renamed into place step by step (every unit's files of one
+//! step before any of the next, the renames of a step made durable before the next renames);
+//! then the folders renamed into are synced once each.
+//!
+//! The guarantees are those of [`super::write_atomic`], per file: a target holds its old
+//! bytes or its new ones, never a part, also after a crash (a file's bytes are durable
+//! before the rename that publishes it), and a unit whose file failed publishes nothing of
+//! its later steps. What changes is the number of syncs: below [`SYNCFS_FROM`] files (one
+//! device, a boot script) one `fsync(2)` per file and per folder, as before; from there on
+//! one `syncfs(2)` per file system for the data, one per rename barrier, and one per file
+//! system (or one `fsync` per folder, when few) at the end — whatever the number of devices.
+//!
+//! `syncfs(2)` syncs the whole file system, other programs' writes included. It is used only
+//! where it reports write errors (Linux 5.8 on), through a handle opened before the batch's
+//! first write on that file system; when it fails, every file there is synced on its own,
+//! so that the failing one is named. On NFS, `close(2)` already sends and commits a file's
+//! data (close-to-open), renames are synchronous on the server, and `syncfs` commits what is
+//! left: the same guarantees hold.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use tempfile::TempPath;
+
+use crate::error::{Error, IoContext, Result};
+use crate::site::layout::TMP_SUFFIX;
+
+/// From this many files (or folders) on one file system, a barrier there is one `syncfs(2)`
+/// instead of one `fsync(2)` each.
+pub(crate) const SYNCFS_FROM: usize = 8;
+
+/// When a staged entry is committed: every unit's entries of one step before any of the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Step {
+    /// Kept manifests and their texts; their renames are durable before any later rename.
+    Keep,
+    /// Clean-up once the manifests are in place (older kept manifests removed).
+    Prune,
+    /// The archives.
+    Publish,
+}
+
+/// Work run in its step, after the renames of the earlier steps.
+pub(crate) type Action = Box<dyn FnOnce() -> Result<()> + Send>;
+
+/// One staged entry.
+enum Item {
+    /// A written temporary (on file system `dev`), to be renamed over `target`.
+    Rename {
+        tmp: TempPath,
+        target: PathBuf,
+        dev: u64,
+    },
+    /// Work to run.
+    Run(Action),
+}
+
+/// The entries of one unit (one device: its kept manifest, then its archive), staged
+/// together; dropped unadded, its temporaries are removed.
+pub(crate) struct Unit<'a> {
+    batch: &'a Batch,
+    entries: Vec<(Step, Item)>,
+}
+
+impl Unit<'_> {
+    /// Write `bytes` to a hidden temporary (`PREFIX…` + [`TMP_SUFFIX`]) in `target`'s folder
+    /// (created if missing), with `mode` if any, to be renamed over `target` in `step`.
+    pub(crate) fn write(
+        &mut self,
+        step: Step,
+        target: &Path,
+        bytes: &[u8],
+        prefix: &str,
+        mode: Option<u32>,
+    ) -> Result<()> {
+        let dir = parent(target);
+        std::fs::create_dir_all(dir).at(dir)?;
+        let dev = self.batch.file_system(dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(prefix)
+            .suffix(TMP_SUFFIX)
+            .tempfile_in(dir)
+            .at(dir)?;
+        tmp.write_all(bytes).at(tmp.path())?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            let perm = std::fs::Permissions::from_mode(mode);
+            tmp.as_file().set_permissions(perm).at(tmp.path())?;
+        }
+        let item = Item::Rename {
+            tmp: tmp.into_temp_path(),
+            target: target.to_path_buf(),
+            dev,
+        };
+        self.entries.push((step, item));
+        Ok(())
+    }
+
+    /// Run `action` in `step` (only when every earlier entry of the unit succeeded).
+    pub(crate) fn then(&mut self, step: Step, action: Action) {
+        self.entries.push((step, Item::Run(action)));
+    }
+}
+
+/// Files staged to be published together: [`Batch::unit`] per device, filled (from any
+/// thread) and [`Batch::add`]ed, then [`Batch::commit`].
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// Per file system (device number): a folder on it, opened before the batch's first
+    /// write there, whose `syncfs(2)` reports write errors since (`None`: not openable).
+    file_systems: Mutex<BTreeMap<u64, Option<File>>>,
+    /// The added units, by number.
+    units: Mutex<Vec<Vec<(Step, Item)>>>,
+}
+
+/// What committing a batch did.
+pub(crate) struct Committed {
+    /// Each unit's result, by the number [`Batch::add`] gave.
+    pub(crate) results: Vec<Result<()>>,
+    /// The `fsync(2)` and `syncfs(2)` calls made.
+    pub(crate) syncs: usize,
+}
+
+impl Batch {
+    /// A new, empty unit of this batch.
+    pub(crate) fn unit(&self) -> Unit<'_> {
+        Unit {
+            batch: self,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Add a fully staged unit; returns its number in [`Committed::results`].
+    pub(crate) fn add(&self, unit: Unit<'_>) -> usize {
+        let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+        units.push(unit.entries);
+        units.len() - 1
+    }
+
+    /// Commit a batch of one unit: that unit's result (`Ok` when none was added).
+    pub(crate) fn commit_one(self) -> Result<()> {
+        self.commit().results.pop().unwrap_or(Ok(()))
+    }
+
+    /// The device number of `dir`'s file system, a handle on it kept from the first time.
+    fn file_system(&self, dir: &Path) -> Result<u64> {
+        let dev = std::fs::metadata(dir).at(dir)?.dev();
+        let mut fs = self.file_systems.lock().unwrap_or_else(|p| p.into_inner());
+        fs.entry(dev).or_insert_with(|| File::open(dir).ok());
+        Ok(dev)
+    }
+
+    /// Make every temporary durable, rename step by step (renames made durable before the
+    /// next step's), sync the folders renamed into. A unit that fails at any point publishes
+    /// nothing more; its remaining temporaries are removed.
+    pub(crate) fn commit(self) -> Committed {
+        let file_systems = self
+            .file_systems
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut units = self.units.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut sync = Syncer {
+            file_systems,
+            syncs: 0,
+        };
+        let mut results: Vec<Result<()>> = vec![Ok(()); units.len()];
+        let temps: Vec<(usize, &Path, &Path, u64)> = units
+            .iter()
+            .enumerate()
+            .flat_map(|(u, es)| {
+                es.iter().filter_map(move |(_, item)| match item {
+                    Item::Rename { tmp, target, dev } => Some((u, &**tmp, target.as_path(), *dev)),
+                    Item::Run(_) => None,
+                })
+            })
+            .collect();
+        for (u, e) in sync.files(&temps) {
+            results[u] = Err(e);
+        }
+        let mut steps: Vec<Step> = units.iter().flatten().map(|(s, _)| *s).collect();
+        steps.sort();
+        steps.dedup();
+        let mut unsynced: BTreeMap<PathBuf, u64> = BTreeMap::new();
+        for step in steps {
+            for (u, entries) in units.iter_mut().enumerate() {
+                let (now, later): (Vec<_>, Vec<_>) = std::mem::take(entries)
+                    .into_iter()
+                    .partition(|(s, _)| *s == step);
+                *entries = later;
+                for (_, item) in now {
+                    if results[u].is_ok() {
+                        results[u] = run(item, &mut unsynced);
+                    }
+                }
+            }
+            let renames_left = units.iter().zip(&results).any(|(es, r)| {
+                r.is_ok() && es.iter().any(|(_, i)| matches!(i, Item::Rename { .. }))
+            });
+            if renames_left && !unsynced.is_empty() {
+                sync.folders(std::mem::take(&mut unsynced));
+            }
+        }
+        sync.folders(unsynced);
+        Committed {
+            results,
+            syncs: sync.syncs,
+        }
+    }
+}
+
+/// Rename or run one entry; a renamed file's folder is added to `unsynced`.
+fn run(item: Item, unsynced: &mut BTreeMap<PathBuf, u64>) -> Result<()> {
+    match item {
+        Item::Rename { tmp, target, dev } => {
+            tmp.persist(&target)
+                .map_err(|e| Error::io(&target, e.error))?;
+            unsynced.insert(parent(&target).to_path_buf(), dev);
+            Ok(())
+        }
+        Item::Run(action) => action(),
+    }
+}
+
+/// The syncs of one commit, counted.
+struct Syncer {
+    file_systems: BTreeMap<u64, Option<File>>,
+    syncs: usize,
+}
+
+impl Syncer {
+    /// Make the temporaries (unit, temporary, target, file system) durable: the errors, each
+    /// naming its target.
+    fn files(&mut self, temps: &[(usize, &Path, &Path, u64)]) -> Vec<(usize, Error)> {
+        let mut errors = Vec::new();
+        for (dev, files) in by_dev(temps.iter().map(|t| (t.3, t))) {
+            if files.len() >= SYNCFS_FROM && self.syncfs(dev) {
+                continue;
+            }
+            for (u, tmp, target, _) in files {
+                self.syncs += 1;
+                if let Err(e) = File::open(tmp).and_then(|f| f.sync_all()) {
+                    errors.push((*u, Error::io(target, e)));
+                }
+            }
+        }
+        errors
+    }
+
+    /// Make the renames in `folders` (folder → file system) durable. Best effort, as the
+    /// folder sync of a single publication: the files they name are complete either way.
+    fn folders(&mut self, folders: BTreeMap<PathBuf, u64>) {
+        for (dev, dirs) in by_dev(folders.iter().map(|(d, dev)| (*dev, d))) {
+            if dirs.len() >= SYNCFS_FROM && self.syncfs(dev) {
+                continue;
+            }
+            for d in dirs {
+                self.syncs += 1;
+                if let Ok(f) = File::open(d) {
+                    let _ = f.sync_all();
+                }
+            }
+        }
+    }
+
+    /// `syncfs(2)` on file system `dev`: true when it succeeded and reports write errors.
+    fn syncfs(&mut self, dev: u64) -> bool {
+        let Some(Some(handle)) = self.file_systems.get(&dev) else {
+            return false;
+        };
+        if !syncfs_reports_errors() {
+            return false;
+        }
+        self.syncs += 1;
+        // SAFETY: syncfs(2) only reads the descriptor, which `handle` keeps open.
+        unsafe { libc::syncfs(handle.as_raw_fd()) == 0 }
+    }
+}
+
+/// `items` grouped by file system, in order.
+fn by_dev<T>(items: impl Iterator<Item = (u64, T)>) -> BTreeMap<u64, Vec<T>> {
+    let mut out: BTreeMap<u64, Vec<T>> = BTreeMap::new();
+    for (dev, t) in items {
+        out.entry(dev).or_default().push(t);
+    }
+    out
+}
+
+/// Does `syncfs(2)` report write-back errors here? Linux does from 5.8 on; before, it always
+/// returned 0.
+pub(crate) fn syncfs_reports_errors() -> bool {
+    static REPORTS: OnceLock<bool> = OnceLock::new();
+    *REPORTS.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        kernel_at_least(&release, (5, 8))
+    })
+}
+
+/// Is the kernel `release` (`6.1.0-18-amd64`) at least `major.minor`?
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release.trim().split(['.', '-']);
+    let mut num = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (num(), num()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
+}
+
+/// The folder of `path` (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Every name under `dir`, recursively, relative to it.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                e.path().strip_prefix(dir).unwrap().display().to_string()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_batch_publishes_every_file_with_few_syncs_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = Batch::default();
+        for i in 0..20 {
+            let mut u = batch.unit();
+            let kept = dir.path().join(format!("kept/{i}/m"));
+            u.write(Step::Keep, &kept, b"manifest", ".m.", Some(0o600))
+                .unwrap();
+            let out = dir.path().join(format!("out/{i}.tar.gz"));
+            u.write(
+                Step::Publish,
+                &out,
+                format!("archive {i}").as_bytes(),
+                ".a.",
+                Some(0o644),
+            )
+            .unwrap();
+            batch.add(u);
+        }
+        let c = batch.commit();
+        assert!(c.results.iter().all(Result::is_ok));
+        // Data: one syncfs; the 20 manifest folders: one syncfs; `out/`: one fsync.
+        let expected = if syncfs_reports_errors() {
+            3
+        } else {
+            40 + 20 + 1
+        };
+        assert_eq!(c.syncs, expected);
+        let all = names(dir.path());
+        assert!(all.iter().all(|n| !n.ends_with(TMP_SUFFIX)), "{all:?}");
+        assert_eq!(all.len(), 2 + 20 * 2 + 20);
+        let a = dir.path().join("out/7.tar.gz");
+        assert_eq!(std::fs::read(&a).unwrap(), b"archive 7");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&a), 0o644);
+        assert_eq!(mode(&dir.path().join("kept/7/m")), 0o600);
+    }
+
+    #[test]
+    fn a_unit_that_fails_publishes_nothing_more_and_the_others_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Unit 1's manifest cannot be renamed: a non-empty folder stands there.
+        std::fs::create_dir_all(d.join("kept/1/m/x")).unwrap();
+        let batch = Batch::default();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let mut u = batch.unit();
+            u.write(
+                Step::Keep,
+                &d.join(format!("kept/{i}/m")),
+                b"m",
+                ".m.",
+                None,
+            )
+            .unwrap();
+            let (seen, root) = (seen.clone(), d.to_path_buf());
+            // Runs after every unit's manifests are in place, before any archive.
+            u.then(
+                Step::Prune,
+                Box::new(move || {
+                    let kept = (0..3).filter(|j| root.join(format!("kept/{j}/m")).is_file());
+                    let out = (0..3).filter(|j| root.join(format!("out/{j}")).exists());
+                    seen.lock().unwrap().push((i, kept.count(), out.count()));
+                    Ok(())
+                }),
+            );
+            u.write(
+                Step::Publish,
+                &d.join(format!("out/{i}")),
+                b"a",
+                ".a.",
+                None,
+            )
+            .unwrap();
+            batch.add(u);
+        }
+        let c = batch.commit();
+        assert!(c.results[0].is_ok() && c.results[2].is_ok());
+        let e = c.results[1].as_ref().unwrap_err().to_string();
+        assert!(e.contains(&d.join("kept/1/m").display().to_string()), "{e}");
+        assert_eq!(*seen.lock().unwrap(), [(0, 2, 0), (2, 2, 0)]);
+        assert!(d.join("out/0").is_file() && d.join("out/2").is_file());
+        assert!(!d.join("out/1").exists());
+        let all = names(d);
+        assert!(all.iter().all(|n| !n.ends_with(TMP_SUFFIX)), "{all:?}");
+    }
+
+    #[test]
+    fn a_unit_dropped_unadded_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = Batch::default();
+        let mut u = batch.unit();
+        u.write(Step::Publish, &dir.path().join("a"), b"x", ".a.", None)
+            .unwrap();
+        assert_eq!(names(dir.path()).len(), 1);
+        drop(u);
+        assert_eq!(batch.commit().syncs, 0);
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.1.0-18-amd64\n", (5, 8)));
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
+        assert!(!kernel_at_least("4.19.0", (5, 8)));
+        assert!(!kernel_at_least("garbage", (5, 8)));
+    }
+}
