@@ -7,14 +7,19 @@
 # Usage: bench/build.sh [DEVICES] [FILES] [BYTES]   (defaults 1000 300 2000000: file bytes; the
 # overlay is 2.4 MB as `du -sb` counts it, folders included). With WATCH=1, then `ovl watch
 # --json` on the same site: one file of the overlay every device has is changed, twice, and the
-# time from the write to the report of the republished fleet is printed.
+# time from the write to the report of the republished fleet is printed. OVL=/path/to/ovl runs
+# that binary instead of this repository's release build (to compare with another version).
 set -euo pipefail
 devices=${1:-1000}
 files=${2:-300}
 bytes=${3:-2000000}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-ovl="$repo/target/release/ovl"
+if [ -n "${OVL:-}" ]; then
+    ovl=$OVL
+else
+    cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+    ovl="$repo/target/release/ovl"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -5,6 +5,7 @@ one changed overlay file of one profile (which devices, how long); and to a flee
 (one file of the overlay every device has, twice: all 1,000 archives, how long).
 
 Usage: bench/watch.py [--devices 1000] [--rounds 20] [--poll-interval 1.0]
+(OVL=/path/to/ovl: that binary instead of this repository's release build, to compare.)
 """
 import argparse, json, os, queue, statistics, subprocess, sys, tempfile, threading, time
 
@@ -15,8 +16,10 @@ ap.add_argument("--poll-interval", type=float, default=1.0)
 args = ap.parse_args()
 
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", f"{repo}/Cargo.toml"], check=True)
-ovl = f"{repo}/target/release/ovl"
+ovl = os.environ.get("OVL")
+if not ovl:
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", f"{repo}/Cargo.toml"], check=True)
+    ovl = f"{repo}/target/release/ovl"
 
 def write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
