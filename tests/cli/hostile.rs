@@ -299,6 +299,52 @@ fn configs_as_a_symlink_to_another_file_system_builds() {
 }
 
 #[test]
+fn a_device_whose_kept_manifest_cannot_be_written_fails_alone_and_nothing_is_left_behind() {
+    // Published as one batch: the blocked device is named, every other one is published,
+    // and no hidden temporary stays anywhere.
+    let site = TestSite::new();
+    let macs: Vec<String> = (0..12).map(|i| format!("52:54:00:00:00:{i:02x}")).collect();
+    let inv: String = macs
+        .iter()
+        .map(|m| format!("[[device]]\nmac = \"{m}\"\nprofile = \"S\"\n"))
+        .collect();
+    site.write("devices.toml", &inv);
+    let blocked = ".ovl-state/manifests/52:54:00:00:00:05";
+    site.write(blocked, "not a folder\n");
+    let run = site.ovl(&["build", "--all"]).code(3);
+    assert!(
+        run.stderr
+            .contains(&format!("{}: File exists", site.path(blocked).display())),
+        "{}",
+        run.stderr
+    );
+    for m in &macs {
+        assert_eq!(site.archive(m).is_file(), !m.ends_with(":05"), "{m}");
+    }
+    let temps: Vec<_> = walkdir::WalkDir::new(site.root())
+        .into_iter()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".ovl-tmp"))
+        .collect();
+    assert_eq!(temps, Vec::<String>::new());
+    // Unblocked: that device is published too; the others are left alone (same mtime).
+    let before = std::fs::metadata(site.archive(&macs[0]))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::remove_file(site.path(blocked)).unwrap();
+    site.ovl(&["build", "--all"])
+        .ok()
+        .stdout_has("1 created, 11 unchanged");
+    assert!(site.archive(&macs[5]).is_file());
+    let after = std::fs::metadata(site.archive(&macs[0]))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
 #[ignore = "needs root: drops to nobody with setpriv and mounts a read-only tmpfs in a private mount namespace"]
 fn a_read_only_configs_folder_is_reported_as_such() {
     require_root("setpriv --reuid and unshare --mount");
