@@ -6,8 +6,8 @@
 //! mount, or behind a symlink to another file system. Dot-files are private to the servers and
 //! ignored by watch mode; the ones a killed process leaves are removed by the next build.
 //!
-//! A build of many devices publishes through a [`Batch`] instead: the same guarantees for a
-//! bounded number of syncs, not two per file.
+//! A build of many devices publishes through a `Batch` (`publish/batch.rs`) instead: the same
+//! guarantees for a bounded number of syncs, not two per file.
 
 use std::io::{Read, Write};
 use std::path::Path;
