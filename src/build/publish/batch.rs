@@ -27,6 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use rayon::prelude::*;
 use tempfile::TempPath;
 
 use crate::error::{Error, IoContext, Result};
@@ -246,12 +247,12 @@ impl Syncer {
             if files.len() >= SYNCFS_FROM && self.syncfs(dev) {
                 continue;
             }
-            for (u, tmp, target, _) in files {
-                self.syncs += 1;
-                if let Err(e) = File::open(tmp).and_then(|f| f.sync_all()) {
-                    errors.push((*u, Error::io(target, e)));
-                }
-            }
+            // All issued at once, over the build's threads: the file system can group them.
+            self.syncs += files.len();
+            errors.par_extend(files.par_iter().filter_map(|(u, tmp, target, _)| {
+                let synced = File::open(tmp).and_then(|f| f.sync_all());
+                synced.err().map(|e| (*u, Error::io(target, e)))
+            }));
         }
         errors
     }
