@@ -19,9 +19,9 @@ use crate::site::layout::TMP_SUFFIX;
 
 mod batch;
 
-#[cfg(test)]
-pub(crate) use batch::syncfs_reports_errors;
 pub(crate) use batch::{Batch, Step, Unit};
+#[cfg(test)]
+pub(crate) use batch::{PENDING, syncfs_reports_errors};
 
 /// Write `bytes` to `path` atomically: a temporary file named `PREFIX…` + [`TMP_SUFFIX`] in
 /// `tmp_dir` (which must be on `path`'s file system; the target's own folder always is),
