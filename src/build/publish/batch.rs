@@ -8,14 +8,18 @@
 //! bytes or its new ones, never a part, also after a crash (a file's bytes are durable
 //! before the rename that publishes it), and a unit whose file failed publishes nothing of
 //! its later steps. What changes is the number of syncs: below [`SYNCFS_FROM`] files (one
-//! device, a boot script) one `fsync(2)` per file and per folder, as before; from there on
-//! one `syncfs(2)` per file system for the data, one per rename barrier, and one per file
-//! system (or one `fsync` per folder, when few) at the end — whatever the number of devices.
+//! device) one `fsync(2)` per file and per folder, as before; from there on one `syncfs(2)`
+//! per file system for the data, one per rename barrier, and one per file system (or one
+//! `fsync` per folder, when few) at the end — whatever the number of devices. Each
+//! temporary's write-back is started as soon as it is written, so the barrier finds little
+//! left to write.
 //!
-//! `syncfs(2)` syncs the whole file system, other programs' writes included. It is used only
-//! where it reports write errors (Linux 5.8 on), through a handle opened before the batch's
-//! first write on that file system; when it fails, every file there is synced on its own,
-//! so that the failing one is named. On NFS, `close(2)` already sends and commits a file's
+//! `syncfs(2)` syncs the whole file system, other programs' writes included: it is not used
+//! when more than [`FOREIGN_PER_FILE`] per file of other writes wait (each file is then
+//! synced on its own, the syncs issued together from [`SYNC_THREADS`] threads). It is used
+//! only where it reports write errors (Linux 5.8 on), through a handle opened before the
+//! batch's first write on that file system; when it fails, every file there is synced on its
+//! own, so that the failing one is named. On NFS, `close(2)` already sends and commits a file's
 //! data (close-to-open), renames are synchronous on the server, and `syncfs` commits what is
 //! left: the same guarantees hold.
 
@@ -372,9 +376,6 @@ thread_local! {
 /// barrier finds little left to write. Not a sync, nor a promise: the barrier syncs and
 /// reports errors.
 fn start_writeback(file: &File) {
-    if std::env::var_os("OVL_NO_EARLY_WRITEBACK").is_some() {
-        return;
-    }
     // SAFETY: sync_file_range(2) only reads the descriptor, which `file` keeps open.
     unsafe {
         libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
