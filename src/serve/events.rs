@@ -102,7 +102,7 @@ pub(crate) struct BootEvent {
     /// When it ended, in seconds since the Unix epoch.
     pub time: u64,
     /// The same time as an HTTP date, for people.
-    pub date: String,
+    pub date: ShownDate,
     /// What happened.
     pub kind: EventKind,
     /// The requested path.
@@ -133,7 +133,7 @@ impl BootEvent {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            date: httpdate::fmt_http_date(now),
+            date: ShownDate(now),
             kind,
             file,
             client,
@@ -141,6 +141,17 @@ impl BootEvent {
             bytes,
             duration_ms,
         }
+    }
+}
+
+/// A time that serializes as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted
+/// when it is shown rather than for every event recorded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShownDate(SystemTime);
+
+impl Serialize for ShownDate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&httpdate::HttpDate::from(self.0))
     }
 }
 
@@ -317,6 +328,16 @@ mod tests {
 
     fn mac(n: u8) -> Mac {
         Mac([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn an_event_shows_its_time_as_an_http_date() {
+        let e = ev(1);
+        let json = serde_json::to_value(&e).unwrap();
+        let date = httpdate::parse_http_date(json["date"].as_str().unwrap()).unwrap();
+        let secs = date.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, e.time);
+        assert_eq!(json["time"], e.time);
     }
 
     #[test]

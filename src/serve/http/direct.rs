@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use super::memo::Memo;
 use super::opened::OpenedFile;
 use crate::serve::access::{self, Policy, Refusal};
 use crate::serve::neighbours::Neighbours;
@@ -106,6 +107,7 @@ pub(super) fn open(
     neighbours: &Neighbours,
     client: std::net::IpAddr,
     request: &str,
+    memo: &Memo,
 ) -> Option<Result<(Resolved, OpenedFile), Refusal>> {
     // The checks `access::check` makes before the file system is asked, in its order (a
     // request whose components are refused names no archive there either).
@@ -134,12 +136,13 @@ pub(super) fn open(
         Named::Archive(mac) => Some(mac),
         Named::File | Named::InFolder(_) => None,
     };
-    let opened = match OpenedFile::from_open(file, meta) {
+    let mut path = root.canonical.clone();
+    path.extend(&components);
+    let kept = memo.get(&path, &meta);
+    let opened = match OpenedFile::from_open(file, meta, kept) {
         Ok(o) => o,
         Err(e) => return Some(Err(super::open_refusal(&e))),
     };
-    let mut path = root.canonical.clone();
-    path.extend(&components);
     Some(Ok((Resolved { path, archive }, opened)))
 }
 
@@ -211,7 +214,7 @@ mod tests {
     type Answer = Option<Result<(PathBuf, Option<crate::mac::Mac>), Refusal>>;
 
     fn short(dir: &SiteDir, p: &Policy, n: &Neighbours, c: IpAddr, req: &str) -> Answer {
-        open(dir, p, n, c, req).map(|r| r.map(|(res, _)| (res.path, res.archive)))
+        open(dir, p, n, c, req, &Memo::default()).map(|r| r.map(|(res, _)| (res.path, res.archive)))
     }
 
     #[test]
@@ -262,7 +265,7 @@ mod tests {
         let dir = SiteDir::new(&link);
         let n = Neighbours::new(vec![]);
         let c: IpAddr = "127.0.0.1".parse().unwrap();
-        let read = |dir: &SiteDir| match open(dir, &policy, &n, c, "data/f") {
+        let read = |dir: &SiteDir| match open(dir, &policy, &n, c, "data/f", &Memo::default()) {
             Some(Ok((r, _))) => r.path,
             other => panic!("{other:?}"),
         };

@@ -1,0 +1,325 @@
+//! Plain GETs of small files answered from memory: tower-http's answer to a `GET` with no
+//! `Range` and no conditional header is kept (its headers and the file's bytes) per file
+//! version, and the next plain `GET` of the same version gets the same answer without
+//! reading the file or running `ServeDir` again. A request is still decided and its file
+//! opened and `fstat`ed as before (the access rule and the short way to a file are
+//! unchanged): only the read and the HTTP work are saved. Other requests (HEAD, `Range`,
+//! `If-*`) go to tower-http, given the kept bytes instead of a read.
+//!
+//! A file version is its device, inode, size, mtime and ctime: a file replaced by a rename
+//! (how archives are published) has another inode, and one written in place another mtime
+//! and ctime. A file changed less than [`RACY`] ago is not kept (its next change could
+//! leave a coarse timestamp as it is, as git's "racily clean" entries), so a version kept
+//! is one whose timestamps will show any change.
+//!
+//! Bounded: at most [`MAX_ENTRIES`] files of at most [`super::opened::SMALL_FILE`] bytes,
+//! [`MAX_BYTES`] in all, the least recently used forgotten first.
+
+use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, Response, StatusCode, header};
+
+/// Files kept at most.
+pub(super) const MAX_ENTRIES: usize = 1024;
+/// Bytes of files kept at most.
+pub(super) const MAX_BYTES: usize = 16 << 20;
+/// A file whose mtime or ctime is this recent is not kept.
+pub(super) const RACY: Duration = Duration::from_secs(2);
+
+/// One version of a file, as `fstat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Version {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Version {
+    /// The version `meta` describes.
+    pub(super) fn of(meta: &std::fs::Metadata) -> Version {
+        Version {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Changed less than [`RACY`] before `now` (or in the future)?
+    fn is_racy(&self, now: SystemTime) -> bool {
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let limit = now.saturating_sub(RACY).as_secs();
+        [self.mtime.0, self.ctime.0]
+            .iter()
+            .any(|&t| u64::try_from(t).map_or(true, |t| t >= limit))
+    }
+}
+
+/// tower-http's answer to a plain GET of one file version.
+#[derive(Debug)]
+pub(super) struct Entry {
+    version: Version,
+    headers: HeaderMap,
+    /// The file's bytes.
+    pub(super) body: Bytes,
+}
+
+impl Entry {
+    /// The kept answer, as tower-http gave it.
+    pub(super) fn response(&self) -> Response<Body> {
+        let mut r = Response::new(Body::from(self.body.clone()));
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// The kept answers, by the file's resolved path.
+#[derive(Debug)]
+pub(super) struct Memo {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: lru::LruCache<PathBuf, Arc<Entry>>,
+    bytes: usize,
+}
+
+impl Default for Memo {
+    fn default() -> Memo {
+        Memo {
+            inner: Mutex::new(Inner {
+                entries: lru::LruCache::new(NonZeroUsize::MIN.saturating_add(MAX_ENTRIES - 1)),
+                bytes: 0,
+            }),
+        }
+    }
+}
+
+impl Memo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update leaves the cache consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept answer for `path` in the version `meta` describes, if any.
+    pub(super) fn get(&self, path: &Path, meta: &std::fs::Metadata) -> Option<Arc<Entry>> {
+        let mut g = self.lock();
+        let e = g.entries.get(path)?;
+        (e.version == Version::of(meta)).then(|| Arc::clone(e))
+    }
+
+    /// Keeps tower-http's 200 answer `response` to a plain GET of `path` (`meta`, `body`),
+    /// unless the file changed too recently to be told apart from its next change.
+    pub(super) fn keep<B>(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        body: Bytes,
+        response: &Response<B>,
+    ) {
+        self.keep_at(path, meta, body, response, SystemTime::now());
+    }
+
+    fn keep_at<B>(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        body: Bytes,
+        response: &Response<B>,
+        now: SystemTime,
+    ) {
+        let version = Version::of(meta);
+        if response.status() != StatusCode::OK
+            || body.len() as u64 != version.size
+            || body.len() > MAX_BYTES / 4
+            || version.is_racy(now)
+        {
+            return;
+        }
+        let entry = Arc::new(Entry {
+            version,
+            headers: response.headers().clone(),
+            body,
+        });
+        let mut g = self.lock();
+        let size = entry.body.len();
+        if let Some((_, old)) = g.entries.push(path.to_owned(), entry) {
+            g.bytes -= old.body.len();
+        }
+        g.bytes += size;
+        while g.bytes > MAX_BYTES {
+            match g.entries.pop_lru() {
+                Some((_, old)) => g.bytes -= old.body.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Files and bytes kept.
+    #[cfg(test)]
+    fn size(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.entries.len(), g.bytes)
+    }
+}
+
+/// A GET with none of the headers that make tower-http answer otherwise than with the whole
+/// file (`Range`, `If-Range`, `If-Match`, `If-None-Match`, `If-Modified-Since`,
+/// `If-Unmodified-Since`).
+pub(super) fn is_plain_get(req: &Request) -> bool {
+    req.method() == Method::GET
+        && ![
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|h| req.headers().contains_key(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Response<Body> {
+        let mut r = Response::new(Body::empty());
+        r.headers_mut()
+            .insert(header::ETAG, "\"x\"".parse().unwrap());
+        r
+    }
+
+    /// A file just written, its path and metadata.
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, std::fs::Metadata) {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        (p, meta)
+    }
+
+    /// A clock a minute ahead: every file written by the test is old then.
+    fn later() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn a_file_changed_within_the_racy_window_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = Memo::default();
+        let (p, meta) = file(dir.path(), "f", b"abcd");
+        memo.keep(&p, &meta, Bytes::from_static(b"abcd"), &ok());
+        assert_eq!(memo.size(), (0, 0));
+        assert!(memo.get(&p, &meta).is_none());
+        let at = SystemTime::now() + RACY - Duration::from_millis(500);
+        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
+        assert_eq!(memo.size(), (0, 0));
+        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), later());
+        assert_eq!(memo.size(), (1, 4));
+    }
+
+    #[test]
+    fn a_kept_answer_is_given_for_its_version_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = Memo::default();
+        let (p, meta) = file(dir.path(), "f", b"abcd");
+        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), later());
+        let hit = memo.get(&p, &meta).expect("same version: kept");
+        assert_eq!(hit.body, Bytes::from_static(b"abcd"));
+        let r = hit.response();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::ETAG], "\"x\"");
+        // Replaced by a rename (another inode, same size): not the kept one.
+        let (q, _) = file(dir.path(), "g", b"wxyz");
+        std::fs::rename(&q, &p).unwrap();
+        let renamed = std::fs::metadata(&p).unwrap();
+        assert!(memo.get(&p, &renamed).is_none());
+        // Written in place (same inode, new mtime and ctime): not the kept one either.
+        let (p2, meta2) = file(dir.path(), "h", b"abcd");
+        memo.keep_at(&p2, &meta2, Bytes::from_static(b"abcd"), &ok(), later());
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&p2, b"dcba").unwrap();
+        let rewritten = std::fs::metadata(&p2).unwrap();
+        assert_eq!(rewritten.ino(), meta2.ino());
+        assert!(memo.get(&p2, &rewritten).is_none());
+        // Another path: nothing.
+        assert!(memo.get(&dir.path().join("none"), &meta).is_none());
+    }
+
+    #[test]
+    fn only_whole_200_answers_are_kept_and_memory_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = Memo::default();
+        let (p, meta) = file(dir.path(), "f", &[7u8; 1000]);
+        let body = Bytes::from(vec![7u8; 1000]);
+        // A body that is not the whole file, or a status other than 200: never kept.
+        memo.keep_at(&p, &meta, Bytes::from_static(b"x"), &ok(), later());
+        let mut partial = ok();
+        *partial.status_mut() = StatusCode::PARTIAL_CONTENT;
+        memo.keep_at(&p, &meta, body.clone(), &partial, later());
+        assert_eq!(memo.size(), (0, 0));
+        for i in 0..(MAX_ENTRIES + 10) {
+            memo.keep_at(&p.join(i.to_string()), &meta, body.clone(), &ok(), later());
+        }
+        assert_eq!(memo.size(), (MAX_ENTRIES, MAX_ENTRIES * 1000));
+        // The least recently used went first.
+        assert!(memo.get(&p.join("0"), &meta).is_none());
+        assert!(memo.get(&p.join(MAX_ENTRIES.to_string()), &meta).is_some());
+        // Bytes: at most MAX_BYTES, whatever the count.
+        let (big, big_meta) = file(dir.path(), "big", &vec![1u8; 64 << 10]);
+        let big_body = Bytes::from(vec![1u8; 64 << 10]);
+        for i in 0..400 {
+            memo.keep_at(
+                &big.join(i.to_string()),
+                &big_meta,
+                big_body.clone(),
+                &ok(),
+                later(),
+            );
+        }
+        let (n, bytes) = memo.size();
+        assert!(bytes <= MAX_BYTES && n <= MAX_ENTRIES, "{n} {bytes}");
+        assert_eq!(bytes, MAX_BYTES);
+    }
+
+    #[test]
+    fn only_a_get_without_range_or_conditions_is_plain() {
+        let req = |m: Method, h: Option<(header::HeaderName, &str)>| {
+            let mut b = axum::http::Request::builder().method(m).uri("/f");
+            if let Some((k, v)) = h {
+                b = b.header(k, v);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        assert!(is_plain_get(&req(Method::GET, None)));
+        assert!(is_plain_get(&req(
+            Method::GET,
+            Some((header::ACCEPT, "*/*"))
+        )));
+        assert!(!is_plain_get(&req(Method::HEAD, None)));
+        for h in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+        ] {
+            assert!(
+                !is_plain_get(&req(Method::GET, Some((h.clone(), "x")))),
+                "{h}"
+            );
+        }
+    }
+}
