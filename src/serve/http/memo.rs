@@ -18,8 +18,9 @@
 use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -54,6 +55,17 @@ impl Version {
         }
     }
 
+    /// The version of a regular file `statx` describes; `None` for anything else.
+    pub(super) fn of_statx(st: &libc::statx) -> Option<Version> {
+        (u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG).then(|| Version {
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            size: st.stx_size,
+            mtime: (st.stx_mtime.tv_sec, i64::from(st.stx_mtime.tv_nsec)),
+            ctime: (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec)),
+        })
+    }
+
     /// Changed less than [`RACY`] before `now` (or in the future)?
     fn is_racy(&self, now: SystemTime) -> bool {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -68,12 +80,22 @@ impl Version {
 #[derive(Debug)]
 pub(super) struct Entry {
     version: Version,
+    /// The file's metadata when it was kept (the same version: same size and times).
+    pub(super) meta: std::fs::Metadata,
     headers: HeaderMap,
     /// The file's bytes.
     pub(super) body: Bytes,
+    /// Microseconds after [`Memo`]'s epoch when this version was last found at its path by
+    /// the short way (no symlink on the way), or 0.
+    verified: AtomicU64,
 }
 
 impl Entry {
+    /// Is this the version `v`?
+    pub(super) fn is(&self, v: &Version) -> bool {
+        self.version == *v
+    }
+
     /// The kept answer, as tower-http gave it.
     pub(super) fn response(&self) -> Response<Body> {
         let mut r = Response::new(Body::from(self.body.clone()));
@@ -86,6 +108,7 @@ impl Entry {
 #[derive(Debug)]
 pub(super) struct Memo {
     inner: Mutex<Inner>,
+    epoch: Instant,
 }
 
 #[derive(Debug)]
@@ -101,6 +124,7 @@ impl Default for Memo {
                 entries: lru::LruCache::new(NonZeroUsize::MIN.saturating_add(MAX_ENTRIES - 1)),
                 bytes: 0,
             }),
+            epoch: Instant::now(),
         }
     }
 }
@@ -111,11 +135,31 @@ impl Memo {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// The kept answer for `path` in the version `meta` describes, if any.
     pub(super) fn get(&self, path: &Path, meta: &std::fs::Metadata) -> Option<Arc<Entry>> {
         let mut g = self.lock();
         let e = g.entries.get(path)?;
         (e.version == Version::of(meta)).then(|| Arc::clone(e))
+    }
+
+    /// Notes that `entry` was just found at its path the short way.
+    pub(super) fn verified(&self, entry: &Entry) {
+        entry
+            .verified
+            .store(self.now_us().max(1), Ordering::Relaxed);
+    }
+
+    /// The kept answer for `path` if it was found there the short way less than `within`
+    /// ago (its version is still to be compared with the file's).
+    pub(super) fn recent(&self, path: &Path, within: Duration) -> Option<Arc<Entry>> {
+        let e = Arc::clone(self.lock().entries.get(path)?);
+        let at = e.verified.load(Ordering::Relaxed);
+        let within = u64::try_from(within.as_micros()).unwrap_or(u64::MAX);
+        (at != 0 && self.now_us().saturating_sub(at) < within).then_some(e)
     }
 
     /// Keeps tower-http's 200 answer `response` to a plain GET of `path` (`meta`, `body`),
@@ -130,7 +174,7 @@ impl Memo {
         self.keep_at(path, meta, body, response, SystemTime::now());
     }
 
-    fn keep_at<B>(
+    pub(super) fn keep_at<B>(
         &self,
         path: &Path,
         meta: &std::fs::Metadata,
@@ -148,8 +192,10 @@ impl Memo {
         }
         let entry = Arc::new(Entry {
             version,
+            meta: meta.clone(),
             headers: response.headers().clone(),
             body,
+            verified: AtomicU64::new(0),
         });
         let mut g = self.lock();
         let size = entry.body.len();

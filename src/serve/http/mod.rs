@@ -202,7 +202,7 @@ impl HttpServer {
         .map_err(io::Error::other)?;
         let shared = Shared {
             offload: cfg.fs_offload.unwrap_or(network),
-            site_dir: direct::SiteDir::new(live.root()),
+            site_dir: direct::SiteDir::new(live.root(), !network),
             on_demand: on_demand::OnDemand::new(&cfg),
             status: status::StatusCache::default(),
             cfg,

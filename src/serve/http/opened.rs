@@ -88,6 +88,15 @@ impl OpenedFile {
         })
     }
 
+    /// The file as `kept` (its version was checked by the caller), not opened.
+    pub(super) fn from_kept(kept: Arc<Entry>) -> OpenedFile {
+        OpenedFile {
+            meta: kept.meta.clone(),
+            content: Content::Memory(kept.body.clone()),
+            kept: Some(kept),
+        }
+    }
+
     /// The file's bytes when they are in memory.
     pub(super) fn bytes(&self) -> Option<Bytes> {
         match &self.content {
