@@ -252,8 +252,10 @@ impl Workers {
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
+            // Together no more blocking threads than one default runtime would start.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_blocking_threads((512 / n).max(16))
                 .build()?;
             handles.push(rt.handle().clone());
             let stop = stop.clone();
