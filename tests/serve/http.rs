@@ -264,6 +264,8 @@ fn answers_kept_in_memory_are_the_same_and_follow_every_change_at_once() {
     let path = lab.root.join("data/k.txt");
     let first = noise(3000, 4);
     lab.file("data/k.txt", &first);
+    // The same file by another name (a symlink inside the public folder): its own type.
+    std::os::unix::fs::symlink("k.txt", lab.root.join("data/k.bin")).unwrap();
     // Files changed in the last 2 s are never kept: wait that out so the memory is used.
     std::thread::sleep(Duration::from_millis(2300));
     let a = lab.get("/data/k.txt");
@@ -282,6 +284,12 @@ fn answers_kept_in_memory_are_the_same_and_follow_every_change_at_once() {
         }
     }
     assert_eq!(a.header("content-length"), "3000");
+    assert_eq!(a.header("content-type"), "text/plain");
+    for _ in 0..2 {
+        let r = lab.get("/data/k.bin");
+        assert_eq!((r.status, sha256(&r.body)), (200, sha256(&first)));
+        assert_eq!(r.header("content-type"), "application/octet-stream");
+    }
     // The other requests of a kept file: HEAD, Range, conditionals.
     let h = lab.curl("/data/k.txt", &["-I"]);
     assert_eq!((h.status, h.header("etag")), (200, a.header("etag")));

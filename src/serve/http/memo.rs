@@ -69,10 +69,13 @@ impl Version {
     /// Changed less than [`RACY`] before `now` (or in the future)?
     fn is_racy(&self, now: SystemTime) -> bool {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let limit = now.saturating_sub(RACY).as_secs();
-        [self.mtime.0, self.ctime.0]
-            .iter()
-            .any(|&t| u64::try_from(t).map_or(true, |t| t >= limit))
+        [self.mtime, self.ctime].iter().any(|&(secs, nanos)| {
+            match (u64::try_from(secs), u32::try_from(nanos)) {
+                (Ok(s), Ok(n)) => Duration::new(s, n.min(999_999_999)) + RACY > now,
+                // Before 1970: a clock or a file not to be trusted.
+                _ => true,
+            }
+        })
     }
 }
 
@@ -271,7 +274,9 @@ mod tests {
         let at = SystemTime::now() + RACY - Duration::from_millis(500);
         memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
         assert_eq!(memo.size(), (0, 0));
-        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), later());
+        // Just past the window (to the nanosecond, not to the second): kept.
+        let at = SystemTime::now() + RACY + Duration::from_millis(50);
+        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
         assert_eq!(memo.size(), (1, 4));
     }
 

@@ -391,7 +391,7 @@ async fn open_checked(
             return r;
         }
         let resolved = access::check(s.live.root(), &policy, n, client, rel)?;
-        let opened = OpenedFile::open(&resolved.path, &s.memo).map_err(|e| open_refusal(&e))?;
+        let opened = OpenedFile::open(&resolved.path).map_err(|e| open_refusal(&e))?;
         Ok((resolved, opened))
     }
     if !st.offload {
@@ -454,7 +454,8 @@ async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) 
 
 /// Streams an opened file (at `path`) with tower-http (HEAD, Range, ETag, Last-Modified,
 /// conditionals); a plain GET of a small file is answered as tower-http answered it last
-/// time for this version of the file, when that answer is kept (`memo`).
+/// time for this version of the file, when that answer is kept (`memo`: only for files
+/// opened by the name requested, since the `Content-Type` follows the name).
 async fn serve_file(
     st: &Shared,
     path: &std::path::Path,
@@ -466,7 +467,7 @@ async fn serve_file(
     if plain && let Some(kept) = &opened.kept {
         return kept.response();
     }
-    let keep = plain.then(|| opened.bytes()).flatten();
+    let keep = (plain && opened.keepable).then(|| opened.bytes()).flatten();
     let meta = opened.meta.clone();
     let backend = OpenedBackend::new(opened, st.cfg.chunk_size);
     let mut dir =

@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File};
 
-use super::memo::{Entry, Memo};
+use super::memo::Entry;
 
 /// Files up to this size are read whole in the blocking step and served from memory.
 pub(super) const SMALL_FILE: u64 = 64 * 1024;
@@ -37,23 +37,27 @@ pub(super) struct OpenedFile {
     content: Content,
     /// The answer kept for a plain GET of this version of the file (`memo`).
     pub(super) kept: Option<Arc<Entry>>,
+    /// Opened by the name requested (the short way: no symlink), so that tower-http's
+    /// answer, whose `Content-Type` follows that name, may be kept under it.
+    pub(super) keepable: bool,
 }
 
 impl OpenedFile {
-    /// Opens `path` (already resolved); files up to [`SMALL_FILE`] bytes are read now,
-    /// unless `memo` keeps this version's bytes.
-    pub(super) fn open(path: &Path, memo: &Memo) -> io::Result<OpenedFile> {
+    /// Opens `path` (already resolved, possibly through symlinks: its answer is not kept);
+    /// files up to [`SMALL_FILE`] bytes are read now.
+    pub(super) fn open(path: &Path) -> io::Result<OpenedFile> {
         let file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        let kept = memo.get(path, &meta);
-        OpenedFile::from_open(file, meta, kept)
+        let mut opened = OpenedFile::from_open(file, meta, None)?;
+        opened.keepable = false;
+        Ok(opened)
     }
 
-    /// `file`, open, with its metadata `meta` (a regular file); read now when small and
-    /// not `kept` already.
+    /// `file`, opened by the name requested, with its metadata `meta` (a regular file); read
+    /// now when small and not `kept` already.
     pub(super) fn from_open(
         mut file: std::fs::File,
         meta: std::fs::Metadata,
@@ -64,6 +68,7 @@ impl OpenedFile {
                 meta,
                 content: Content::Memory(k.body.clone()),
                 kept: Some(k),
+                keepable: true,
             });
         }
         let content = if meta.len() <= SMALL_FILE {
@@ -85,6 +90,7 @@ impl OpenedFile {
             meta,
             content,
             kept: None,
+            keepable: true,
         })
     }
 
@@ -94,6 +100,7 @@ impl OpenedFile {
             meta: kept.meta.clone(),
             content: Content::Memory(kept.body.clone()),
             kept: Some(kept),
+            keepable: true,
         }
     }
 
