@@ -316,7 +316,7 @@ mod tests {
         let keep = |bytes: &'static [u8]| {
             let meta = std::fs::metadata(&path).unwrap();
             let r = axum::http::Response::new(());
-            memo.keep_at(&path, &meta, Bytes::from_static(bytes), &r, later);
+            memo.keep(&path, &meta, Bytes::from_static(bytes), &r, later);
         };
         let opened = || match open(&dir, &policy, &n, c, "data/f", &memo) {
             Some(Ok((_, o))) => o,

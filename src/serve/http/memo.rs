@@ -166,18 +166,9 @@ impl Memo {
     }
 
     /// Keeps tower-http's 200 answer `response` to a plain GET of `path` (`meta`, `body`),
-    /// unless the file changed too recently to be told apart from its next change.
+    /// unless the file changed too recently (before `now`) to be told apart from its next
+    /// change.
     pub(super) fn keep<B>(
-        &self,
-        path: &Path,
-        meta: &std::fs::Metadata,
-        body: Bytes,
-        response: &Response<B>,
-    ) {
-        self.keep_at(path, meta, body, response, SystemTime::now());
-    }
-
-    pub(super) fn keep_at<B>(
         &self,
         path: &Path,
         meta: &std::fs::Metadata,
@@ -268,15 +259,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let memo = Memo::default();
         let (p, meta) = file(dir.path(), "f", b"abcd");
-        memo.keep(&p, &meta, Bytes::from_static(b"abcd"), &ok());
+        memo.keep(
+            &p,
+            &meta,
+            Bytes::from_static(b"abcd"),
+            &ok(),
+            SystemTime::now(),
+        );
         assert_eq!(memo.size(), (0, 0));
         assert!(memo.get(&p, &meta).is_none());
         let at = SystemTime::now() + RACY - Duration::from_millis(500);
-        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
+        memo.keep(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
         assert_eq!(memo.size(), (0, 0));
         // Just past the window (to the nanosecond, not to the second): kept.
         let at = SystemTime::now() + RACY + Duration::from_millis(50);
-        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
+        memo.keep(&p, &meta, Bytes::from_static(b"abcd"), &ok(), at);
         assert_eq!(memo.size(), (1, 4));
     }
 
@@ -285,7 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let memo = Memo::default();
         let (p, meta) = file(dir.path(), "f", b"abcd");
-        memo.keep_at(&p, &meta, Bytes::from_static(b"abcd"), &ok(), later());
+        memo.keep(&p, &meta, Bytes::from_static(b"abcd"), &ok(), later());
         let hit = memo.get(&p, &meta).expect("same version: kept");
         assert_eq!(hit.body, Bytes::from_static(b"abcd"));
         let r = hit.response();
@@ -298,7 +295,7 @@ mod tests {
         assert!(memo.get(&p, &renamed).is_none());
         // Written in place (same inode, new mtime and ctime): not the kept one either.
         let (p2, meta2) = file(dir.path(), "h", b"abcd");
-        memo.keep_at(&p2, &meta2, Bytes::from_static(b"abcd"), &ok(), later());
+        memo.keep(&p2, &meta2, Bytes::from_static(b"abcd"), &ok(), later());
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&p2, b"dcba").unwrap();
         let rewritten = std::fs::metadata(&p2).unwrap();
@@ -315,13 +312,13 @@ mod tests {
         let (p, meta) = file(dir.path(), "f", &[7u8; 1000]);
         let body = Bytes::from(vec![7u8; 1000]);
         // A body that is not the whole file, or a status other than 200: never kept.
-        memo.keep_at(&p, &meta, Bytes::from_static(b"x"), &ok(), later());
+        memo.keep(&p, &meta, Bytes::from_static(b"x"), &ok(), later());
         let mut partial = ok();
         *partial.status_mut() = StatusCode::PARTIAL_CONTENT;
-        memo.keep_at(&p, &meta, body.clone(), &partial, later());
+        memo.keep(&p, &meta, body.clone(), &partial, later());
         assert_eq!(memo.size(), (0, 0));
         for i in 0..(MAX_ENTRIES + 10) {
-            memo.keep_at(&p.join(i.to_string()), &meta, body.clone(), &ok(), later());
+            memo.keep(&p.join(i.to_string()), &meta, body.clone(), &ok(), later());
         }
         assert_eq!(memo.size(), (MAX_ENTRIES, MAX_ENTRIES * 1000));
         // The least recently used went first.
@@ -331,7 +328,7 @@ mod tests {
         let (big, big_meta) = file(dir.path(), "big", &vec![1u8; 64 << 10]);
         let big_body = Bytes::from(vec![1u8; 64 << 10]);
         for i in 0..400 {
-            memo.keep_at(
+            memo.keep(
                 &big.join(i.to_string()),
                 &big_meta,
                 big_body.clone(),

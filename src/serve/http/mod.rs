@@ -475,7 +475,7 @@ async fn serve_file(
     match dir.try_call(req).await {
         Ok(r) => {
             if let Some(bytes) = keep {
-                st.memo.keep(path, &meta, bytes, &r);
+                st.memo.keep(path, &meta, bytes, &r, SystemTime::now());
             }
             r.map(Body::new)
         }
