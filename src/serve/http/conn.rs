@@ -143,14 +143,12 @@ impl Registry {
 }
 
 /// Accepts connections until `shutdown`, then gives running requests the grace period.
-pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: CancellationToken) {
-    let mut workers = match Workers::start() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(event = "http_error", error = %e, "cannot start the HTTP worker threads");
-            return;
-        }
-    };
+pub(super) async fn serve(
+    listener: TcpListener,
+    st: Arc<Shared>,
+    mut workers: Workers,
+    shutdown: CancellationToken,
+) {
     let registry = Arc::new(Registry {
         started: Instant::now(),
         next_id: AtomicU64::new(0),
@@ -240,14 +238,16 @@ pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: Canc
 /// worker process a core. A connection lives on one of them from its accept to its close,
 /// so its requests are answered without the work-stealing scheduler's wake-ups of other
 /// threads; file system work still goes to their blocking pools.
-struct Workers {
+#[derive(Debug)]
+pub(super) struct Workers {
     handles: Vec<tokio::runtime::Handle>,
     stop: CancellationToken,
     next: usize,
 }
 
 impl Workers {
-    fn start() -> io::Result<Workers> {
+    /// Starts one thread a core (as the process may use them).
+    pub(super) fn start() -> io::Result<Workers> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n);

@@ -184,6 +184,7 @@ struct Shared {
 pub struct HttpServer {
     listener: TcpListener,
     shared: Arc<Shared>,
+    workers: conn::Workers,
 }
 
 impl HttpServer {
@@ -217,6 +218,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             shared: Arc::new(shared),
+            workers: conn::Workers::start()?,
         })
     }
 
@@ -254,7 +256,7 @@ impl HttpServer {
             !self.shared.cfg.watched,
             shutdown.clone(),
         ));
-        conn::serve(self.listener, self.shared, shutdown).await;
+        conn::serve(self.listener, self.shared, self.workers, shutdown).await;
         reload.abort();
     }
 }
