@@ -7,7 +7,7 @@
 //! whose device is not known (a kernel fetched by an address with no neighbour entry and no
 //! earlier script request) go into one extra ring of the same size, with their client.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,7 +102,7 @@ pub(crate) struct BootEvent {
     /// When it ended, in seconds since the Unix epoch.
     pub time: u64,
     /// The same time as an HTTP date, for people.
-    pub date: String,
+    pub date: ShownDate,
     /// What happened.
     pub kind: EventKind,
     /// The requested path.
@@ -133,7 +133,7 @@ impl BootEvent {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            date: httpdate::fmt_http_date(now),
+            date: ShownDate(now),
             kind,
             file,
             client,
@@ -144,16 +144,26 @@ impl BootEvent {
     }
 }
 
-#[derive(Debug, Default)]
+/// A time that serializes as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted
+/// when it is shown rather than for every event recorded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShownDate(SystemTime);
+
+impl Serialize for ShownDate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&httpdate::HttpDate::from(self.0))
+    }
+}
+
+#[derive(Debug)]
 struct Inner {
-    /// Events by MAC, with a counter of the last update for eviction.
-    by_mac: HashMap<Mac, (u64, VecDeque<BootEvent>)>,
+    /// Events by MAC, the least recently updated forgotten first.
+    by_mac: lru::LruCache<Mac, VecDeque<BootEvent>>,
     /// Events of unknown devices.
     unattributed: VecDeque<BootEvent>,
     /// The MAC last named by each client (script `?mac=`, config path), to attribute its
     /// later kernel and initramfs fetches; bounded like `by_mac`.
-    mac_by_client: HashMap<IpAddr, (u64, Mac)>,
-    tick: u64,
+    mac_by_client: lru::LruCache<IpAddr, Mac>,
     /// Every event ever recorded, by kind and status (never forgotten, for `/metrics`).
     totals: BTreeMap<(&'static str, u16), u64>,
 }
@@ -183,7 +193,13 @@ impl BootEvents {
         BootEvents {
             per_mac: per_mac.max(1),
             max_macs: max_macs.max(1),
-            inner: Mutex::default(),
+            inner: Mutex::new(Inner {
+                // Bounded by hand (`max_macs`): pushes past it drop the least recent.
+                by_mac: lru::LruCache::unbounded(),
+                unattributed: VecDeque::new(),
+                mac_by_client: lru::LruCache::unbounded(),
+                totals: BTreeMap::new(),
+            }),
             version: AtomicU64::new(0),
         }
     }
@@ -207,17 +223,9 @@ impl BootEvents {
     /// Remembers that `client` asked for `mac`'s script or config.
     pub(crate) fn note_client(&self, client: IpAddr, mac: Mac) {
         let mut g = self.lock();
-        g.tick += 1;
-        let tick = g.tick;
-        g.mac_by_client.insert(client.to_canonical(), (tick, mac));
-        if g.mac_by_client.len() > self.max_macs
-            && let Some(oldest) = g
-                .mac_by_client
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| *k)
-        {
-            g.mac_by_client.remove(&oldest);
+        g.mac_by_client.push(client.to_canonical(), mac);
+        while g.mac_by_client.len() > self.max_macs {
+            g.mac_by_client.pop_lru();
         }
         self.changed();
         drop(g);
@@ -227,38 +235,26 @@ impl BootEvents {
     pub(crate) fn client_mac(&self, client: IpAddr) -> Option<Mac> {
         self.lock()
             .mac_by_client
-            .get(&client.to_canonical())
-            .map(|(_, m)| *m)
+            .peek(&client.to_canonical())
+            .copied()
     }
 
     /// Records an event for `mac`, or as unattributed when `mac` is `None`.
     pub(crate) fn record(&self, mac: Option<Mac>, event: BootEvent) {
         let mut g = self.lock();
-        g.tick += 1;
-        let tick = g.tick;
         *g.totals
             .entry((event.kind.name(), event.status))
             .or_default() += 1;
         let ring = match mac {
             None => &mut g.unattributed,
-            Some(m) => {
-                let entry = g.by_mac.entry(m).or_default();
-                entry.0 = tick;
-                &mut entry.1
-            }
+            Some(m) => g.by_mac.get_or_insert_mut(m, VecDeque::new),
         };
         if ring.len() >= self.per_mac {
             ring.pop_front();
         }
         ring.push_back(event);
-        if g.by_mac.len() > self.max_macs
-            && let Some(oldest) = g
-                .by_mac
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| *k)
-        {
-            g.by_mac.remove(&oldest);
+        while g.by_mac.len() > self.max_macs {
+            g.by_mac.pop_lru();
         }
         self.changed();
         drop(g);
@@ -268,8 +264,8 @@ impl BootEvents {
     pub(crate) fn of(&self, mac: &Mac) -> Vec<BootEvent> {
         self.lock()
             .by_mac
-            .get(mac)
-            .map(|(_, r)| r.iter().cloned().collect())
+            .peek(mac)
+            .map(|r| r.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -279,7 +275,7 @@ impl BootEvents {
         let mut v: Vec<_> = g
             .by_mac
             .iter()
-            .map(|(m, (_, r))| (*m, r.iter().cloned().collect()))
+            .map(|(m, r)| (*m, r.iter().cloned().collect()))
             .collect();
         v.sort_by_key(|(m, _)| *m);
         v
@@ -317,6 +313,16 @@ mod tests {
 
     fn mac(n: u8) -> Mac {
         Mac([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn an_event_shows_its_time_as_an_http_date() {
+        let e = ev(1);
+        let json = serde_json::to_value(&e).unwrap();
+        let date = httpdate::parse_http_date(json["date"].as_str().unwrap()).unwrap();
+        let secs = date.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, e.time);
+        assert_eq!(json["time"], e.time);
     }
 
     #[test]

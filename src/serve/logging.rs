@@ -12,6 +12,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod fields;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -150,8 +152,11 @@ pub(crate) fn init(format: LogFormat) -> Result<LogGuard, String> {
         .with_writer(Queue(Arc::clone(&lines)))
         .with_target(false);
     let r = match format {
+        // Colours on a terminal: tracing-subscriber's own fields formatter paints names.
+        LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).try_init(),
         LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(false)
+            .fmt_fields(fields::PlainFields)
             .try_init(),
         LogFormat::Json => builder
             .json()

@@ -169,9 +169,7 @@ impl PublicSet {
 
 /// The MAC of a canonical archive name `52:54:00:12:34:56.tar.gz`, else `None`.
 pub(crate) fn archive_mac(name: &str) -> Option<Mac> {
-    let stem = name.strip_suffix(".tar.gz")?;
-    let mac: Mac = stem.parse().ok()?;
-    (mac.to_string() == stem).then_some(mac)
+    Mac::parse_canonical(name.strip_suffix(".tar.gz")?)
 }
 
 /// A listed name made site-relative (`/`-separated, empty components dropped), or `None`

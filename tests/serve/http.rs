@@ -256,6 +256,67 @@ fn conditional_requests_give_304() {
     assert_eq!(lab.curl("/boot.ipxe", &["-H", &inm]).status, 304);
 }
 
+/// Small files answered from memory (plain GETs of a file version seen before) get the
+/// answer tower-http gave, and any change of the file is served at once.
+#[test]
+fn answers_kept_in_memory_are_the_same_and_follow_every_change_at_once() {
+    let lab = Lab::new();
+    let path = lab.root.join("data/k.txt");
+    let first = noise(3000, 4);
+    lab.file("data/k.txt", &first);
+    // The same file by another name (a symlink inside the public folder): its own type.
+    std::os::unix::fs::symlink("k.txt", lab.root.join("data/k.bin")).unwrap();
+    // Files changed in the last 2 s are never kept: wait that out so the memory is used.
+    std::thread::sleep(Duration::from_millis(2300));
+    let a = lab.get("/data/k.txt");
+    let (b, c) = (lab.get("/data/k.txt"), lab.get("/data/k.txt"));
+    for r in [&a, &b, &c] {
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256(&r.body), sha256(&first));
+        for h in [
+            "etag",
+            "last-modified",
+            "content-type",
+            "content-length",
+            "accept-ranges",
+        ] {
+            assert_eq!(r.header(h), a.header(h), "{h}");
+        }
+    }
+    assert_eq!(a.header("content-length"), "3000");
+    assert_eq!(a.header("content-type"), "text/plain");
+    for _ in 0..2 {
+        let r = lab.get("/data/k.bin");
+        assert_eq!((r.status, sha256(&r.body)), (200, sha256(&first)));
+        assert_eq!(r.header("content-type"), "application/octet-stream");
+    }
+    // The other requests of a kept file: HEAD, Range, conditionals.
+    let h = lab.curl("/data/k.txt", &["-I"]);
+    assert_eq!((h.status, h.header("etag")), (200, a.header("etag")));
+    let r = lab.curl("/data/k.txt", &["-r", "10-19"]);
+    assert_eq!((r.status, r.body.as_slice()), (206, &first[10..20]));
+    let inm = format!("If-None-Match: {}", a.header("etag"));
+    assert_eq!(lab.curl("/data/k.txt", &["-H", &inm]).status, 304);
+    // Rewritten in place, same size, same mtime put back: the next GET has the new bytes.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let second = noise(3000, 5);
+    std::fs::write(&path, &second).unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let r = lab.get("/data/k.txt");
+    assert_eq!(sha256(&r.body), sha256(&second));
+    // Replaced by a rename, as archives are published: the next GET has the new bytes.
+    let third = noise(3000, 6);
+    lab.file("data/k.new", &third);
+    std::fs::rename(lab.root.join("data/k.new"), &path).unwrap();
+    let r = lab.get("/data/k.txt");
+    assert_eq!(sha256(&r.body), sha256(&third));
+    // Removed: 404 at once.
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(lab.get("/data/k.txt").status, 404);
+}
+
 #[test]
 fn configs_are_served_with_no_cache_and_match_the_published_file() {
     let lab = Lab::new();

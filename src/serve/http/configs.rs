@@ -39,7 +39,7 @@ pub(super) async fn config(
         Ok((resolved, opened)) => {
             log.mac = resolved.archive.or(Some(mac));
             log.kind = Some(EventKind::ConfigServed);
-            no_cache(serve_file(st, opened, req, log).await)
+            no_cache(serve_file(st, &resolved.path, opened, req, log).await)
         }
         Err(Refusal::Hidden(Denied::NotFound)) => {
             let snap = st.live.snapshot();

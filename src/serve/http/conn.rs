@@ -143,7 +143,12 @@ impl Registry {
 }
 
 /// Accepts connections until `shutdown`, then gives running requests the grace period.
-pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: CancellationToken) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    st: Arc<Shared>,
+    mut workers: Workers,
+    shutdown: CancellationToken,
+) {
     let registry = Arc::new(Registry {
         started: Instant::now(),
         next_id: AtomicU64::new(0),
@@ -207,7 +212,11 @@ pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: Canc
             state,
             peer,
         };
-        tasks.spawn(conn.run(stream, shutdown.clone()));
+        let Ok(stream) = stream.into_std() else {
+            registry.remove(id);
+            continue;
+        };
+        tasks.spawn_on(conn.run(stream, shutdown.clone()), workers.next());
     }
     drop(listener);
     let grace_end = tokio::time::Instant::now() + st.cfg.shutdown_grace;
@@ -223,6 +232,58 @@ pub(super) async fn serve(listener: TcpListener, st: Arc<Shared>, shutdown: Canc
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+/// The threads that answer requests: one current-thread runtime a core, as nginx runs one
+/// worker process a core. A connection lives on one of them from its accept to its close,
+/// so its requests are answered without the work-stealing scheduler's wake-ups of other
+/// threads; file system work still goes to their blocking pools.
+#[derive(Debug)]
+pub(super) struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stop: CancellationToken,
+    next: usize,
+}
+
+impl Workers {
+    /// Starts one thread a core (as the process may use them).
+    pub(super) fn start() -> io::Result<Workers> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stop = CancellationToken::new();
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            // Together no more blocking threads than one default runtime would start.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads((512 / n).max(16))
+                .build()?;
+            handles.push(rt.handle().clone());
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("ovl-http-{i}"))
+                .spawn(move || {
+                    rt.block_on(stop.cancelled());
+                    rt.shutdown_timeout(Duration::from_millis(100));
+                })?;
+        }
+        Ok(Workers {
+            handles,
+            stop,
+            next: 0,
+        })
+    }
+
+    /// The runtime of the next connection (in turn).
+    fn next(&mut self) -> &tokio::runtime::Handle {
+        self.next = (self.next + 1) % self.handles.len();
+        &self.handles[self.next]
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// A 503 for a connection over the cap, written without waiting, then the close.
@@ -243,7 +304,11 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection until it ends, is evicted, idles out, or the grace ends.
-    async fn run(self, stream: TcpStream, shutdown: CancellationToken) {
+    async fn run(self, stream: std::net::TcpStream, shutdown: CancellationToken) {
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            self.registry.remove(self.id);
+            return;
+        };
         let io = TokioIo::new(Tracked {
             inner: stream,
             state: Arc::clone(&self.state),

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use super::memo::{Memo, Version};
 use super::opened::OpenedFile;
 use crate::serve::access::{self, Policy, Refusal};
 use crate::serve::neighbours::Neighbours;
@@ -46,6 +47,8 @@ struct Root {
 #[derive(Debug)]
 pub(super) struct SiteDir {
     path: PathBuf,
+    /// On a local file system (see [`kept_unchanged`]).
+    local: bool,
     open: RwLock<Option<Arc<Root>>>,
     /// Microseconds after `epoch` when the root was last checked against its path.
     checked: AtomicU64,
@@ -53,10 +56,11 @@ pub(super) struct SiteDir {
 }
 
 impl SiteDir {
-    /// The site at `path` (opened on first use).
-    pub(super) fn new(path: &Path) -> SiteDir {
+    /// The site at `path` (opened on first use), on a local file system or not.
+    pub(super) fn new(path: &Path, local: bool) -> SiteDir {
         SiteDir {
             path: path.to_owned(),
+            local,
             open: RwLock::new(None),
             checked: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -106,6 +110,7 @@ pub(super) fn open(
     neighbours: &Neighbours,
     client: std::net::IpAddr,
     request: &str,
+    memo: &Memo,
 ) -> Option<Result<(Resolved, OpenedFile), Refusal>> {
     // The checks `access::check` makes before the file system is asked, in its order (a
     // request whose components are refused names no archive there either).
@@ -123,24 +128,69 @@ pub(super) fn open(
     };
     let root = site.current()?;
     let rel = components.join("/");
+    // No symlink on the way (below): the real file is the one named, in the place named
+    // (rule 5), so an archive is the one requested, whose owner was checked above.
+    let archive = match named {
+        Named::Archive(mac) => Some(mac),
+        Named::File | Named::InFolder(_) => None,
+    };
+    let mut path = root.canonical.clone();
+    path.extend(&components);
+    if let Some(kept) = kept_unchanged(site, &root, &rel, &path, memo) {
+        return Some(Ok((
+            Resolved { path, archive },
+            OpenedFile::from_kept(kept),
+        )));
+    }
     let file = open_beneath(&root.dir, &rel).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() {
         return None;
     }
-    // No symlink on the way: the real file is the one named, in the place named (rule 5),
-    // so an archive is the one requested, whose owner was checked above.
-    let archive = match named {
-        Named::Archive(mac) => Some(mac),
-        Named::File | Named::InFolder(_) => None,
-    };
-    let opened = match OpenedFile::from_open(file, meta) {
+    let kept = memo.get(&path, &meta);
+    if let Some(k) = &kept {
+        memo.verified(k);
+    }
+    let opened = match OpenedFile::from_open(file, meta, kept) {
         Ok(o) => o,
         Err(e) => return Some(Err(super::open_refusal(&e))),
     };
-    let mut path = root.canonical.clone();
-    path.extend(&components);
     Some(Ok((Resolved { path, archive }, opened)))
+}
+
+/// The answer kept for `path` (`rel` below `root`) when the short way found that version
+/// there less than [`ROOT_CHECK`] ago and one `statx` of the path (not following a final
+/// symlink) shows it unchanged: a regular file of the same device, inode, size, mtime and
+/// ctime. This is the file the short way would open (a directory on the way swapped for a
+/// symlink is seen within [`ROOT_CHECK`], as a swapped site root is), without opening it.
+/// Local file systems only: on NFS a `stat` may answer from the client's attribute cache,
+/// where an `open` asks the server.
+fn kept_unchanged(
+    site: &SiteDir,
+    root: &Root,
+    rel: &str,
+    path: &Path,
+    memo: &Memo,
+) -> Option<Arc<super::memo::Entry>> {
+    if !site.local {
+        return None;
+    }
+    let kept = memo.recent(path, ROOT_CHECK)?;
+    let name = CString::new(rel).ok()?;
+    // SAFETY: `statx` is plain data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, NUL-terminated name and a buffer of the right type.
+    let r = unsafe {
+        libc::statx(
+            root.dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_BASIC_STATS,
+            &mut st,
+        )
+    };
+    let version = (r == 0).then(|| Version::of_statx(&st)).flatten()?;
+    kept.is(&version).then_some(kept)
 }
 
 /// `openat2(dir, rel, O_RDONLY | O_NONBLOCK, RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)`.
@@ -211,14 +261,14 @@ mod tests {
     type Answer = Option<Result<(PathBuf, Option<crate::mac::Mac>), Refusal>>;
 
     fn short(dir: &SiteDir, p: &Policy, n: &Neighbours, c: IpAddr, req: &str) -> Answer {
-        open(dir, p, n, c, req).map(|r| r.map(|(res, _)| (res.path, res.archive)))
+        open(dir, p, n, c, req, &Memo::default()).map(|r| r.map(|(res, _)| (res.path, res.archive)))
     }
 
     #[test]
     fn the_short_way_decides_as_the_access_rule_or_leaves_it_to_it() {
         let (tmp, policy) = site("owner");
         let root = tmp.path().canonicalize().unwrap();
-        let dir = SiteDir::new(tmp.path());
+        let dir = SiteDir::new(tmp.path(), true);
         let (a, other): (IpAddr, IpAddr) =
             ("10.0.0.10".parse().unwrap(), "10.0.0.11".parse().unwrap());
         let n = neighbours(a, A);
@@ -252,6 +302,71 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_file_is_answered_unopened_only_while_it_is_the_same_file_in_the_same_place() {
+        use axum::body::Bytes;
+        use std::time::SystemTime;
+        let (tmp, policy) = site("any");
+        let root = tmp.path().canonicalize().unwrap();
+        let path = root.join("data/f");
+        let dir = SiteDir::new(tmp.path(), true);
+        let n = Neighbours::new(vec![]);
+        let c: IpAddr = "127.0.0.1".parse().unwrap();
+        let memo = Memo::default();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let keep = |bytes: &'static [u8]| {
+            let meta = std::fs::metadata(&path).unwrap();
+            let r = axum::http::Response::new(());
+            memo.keep(&path, &meta, Bytes::from_static(bytes), &r, later);
+        };
+        let opened = || match open(&dir, &policy, &n, c, "data/f", &memo) {
+            Some(Ok((_, o))) => o,
+            other => panic!("{other:?}"),
+        };
+        let unopened = || {
+            let root = dir.current().unwrap();
+            kept_unchanged(&dir, &root, "data/f", &path, &memo).is_some()
+        };
+        keep(b"file");
+        // Kept, but not yet found in place the short way: opened.
+        assert!(!unopened());
+        assert!(opened().kept.is_some());
+        // Now found in place: answered without opening.
+        assert!(unopened());
+        assert!(opened().kept.is_some());
+        // Written in place, same size: another version, opened and read. (Kept files are
+        // at least RACY old, so their next write has another mtime; the fake clock above
+        // skips that wait, so leave the kernel's coarse file clock time to tick.)
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, b"FILE").unwrap();
+        assert!(!unopened());
+        let o = opened();
+        assert!(o.kept.is_none());
+        assert_eq!(o.bytes().unwrap(), Bytes::from_static(b"FILE"));
+        // Replaced by a rename: another inode.
+        keep(b"FILE");
+        assert!(opened().kept.is_some() && unopened());
+        std::fs::write(tmp.path().join("data/g"), b"gggg").unwrap();
+        std::fs::rename(tmp.path().join("data/g"), &path).unwrap();
+        assert!(!unopened());
+        assert!(opened().kept.is_none());
+        // Its folder moved somewhere private and a symlink put in its place: the short way
+        // refuses the path (ELOOP: the slow way decides), and the kept answer stops being
+        // given within ROOT_CHECK, as a swapped site root is followed.
+        keep(b"gggg");
+        assert!(opened().kept.is_some() && unopened());
+        std::fs::create_dir_all(tmp.path().join("captures")).unwrap();
+        std::fs::rename(tmp.path().join("data"), tmp.path().join("captures/data")).unwrap();
+        std::os::unix::fs::symlink("captures/data", tmp.path().join("data")).unwrap();
+        std::thread::sleep(ROOT_CHECK + Duration::from_millis(20));
+        assert!(!unopened());
+        assert!(open(&dir, &policy, &n, c, "data/f", &memo).is_none());
+        // On a network file system, never unopened.
+        let remote = SiteDir::new(tmp.path(), false);
+        let root = remote.current().unwrap();
+        assert!(kept_unchanged(&remote, &root, "data/f", &path, &memo).is_none());
+    }
+
+    #[test]
     fn a_swapped_site_root_is_followed() {
         let (one, policy) = site("any");
         let (two, _) = site("any");
@@ -259,10 +374,10 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let link = parent.path().join("site");
         std::os::unix::fs::symlink(one.path(), &link).unwrap();
-        let dir = SiteDir::new(&link);
+        let dir = SiteDir::new(&link, true);
         let n = Neighbours::new(vec![]);
         let c: IpAddr = "127.0.0.1".parse().unwrap();
-        let read = |dir: &SiteDir| match open(dir, &policy, &n, c, "data/f") {
+        let read = |dir: &SiteDir| match open(dir, &policy, &n, c, "data/f", &Memo::default()) {
             Some(Ok((r, _))) => r.path,
             other => panic!("{other:?}"),
         };

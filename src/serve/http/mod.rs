@@ -43,6 +43,7 @@ mod configs;
 mod conn;
 mod direct;
 pub(crate) mod live;
+mod memo;
 mod metrics;
 mod on_demand;
 mod opened;
@@ -174,6 +175,8 @@ struct Shared {
     status: status::StatusCache,
     metrics: Arc<crate::serve::metrics::Metrics>,
     archive_states: page::ArchiveStates,
+    /// Answers to plain GETs of small files, per file version (`memo`).
+    memo: memo::Memo,
 }
 
 /// A bound HTTP server; [`HttpServer::run`] serves until cancelled.
@@ -181,6 +184,7 @@ struct Shared {
 pub struct HttpServer {
     listener: TcpListener,
     shared: Arc<Shared>,
+    workers: conn::Workers,
 }
 
 impl HttpServer {
@@ -199,7 +203,7 @@ impl HttpServer {
         .map_err(io::Error::other)?;
         let shared = Shared {
             offload: cfg.fs_offload.unwrap_or(network),
-            site_dir: direct::SiteDir::new(live.root()),
+            site_dir: direct::SiteDir::new(live.root(), !network),
             on_demand: on_demand::OnDemand::new(&cfg),
             status: status::StatusCache::default(),
             cfg,
@@ -209,10 +213,12 @@ impl HttpServer {
             started: SystemTime::now(),
             metrics: Arc::default(),
             archive_states: page::ArchiveStates::default(),
+            memo: memo::Memo::default(),
         };
         Ok(HttpServer {
             listener,
             shared: Arc::new(shared),
+            workers: conn::Workers::start()?,
         })
     }
 
@@ -250,7 +256,7 @@ impl HttpServer {
             !self.shared.cfg.watched,
             shutdown.clone(),
         ));
-        conn::serve(self.listener, self.shared, shutdown).await;
+        conn::serve(self.listener, self.shared, self.workers, shutdown).await;
         reload.abort();
     }
 }
@@ -382,10 +388,11 @@ async fn open_checked(
 ) -> Result<(Resolved, OpenedFile), Refusal> {
     fn work(s: &Shared, rel: &str, client: IpAddr) -> Result<(Resolved, OpenedFile), Refusal> {
         let policy = s.live.policy();
-        if let Some(r) = direct::open(&s.site_dir, &policy, &s.cfg.neighbours, client, rel) {
+        let n = &s.cfg.neighbours;
+        if let Some(r) = direct::open(&s.site_dir, &policy, n, client, rel, &s.memo) {
             return r;
         }
-        let resolved = access::check(s.live.root(), &policy, &s.cfg.neighbours, client, rel)?;
+        let resolved = access::check(s.live.root(), &policy, n, client, rel)?;
         let opened = OpenedFile::open(&resolved.path).map_err(|e| open_refusal(&e))?;
         Ok((resolved, opened))
     }
@@ -438,27 +445,42 @@ async fn file(st: &Arc<Shared>, req: Request, path: &str, log: &mut RequestLog) 
         // A device's archive reached by another name (a symlink): served as a config.
         log.mac = Some(mac);
         log.kind = Some(EventKind::ConfigServed);
-        return no_cache(serve_file(st, opened, req, log).await);
+        return no_cache(serve_file(st, &resolved.path, opened, req, log).await);
     }
     if let Some(kind) = EventKind::of_file(path) {
         log.kind = Some(kind);
         log.mac = attribute(st, log.client);
     }
-    serve_file(st, opened, req, log).await
+    serve_file(st, &resolved.path, opened, req, log).await
 }
 
-/// Streams an opened file with tower-http (HEAD, Range, ETag, Last-Modified, conditionals).
+/// Streams an opened file (at `path`) with tower-http (HEAD, Range, ETag, Last-Modified,
+/// conditionals); a plain GET of a small file is answered as tower-http answered it last
+/// time for this version of the file, when that answer is kept (`memo`: only for files
+/// opened by the name requested, since the `Content-Type` follows the name).
 async fn serve_file(
     st: &Shared,
+    path: &std::path::Path,
     opened: OpenedFile,
     req: Request,
     log: &mut RequestLog,
 ) -> Response<Body> {
+    let plain = memo::is_plain_get(&req);
+    if plain && let Some(kept) = &opened.kept {
+        return kept.response();
+    }
+    let keep = (plain && opened.keepable).then(|| opened.bytes()).flatten();
+    let meta = opened.meta.clone();
     let backend = OpenedBackend::new(opened, st.cfg.chunk_size);
     let mut dir =
         ServeDir::with_backend(st.live.root(), backend).with_buf_chunk_size(st.cfg.chunk_size);
     match dir.try_call(req).await {
-        Ok(r) => r.map(Body::new),
+        Ok(r) => {
+            if let Some(bytes) = keep {
+                st.memo.keep(path, &meta, bytes, &r, SystemTime::now());
+            }
+            r.map(Body::new)
+        }
         Err(e) => {
             log.reason = Some(format!("cannot serve: {e}"));
             status_response(StatusCode::INTERNAL_SERVER_ERROR)

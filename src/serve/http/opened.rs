@@ -18,6 +18,8 @@ use axum::body::Bytes;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File};
 
+use super::memo::Entry;
+
 /// Files up to this size are read whole in the blocking step and served from memory.
 pub(super) const SMALL_FILE: u64 = 64 * 1024;
 
@@ -31,26 +33,44 @@ enum Content {
 /// A file opened (and, when small, read) on the blocking pool.
 #[derive(Debug)]
 pub(super) struct OpenedFile {
-    meta: std::fs::Metadata,
+    pub(super) meta: std::fs::Metadata,
     content: Content,
+    /// The answer kept for a plain GET of this version of the file (`memo`).
+    pub(super) kept: Option<Arc<Entry>>,
+    /// Opened by the name requested (the short way: no symlink), so that tower-http's
+    /// answer, whose `Content-Type` follows that name, may be kept under it.
+    pub(super) keepable: bool,
 }
 
 impl OpenedFile {
-    /// Opens `path` (already resolved); files up to [`SMALL_FILE`] bytes are read now.
+    /// Opens `path` (already resolved, possibly through symlinks: its answer is not kept);
+    /// files up to [`SMALL_FILE`] bytes are read now.
     pub(super) fn open(path: &Path) -> io::Result<OpenedFile> {
         let file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        OpenedFile::from_open(file, meta)
+        let mut opened = OpenedFile::from_open(file, meta, None)?;
+        opened.keepable = false;
+        Ok(opened)
     }
 
-    /// `file`, open, with its metadata `meta` (a regular file); read now when small.
+    /// `file`, opened by the name requested, with its metadata `meta` (a regular file); read
+    /// now when small and not `kept` already.
     pub(super) fn from_open(
         mut file: std::fs::File,
         meta: std::fs::Metadata,
+        kept: Option<Arc<Entry>>,
     ) -> io::Result<OpenedFile> {
+        if let Some(k) = kept {
+            return Ok(OpenedFile {
+                meta,
+                content: Content::Memory(k.body.clone()),
+                kept: Some(k),
+                keepable: true,
+            });
+        }
         let content = if meta.len() <= SMALL_FILE {
             let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
             // Read at most what fstat said (a file growing meanwhile is cut at that length,
@@ -66,7 +86,30 @@ impl OpenedFile {
         } else {
             Content::Disk(file)
         };
-        Ok(OpenedFile { meta, content })
+        Ok(OpenedFile {
+            meta,
+            content,
+            kept: None,
+            keepable: true,
+        })
+    }
+
+    /// The file as `kept` (its version was checked by the caller), not opened.
+    pub(super) fn from_kept(kept: Arc<Entry>) -> OpenedFile {
+        OpenedFile {
+            meta: kept.meta.clone(),
+            content: Content::Memory(kept.body.clone()),
+            kept: Some(kept),
+            keepable: true,
+        }
+    }
+
+    /// The file's bytes when they are in memory.
+    pub(super) fn bytes(&self) -> Option<Bytes> {
+        match &self.content {
+            Content::Memory(b) => Some(b.clone()),
+            Content::Disk(_) => None,
+        }
     }
 }
 
