@@ -213,21 +213,20 @@ impl Memo {
     }
 }
 
-/// A GET with none of the headers that make tower-http answer otherwise than with the whole
-/// file (`Range`, `If-Range`, `If-Match`, `If-None-Match`, `If-Modified-Since`,
-/// `If-Unmodified-Since`).
+/// The request headers that make tower-http answer otherwise than with the whole file.
+const NOT_PLAIN: [header::HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// A GET with none of the [`NOT_PLAIN`] headers (`Range`, `If-Range`, `If-Match`,
+/// `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`).
 pub(super) fn is_plain_get(req: &Request) -> bool {
-    req.method() == Method::GET
-        && ![
-            header::RANGE,
-            header::IF_RANGE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-        ]
-        .iter()
-        .any(|h| req.headers().contains_key(h))
+    req.method() == Method::GET && !NOT_PLAIN.iter().any(|h| req.headers().contains_key(h))
 }
 
 #[cfg(test)]
@@ -356,14 +355,7 @@ mod tests {
             Some((header::ACCEPT, "*/*"))
         )));
         assert!(!is_plain_get(&req(Method::HEAD, None)));
-        for h in [
-            header::RANGE,
-            header::IF_RANGE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-        ] {
+        for h in NOT_PLAIN {
             assert!(
                 !is_plain_get(&req(Method::GET, Some((h.clone(), "x")))),
                 "{h}"
