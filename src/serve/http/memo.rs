@@ -1,10 +1,12 @@
 //! Plain GETs of small files answered from memory: tower-http's answer to a `GET` with no
 //! `Range` and no conditional header is kept (its headers and the file's bytes) per file
 //! version, and the next plain `GET` of the same version gets the same answer without
-//! reading the file or running `ServeDir` again. A request is still decided and its file
-//! opened and `fstat`ed as before (the access rule and the short way to a file are
-//! unchanged): only the read and the HTTP work are saved. Other requests (HEAD, `Range`,
-//! `If-*`) go to tower-http, given the kept bytes instead of a read.
+//! reading the file or running `ServeDir` again. A request is still decided as before (the
+//! access rule and the short way to a file are unchanged), and its file opened and
+//! `fstat`ed, or, when the short way found this version in place less than 100 ms ago, its
+//! path checked by one `statx` (`direct`). Other requests (HEAD, `Range`, `If-*`) go to
+//! tower-http, given the kept bytes instead of a read. Only files opened by the name
+//! requested are kept (through a symlink, tower-http's `Content-Type` follows another name).
 //!
 //! A file version is its device, inode, size, mtime and ctime: a file replaced by a rename
 //! (how archives are published) has another inode, and one written in place another mtime
