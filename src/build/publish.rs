@@ -34,19 +34,8 @@ pub(crate) fn write_atomic(
     prefix: &str,
     mode: Option<u32>,
 ) -> Result<()> {
-    std::fs::create_dir_all(tmp_dir).at(tmp_dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(prefix)
-        .suffix(TMP_SUFFIX)
-        .tempfile_in(tmp_dir)
-        .at(tmp_dir)?;
-    tmp.write_all(bytes).at(tmp.path())?;
+    let tmp = temporary(tmp_dir, prefix, bytes, mode)?;
     tmp.as_file().sync_all().at(tmp.path())?;
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
-            .at(tmp.path())?;
-    }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     let dir = path
         .parent()
@@ -57,6 +46,29 @@ pub(crate) fn write_atomic(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A hidden temporary `PREFIX…` + [`TMP_SUFFIX`] in `dir` (created if missing) holding
+/// `bytes`, with `mode` if any; not yet synced.
+pub(crate) fn temporary(
+    dir: &Path,
+    prefix: &str,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> Result<tempfile::NamedTempFile> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(TMP_SUFFIX)
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(bytes).at(tmp.path())?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        let perm = std::fs::Permissions::from_mode(mode);
+        tmp.as_file().set_permissions(perm).at(tmp.path())?;
+    }
+    Ok(tmp)
 }
 
 /// What publishing did.

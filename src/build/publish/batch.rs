@@ -25,7 +25,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -35,7 +34,6 @@ use std::sync::{Mutex, OnceLock};
 use tempfile::TempPath;
 
 use crate::error::{Error, IoContext, Result};
-use crate::site::layout::TMP_SUFFIX;
 
 /// From this many files (or folders) on one file system, a barrier there is one `syncfs(2)`
 /// instead of one `fsync(2)` each.
@@ -82,7 +80,7 @@ pub(crate) struct Unit<'a> {
 }
 
 impl Unit<'_> {
-    /// Write `bytes` to a hidden temporary (`PREFIX…` + [`TMP_SUFFIX`]) in `target`'s folder
+    /// Write `bytes` to a hidden temporary (`PREFIX…` + [`TMP_SUFFIX`](crate::site::layout::TMP_SUFFIX)) in `target`'s folder
     /// (created if missing), with `mode` if any, to be renamed over `target` in `step`.
     pub(crate) fn write(
         &mut self,
@@ -95,18 +93,8 @@ impl Unit<'_> {
         let dir = parent(target);
         std::fs::create_dir_all(dir).at(dir)?;
         let dev = self.batch.file_system(dir)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(prefix)
-            .suffix(TMP_SUFFIX)
-            .tempfile_in(dir)
-            .at(dir)?;
-        tmp.write_all(bytes).at(tmp.path())?;
+        let tmp = super::temporary(dir, prefix, bytes, mode)?;
         start_writeback(tmp.as_file());
-        if let Some(mode) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            let perm = std::fs::Permissions::from_mode(mode);
-            tmp.as_file().set_permissions(perm).at(tmp.path())?;
-        }
         let (file, tmp) = tmp.into_parts();
         close(file).at(&tmp)?;
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);

@@ -1,6 +1,7 @@
 //! The batch: every file published, few syncs, per-unit failures, nothing left behind.
 
 use super::*;
+use crate::site::layout::TMP_SUFFIX;
 use std::os::unix::fs::PermissionsExt;
 
 /// Every name under `dir`, recursively, relative to it.
